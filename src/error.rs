@@ -1,0 +1,62 @@
+//! Errors that stop the server from starting or running.
+//!
+//! Per-session failures never become one of these: a session's problems end that session
+//! (see `session::CloseReason`) and never escape its shard.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The worker count is outside 1..=1024.
+    #[error("--workers must be between 1 and 1024, got {0}")]
+    Workers(usize),
+    /// A limit that must be positive is zero.
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+    /// A limit is below the smallest useful value.
+    #[error("--{0} must be at least {1}")]
+    TooSmall(&'static str, usize),
+    /// `--static-dir` does not name a folder.
+    #[error("--static-dir {0:?} is not a directory")]
+    StaticDir(PathBuf),
+}
+
+/// A failure while starting or running the server, named after the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listening socket could not be created, bound or put into listening state.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// A shard's poll, waker or thread could not be created.
+    #[error("cannot start shard {shard}: {source}")]
+    Shard {
+        /// Which shard.
+        shard: usize,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The acceptor thread could not be started.
+    #[error("cannot start the acceptor: {0}")]
+    Acceptor(io::Error),
+    /// A shard or the acceptor stopped with an I/O error.
+    #[error("{name} stopped: {source}")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A thread panicked; its name says which.
+    #[error("thread {0} panicked")]
+    ThreadPanicked(String),
+}

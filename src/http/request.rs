@@ -1,0 +1,220 @@
+//! Reading an HTTP/1.1 request head with `httparse`.
+//!
+//! Only what the server acts on is kept ([`RequestHead`]); the raw head stays in the
+//! session's buffer until the request is answered.
+
+use crate::http::Status;
+
+/// The request method, as far as routing cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`.
+    Get,
+    /// `HEAD`: a GET whose answer has no body.
+    Head,
+    /// Anything else (answered 405).
+    Other(String),
+}
+
+/// The parts of a request head the server acts on.
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    /// The method (`None` only in `Default`).
+    pub method: Option<Method>,
+    /// The request target as sent (path and query).
+    pub target: String,
+    /// Minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Number of `Host` headers.
+    pub host_count: usize,
+    /// `Connection` lists `close`.
+    pub connection_close: bool,
+    /// `Connection` lists `keep-alive`.
+    pub connection_keep_alive: bool,
+    /// `Connection` lists `upgrade`.
+    pub connection_upgrade: bool,
+    /// The `Upgrade` header, if any.
+    pub upgrade: Option<String>,
+    /// `Sec-WebSocket-Key`, if exactly one was sent.
+    pub ws_key: Option<String>,
+    /// Number of `Sec-WebSocket-Key` headers.
+    pub ws_key_count: usize,
+    /// `Sec-WebSocket-Version`, if any.
+    pub ws_version: Option<String>,
+    /// `Origin`, if any.
+    pub origin: Option<String>,
+    /// The request announces a body (`Content-Length` > 0 or `Transfer-Encoding`).
+    pub has_body: bool,
+    /// A header value was not valid for its header (e.g. a non-numeric Content-Length).
+    pub malformed: bool,
+}
+
+impl RequestHead {
+    /// The path part of the target (before any `?`).
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    /// Whether the connection may serve another request after this one.
+    pub fn keep_alive(&self) -> bool {
+        if self.minor_version >= 1 {
+            !self.connection_close
+        } else {
+            self.connection_keep_alive && !self.connection_close
+        }
+    }
+
+    /// The client asks for a WebSocket upgrade (it sent `Upgrade: websocket`).
+    pub fn wants_websocket(&self) -> bool {
+        self.upgrade
+            .as_deref()
+            .is_some_and(|u| has_token(u, "websocket"))
+    }
+}
+
+/// What a look at the bytes so far found.
+#[derive(Debug)]
+pub enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// A complete head of `len` bytes.
+    Complete(RequestHead, usize),
+    /// The bytes can never become an acceptable head: answer with this status and close.
+    Reject(Status),
+}
+
+/// Parses the head at the start of `buf`, enforcing the size and header-count limits.
+pub fn parse(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed {
+    // httparse needs the header array up front; 128 bounds the stack use, and
+    // `max_headers` (validated ≤ this) is the configured limit.
+    const HEADER_SLOTS: usize = 128;
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let slots = &mut slots[..max_headers.min(HEADER_SLOTS)];
+    let mut req = httparse::Request::new(slots);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= max_head {
+                Parsed::Reject(Status::HeadTooLarge)
+            } else {
+                Parsed::Partial
+            }
+        }
+        Ok(httparse::Status::Complete(len)) if len > max_head => {
+            Parsed::Reject(Status::HeadTooLarge)
+        }
+        Ok(httparse::Status::Complete(len)) => Parsed::Complete(summarize(&req), len),
+        Err(httparse::Error::TooManyHeaders) => Parsed::Reject(Status::HeadTooLarge),
+        Err(_) => Parsed::Reject(Status::BadRequest),
+    }
+}
+
+fn summarize(req: &httparse::Request) -> RequestHead {
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        other => Method::Other(other.to_owned()),
+    };
+    let mut head = RequestHead {
+        method: Some(method),
+        target: req.path.unwrap_or("").to_owned(),
+        minor_version: req.version.unwrap_or(1),
+        ..RequestHead::default()
+    };
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).ok().map(str::trim);
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            head.host_count += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            let v = value.unwrap_or("");
+            head.connection_close |= has_token(v, "close");
+            head.connection_keep_alive |= has_token(v, "keep-alive");
+            head.connection_upgrade |= has_token(v, "upgrade");
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.ws_key_count += 1;
+            head.ws_key = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            head.ws_version = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            match value.and_then(|v| v.parse::<u64>().ok()) {
+                Some(0) => {}
+                Some(_) => head.has_body = true,
+                None => head.malformed = true,
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            head.has_body = true;
+        }
+    }
+    head
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+pub fn has_token(value: &str, token: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(raw: &str) -> RequestHead {
+        match parse(raw.as_bytes(), 8192, 64) {
+            Parsed::Complete(head, len) => {
+                assert_eq!(len, raw.len());
+                head
+            }
+            other => panic!("expected a complete head, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_upgrade_headers() {
+        let head = complete(
+            "GET /room-1?x=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\
+             Upgrade: WebSocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+        );
+        assert_eq!(head.method, Some(Method::Get));
+        assert_eq!(head.path(), "/room-1");
+        assert!(head.connection_upgrade && head.wants_websocket());
+        assert_eq!(head.ws_key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(head.ws_version.as_deref(), Some("13"));
+        assert!(head.keep_alive());
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_defaults() {
+        assert!(!complete("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(complete("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive());
+        assert!(!complete("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn limits_and_garbage_are_rejected() {
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\n", 8192, 64),
+            Parsed::Partial
+        ));
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
+        assert!(matches!(
+            parse(big.as_bytes(), 8192, 64),
+            Parsed::Reject(Status::HeadTooLarge)
+        ));
+        let many: String = (0..70).map(|i| format!("X{i}: y\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(
+            parse(many.as_bytes(), 8192, 64),
+            Parsed::Reject(Status::HeadTooLarge)
+        ));
+        assert!(matches!(
+            parse(b"\x01\x02 garbage\r\n\r\n", 8192, 64),
+            Parsed::Reject(Status::BadRequest)
+        ));
+    }
+}

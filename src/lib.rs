@@ -1,0 +1,25 @@
+//! shardcast: a thread-per-core WebSocket chat and broadcast server.
+//!
+//! An acceptor thread deals connections round-robin to N shards. Each shard is one thread
+//! pinned to a core with its own `mio::Poll`, a slab of sessions and its view of the rooms;
+//! shards share no mutable state and talk only through bounded channels (the mesh). A message
+//! is framed once into shared bytes and queued, by reference, for every member of its room on
+//! every shard; each session's queue leaves in one vectored write per loop turn.
+//!
+//! See `docs/architecture.md` for the threads and data path, `docs/lifecycle.md` for the
+//! session states and `docs/glossary.md` for the vocabulary.
+
+pub mod acceptor;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod mesh;
+pub mod room;
+pub mod server;
+pub mod session;
+pub mod shard;
+pub mod stats;
+
+pub use config::Config;
+pub use error::{ConfigError, ServerError};
+pub use server::Server;

@@ -1,0 +1,169 @@
+//! The mesh: how shards talk to each other.
+//!
+//! Every shard has one bounded inbox (a crossbeam channel) and one `mio::Waker`. Another shard
+//! that wants to reach it sends a [`ShardMsg`] with `try_send` — never a blocking send, since two
+//! shards blocking on each other's full inbox would deadlock — and wakes it once per loop turn,
+//! not once per message (a wake is an `eventfd` write, a syscall).
+//!
+//! When an inbox is full, messages wait in the sender's per-peer backlog and are retried next
+//! turn. The backlog is bounded too: past [`MAX_BACKLOG`] messages, further *broadcasts* to that
+//! peer are dropped and counted (a shard that cannot keep up must not grow memory without
+//! bound); *interest* changes are never dropped, since losing one would silence a room.
+//!
+//! Only immutable data crosses: room names and frames are refcounted, never copied.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use mio::Waker;
+
+use crate::room::RoomId;
+
+/// The index of a shard, `0..workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub usize);
+
+/// A complete server-to-client WebSocket frame (header and payload), encoded once and shared
+/// by every recipient on every shard. Server frames are unmasked, so the same bytes serve all.
+pub type SharedFrame = Arc<[u8]>;
+
+/// Most messages that may wait for one peer when its inbox is full (see the module docs).
+pub const MAX_BACKLOG: usize = 64 * 1024;
+
+/// What one shard tells another.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Deliver `frame` to your members of `room`.
+    Broadcast {
+        /// The room.
+        room: RoomId,
+        /// The encoded frame.
+        frame: SharedFrame,
+    },
+    /// Shard `from` now has (or no longer has) members in `room`.
+    Interest {
+        /// The room.
+        room: RoomId,
+        /// The shard whose membership changed.
+        from: ShardId,
+        /// Whether it has members now.
+        present: bool,
+    },
+}
+
+/// The sending side of one shard's inbox, as held by its peers.
+#[derive(Clone)]
+pub struct PeerHandle {
+    /// The peer's inbox.
+    pub tx: Sender<ShardMsg>,
+    /// The peer's poll waker.
+    pub waker: Arc<Waker>,
+}
+
+/// A shard's links to every other shard, with the per-peer backlog and wake bookkeeping.
+pub struct MeshLinks {
+    me: ShardId,
+    peers: Vec<PeerLink>,
+    /// Broadcasts dropped because a peer's backlog was full (see the module docs).
+    pub dropped: u64,
+}
+
+struct PeerLink {
+    handle: PeerHandle,
+    backlog: VecDeque<ShardMsg>,
+    wake_pending: bool,
+}
+
+impl MeshLinks {
+    /// Links for shard `me`, given every shard's handle (its own included, ignored).
+    pub fn new(me: ShardId, handles: Vec<PeerHandle>) -> Self {
+        let peers = handles
+            .into_iter()
+            .map(|handle| PeerLink {
+                handle,
+                backlog: VecDeque::new(),
+                wake_pending: false,
+            })
+            .collect();
+        MeshLinks {
+            me,
+            peers,
+            dropped: 0,
+        }
+    }
+
+    /// This shard's id.
+    pub fn me(&self) -> ShardId {
+        self.me
+    }
+
+    /// Every other shard's id.
+    pub fn others(&self) -> impl Iterator<Item = ShardId> + '_ {
+        (0..self.peers.len())
+            .map(ShardId)
+            .filter(move |s| *s != self.me)
+    }
+
+    /// Queues `msg` for `to`. The wake happens in [`MeshLinks::flush`].
+    pub fn send(&mut self, to: ShardId, msg: ShardMsg) {
+        let Some(link) = self.peers.get_mut(to.0) else {
+            debug_assert!(false, "send to unknown shard {to:?}");
+            return;
+        };
+        link.wake_pending = true;
+        if link.backlog.is_empty() {
+            match link.handle.tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => link.backlog.push_back(msg),
+                // The peer is gone (shutting down): nothing to deliver to.
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        } else if link.backlog.len() >= MAX_BACKLOG && matches!(msg, ShardMsg::Broadcast { .. }) {
+            self.dropped += 1;
+        } else {
+            link.backlog.push_back(msg);
+        }
+    }
+
+    /// Retries backlogs and wakes every peer that was sent something since the last flush.
+    /// Returns true while some backlog is still waiting (the caller should poll again soon).
+    pub fn flush(&mut self) -> bool {
+        let mut waiting = false;
+        for link in &mut self.peers {
+            while let Some(msg) = link.backlog.pop_front() {
+                match link.handle.tx.try_send(msg) {
+                    Ok(()) => link.wake_pending = true,
+                    Err(TrySendError::Full(msg)) => {
+                        link.backlog.push_front(msg);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => link.backlog.clear(),
+                }
+            }
+            waiting |= !link.backlog.is_empty();
+            if link.wake_pending {
+                link.wake_pending = false;
+                // A failed wake means the peer's poll is gone: it is shutting down.
+                let _ = link.handle.waker.wake();
+            }
+        }
+        waiting
+    }
+}
+
+/// Takes up to `budget` messages from an inbox; returns how many were taken and whether the
+/// inbox may hold more.
+pub fn drain_inbox(
+    rx: &Receiver<ShardMsg>,
+    budget: usize,
+    mut handle: impl FnMut(ShardMsg),
+) -> (usize, bool) {
+    for taken in 0..budget {
+        match rx.try_recv() {
+            Ok(msg) => handle(msg),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => return (taken, false),
+        }
+    }
+    (budget, true)
+}

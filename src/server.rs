@@ -1,0 +1,149 @@
+//! Starting the server: the listener, the mesh of shards, the acceptor, and waiting for them.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::acceptor::{self, ShardDoor};
+use crate::config::Config;
+use crate::error::ServerError;
+use crate::http::Site;
+use crate::http::assets::Assets;
+use crate::mesh::{MeshLinks, PeerHandle, ShardId};
+use crate::shard::{Shard, ShardParts, WAKER};
+use crate::stats::ServerStats;
+
+/// Capacity of each shard's channel of new connections.
+const HANDOFF_CAPACITY: usize = 1024;
+
+/// Listen backlog: generous, since connection storms are what this server is for.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A started server.
+pub struct Server {
+    local_addr: SocketAddr,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Binds, starts every shard and the acceptor, and returns at once.
+    pub fn start(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        let listener = bind(config.listen)?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let config = Arc::new(config);
+        let stats = Arc::new(ServerStats::new(config.workers));
+        let site = Site::new(Assets::new(config.static_dir.clone()), stats.clone());
+
+        let mut polls = Vec::new();
+        let mut peers = Vec::new();
+        let mut inboxes = Vec::new();
+        let mut doors = Vec::new();
+        let mut handoffs = Vec::new();
+        for shard in 0..config.workers {
+            let shard_error = |source| ServerError::Shard { shard, source };
+            let poll = Poll::new().map_err(shard_error)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(shard_error)?);
+            let (tx, rx) = crossbeam_channel::bounded(config.mesh_capacity);
+            let (door_tx, door_rx) = crossbeam_channel::bounded(HANDOFF_CAPACITY);
+            peers.push(PeerHandle {
+                tx,
+                waker: waker.clone(),
+            });
+            doors.push(ShardDoor { tx: door_tx, waker });
+            polls.push(poll);
+            inboxes.push(rx);
+            handoffs.push(door_rx);
+        }
+
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut threads = Vec::new();
+        let parts = polls.into_iter().zip(inboxes).zip(handoffs).enumerate();
+        for (i, ((poll, inbox), connections)) in parts {
+            let parts = ShardParts {
+                id: ShardId(i),
+                poll,
+                connections,
+                inbox,
+                mesh: MeshLinks::new(ShardId(i), peers.clone()),
+                config: config.clone(),
+                site: site.clone(),
+                stats: stats.clone(),
+            };
+            let core = (config.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
+            let handle = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core)
+                    {
+                        log::warn!("shard {i}: could not pin to core {}", core.id);
+                    }
+                    Shard::new(parts).run()
+                })
+                .map_err(|source| ServerError::Shard { shard: i, source })?;
+            threads.push(handle);
+        }
+        drop(peers);
+
+        let acceptor = std::thread::Builder::new()
+            .name("acceptor".into())
+            .spawn(move || acceptor::run(listener, doors))
+            .map_err(ServerError::Acceptor)?;
+        threads.push(acceptor);
+        log::info!(
+            "shardcast listening on {local_addr} with {} shard(s), pinning {}, max message {} B, \
+             max buffered {} B",
+            config.workers,
+            if config.pin { "on" } else { "off" },
+            config.max_message,
+            config.max_buffered
+        );
+        Ok(Server {
+            local_addr,
+            threads,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits for every thread; the first failure is returned.
+    pub fn wait(self) -> Result<(), ServerError> {
+        let mut first_error = None;
+        for handle in self.threads {
+            let name = handle.thread().name().unwrap_or("?").to_owned();
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    log::error!("{name} stopped: {e}");
+                    first_error.get_or_insert(ServerError::Thread { name, source: e });
+                }
+                Err(_) => {
+                    first_error.get_or_insert(ServerError::ThreadPanicked(name));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let listen_error = |source| ServerError::Listen { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(listen_error)?;
+    socket.set_reuse_address(true).map_err(listen_error)?;
+    socket.bind(&addr.into()).map_err(listen_error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(listen_error)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,420 @@
+//! A shard: one thread, one `mio::Poll`, one slab of sessions, one room table.
+//!
+//! Each loop turn runs the same phases, in this order:
+//!
+//! 1. **poll** for readiness (the timeout comes from the next deadline, or zero if work waits);
+//! 2. **adopt** connections the acceptor handed over;
+//! 3. **drain the inbox** of messages from other shards — before reading sockets, so that an
+//!    interest notice sent before a client's `101` is applied before that client's peers'
+//!    messages are routed (no lost first message across shards);
+//! 4. **dispatch** readiness events to sessions; complete messages fan out at once;
+//! 5. **resume** sessions that stopped for fairness last turn;
+//! 6. **flush** every session with queued output: one `writev` each;
+//! 7. **send** to other shards: retry full inboxes, wake each peer once;
+//! 8. **reap** finished sessions;
+//! 9. **expire** deadlines.
+//!
+//! Nothing here locks. Only the inbox receiver, peer senders and wakers, the published stats
+//! and immutable frames cross threads.
+
+mod timers;
+
+use std::io;
+use std::net::TcpStream as StdTcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::http::Site;
+use crate::mesh::{MeshLinks, ShardId, ShardMsg, SharedFrame, drain_inbox};
+use crate::room::{LocalPresence, RoomId, RoomTable, SessionKey};
+use crate::session::{Delivery, Env, Event, Progress, Session};
+use crate::stats::ServerStats;
+use timers::Timers;
+
+/// The token of the shard's waker (session tokens are slab keys, far below it).
+pub const WAKER: Token = Token(usize::MAX);
+
+/// Size of the shard's read buffer, shared by all its sessions.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Most inbox messages handled per turn before sockets get their turn again.
+const INBOX_BUDGET: usize = 4096;
+
+/// Most readiness events taken from one poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Everything a shard thread is started with.
+pub struct ShardParts {
+    /// This shard's id.
+    pub id: ShardId,
+    /// Its poll (its waker is already registered as [`WAKER`]).
+    pub poll: Poll,
+    /// Connections from the acceptor.
+    pub connections: Receiver<StdTcpStream>,
+    /// Messages from other shards.
+    pub inbox: Receiver<ShardMsg>,
+    /// Links to the other shards.
+    pub mesh: MeshLinks,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The HTTP side.
+    pub site: Site,
+    /// Published figures.
+    pub stats: Arc<ServerStats>,
+}
+
+/// A running shard.
+pub struct Shard {
+    id: ShardId,
+    poll: Poll,
+    connections: Receiver<StdTcpStream>,
+    inbox: Receiver<ShardMsg>,
+    inbox_more: bool,
+    mesh: MeshLinks,
+    mesh_backlog: bool,
+    config: Arc<Config>,
+    site: Site,
+    stats: Arc<ServerStats>,
+    sessions: Slab<Session<TcpStream>>,
+    rooms: RoomTable,
+    timers: Timers,
+    next_generation: u64,
+    scratch: Vec<u8>,
+    events: Vec<Event>,
+    /// Sessions with output to flush at the end of this turn.
+    flush_list: Vec<SessionKey>,
+    /// Sessions that stopped for fairness and must run again.
+    ready: Vec<SessionKey>,
+    /// Sessions to remove at the end of this turn.
+    finished: Vec<SessionKey>,
+    now: Instant,
+}
+
+impl Shard {
+    /// Builds the shard from its parts.
+    pub fn new(parts: ShardParts) -> Self {
+        Shard {
+            id: parts.id,
+            poll: parts.poll,
+            connections: parts.connections,
+            inbox: parts.inbox,
+            inbox_more: false,
+            mesh: parts.mesh,
+            mesh_backlog: false,
+            config: parts.config,
+            site: parts.site,
+            stats: parts.stats,
+            sessions: Slab::new(),
+            rooms: RoomTable::default(),
+            timers: Timers::default(),
+            next_generation: 0,
+            scratch: vec![0; SCRATCH_SIZE],
+            events: Vec::new(),
+            flush_list: Vec::new(),
+            ready: Vec::new(),
+            finished: Vec::new(),
+            now: Instant::now(),
+        }
+    }
+
+    /// Runs the loop until the acceptor goes away and every session has ended.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let timeout = self.poll_timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            self.now = Instant::now();
+            if !self.adopt_connections() && self.sessions.is_empty() {
+                return Ok(());
+            }
+            self.drain_inbox();
+            self.dispatch(&events);
+            self.resume_ready();
+            self.flush_output();
+            self.mesh_backlog = self.mesh.flush();
+            self.reap_finished();
+            self.expire_timers();
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() || self.inbox_more || self.mesh_backlog {
+            return Some(Duration::ZERO);
+        }
+        // Rounded up to a whole millisecond, as epoll would truncate it and wake early.
+        self.timers
+            .next_in(Instant::now())
+            .map(|d| d + Duration::from_micros(999))
+    }
+
+    /// Registers connections handed over by the acceptor. False once the acceptor is gone.
+    fn adopt_connections(&mut self) -> bool {
+        loop {
+            match self.connections.try_recv() {
+                Ok(stream) => self.adopt(stream),
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn adopt(&mut self, stream: StdTcpStream) {
+        let mut stream = TcpStream::from_std(stream);
+        let entry = self.sessions.vacant_entry();
+        let key = entry.key();
+        let registered = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = registered {
+            log::warn!("shard {}: cannot register a connection: {e}", self.id.0);
+            return;
+        }
+        let mut session = Session::new(stream, &self.config, self.now);
+        self.next_generation += 1;
+        session.generation = self.next_generation;
+        entry.insert(session);
+        self.arm_timer(key);
+        self.publish_stats();
+    }
+
+    fn drain_inbox(&mut self) {
+        let inbox = self.inbox.clone();
+        let (_, more) = drain_inbox(&inbox, INBOX_BUDGET, |msg| match msg {
+            ShardMsg::Broadcast { room, frame } => self.deliver_local(&room, &frame),
+            ShardMsg::Interest {
+                room,
+                from,
+                present,
+            } => self.rooms.set_remote_interest(&room, from, present),
+        });
+        self.inbox_more = more;
+    }
+
+    fn dispatch(&mut self, events: &Events) {
+        for event in events.iter() {
+            let token = event.token();
+            if token == WAKER {
+                continue;
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                self.read_session(token.0);
+            }
+            if event.is_writable() {
+                self.list_for_flush(token.0);
+            }
+        }
+    }
+
+    fn resume_ready(&mut self) {
+        for key in std::mem::take(&mut self.ready) {
+            self.read_session(key);
+        }
+    }
+
+    /// Lets session `key` read, then acts on what it reported.
+    fn read_session(&mut self, key: SessionKey) {
+        let env = Env {
+            config: &self.config,
+            site: &self.site,
+            now: self.now,
+        };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let progress = session.on_readable(&mut self.scratch, &env, &mut self.events);
+        let has_output = session.has_output();
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            match event {
+                Event::Joined(room) => self.join(key, room),
+                Event::Message(frame) => self.fan_out(key, frame),
+            }
+        }
+        self.events = events;
+        if has_output {
+            self.list_for_flush(key);
+        }
+        match progress {
+            Progress::Idle => {}
+            Progress::MoreReady => self.ready.push(key),
+            Progress::Finished => self.finished.push(key),
+        }
+        self.arm_timer(key);
+    }
+
+    fn join(&mut self, key: SessionKey, room: RoomId) {
+        let (slot, presence) = self.rooms.join(&room, key);
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.room_slot = slot;
+        }
+        if presence == LocalPresence::Became {
+            self.tell_peers(&room, true);
+        }
+    }
+
+    fn leave(&mut self, room: &RoomId, slot: usize) {
+        let (moved, presence) = self.rooms.leave(room, slot);
+        if let Some(moved) = moved
+            && let Some(session) = self.sessions.get_mut(moved)
+        {
+            session.room_slot = slot;
+        }
+        if presence == LocalPresence::Ended {
+            self.tell_peers(room, false);
+        }
+    }
+
+    fn tell_peers(&mut self, room: &RoomId, present: bool) {
+        let me = self.id;
+        let others: Vec<ShardId> = self.mesh.others().collect();
+        for to in others {
+            self.mesh.send(
+                to,
+                ShardMsg::Interest {
+                    room: room.clone(),
+                    from: me,
+                    present,
+                },
+            );
+        }
+    }
+
+    /// Sends `frame` from session `from` to its room: local members now, other shards that
+    /// have members through the mesh.
+    fn fan_out(&mut self, from: SessionKey, frame: SharedFrame) {
+        let Some(room) = self.sessions.get(from).and_then(|s| s.room().cloned()) else {
+            return;
+        };
+        self.deliver_local(&room, &frame);
+        if let Some(entry) = self.rooms.get(&room) {
+            for &to in &entry.remote {
+                self.mesh.send(
+                    to,
+                    ShardMsg::Broadcast {
+                        room: room.clone(),
+                        frame: frame.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn deliver_local(&mut self, room: &RoomId, frame: &SharedFrame) {
+        let Some(entry) = self.rooms.get(room) else {
+            return;
+        };
+        for &key in &entry.members {
+            let Some(session) = self.sessions.get_mut(key) else {
+                debug_assert!(false, "room member {key} has no session");
+                continue;
+            };
+            match session.push_broadcast(frame, &self.config, self.now) {
+                Delivery::Queued => {}
+                Delivery::Refused => continue,
+                Delivery::SlowConsumer => {
+                    log::debug!(
+                        "shard {}: session {key} closed as a slow consumer",
+                        self.id.0
+                    );
+                    if let Some(when) = session.deadline() {
+                        session.timer_armed = Some(when);
+                        self.timers.arm(when, key, session.generation);
+                    }
+                }
+            }
+            if !session.flush_listed {
+                session.flush_listed = true;
+                self.flush_list.push(key);
+            }
+        }
+    }
+
+    fn list_for_flush(&mut self, key: SessionKey) {
+        if let Some(session) = self.sessions.get_mut(key)
+            && !session.flush_listed
+        {
+            session.flush_listed = true;
+            self.flush_list.push(key);
+        }
+    }
+
+    fn flush_output(&mut self) {
+        for key in std::mem::take(&mut self.flush_list) {
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            session.flush_listed = false;
+            if session.flush() == Progress::Finished {
+                self.finished.push(key);
+            }
+        }
+    }
+
+    fn reap_finished(&mut self) {
+        if self.finished.is_empty() {
+            return;
+        }
+        for key in std::mem::take(&mut self.finished) {
+            let Some(mut session) = self.sessions.try_remove(key) else {
+                continue; // listed twice in one turn
+            };
+            // Closing the socket would deregister it too; saying so keeps mio's view exact.
+            let _ = self.poll.registry().deregister(session.stream_mut());
+            if let Some(room) = session.room().cloned() {
+                self.leave(&room, session.room_slot);
+            }
+        }
+        self.ready.retain(|key| self.sessions.contains(*key));
+        self.publish_stats();
+    }
+
+    fn expire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((key, generation)) = self.timers.pop_due(now) {
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            if session.generation != generation {
+                continue;
+            }
+            session.timer_armed = None;
+            if session.on_deadline(now) == Progress::Finished {
+                self.finished.push(key);
+            } else {
+                self.arm_timer(key);
+            }
+        }
+        self.reap_finished();
+    }
+
+    fn arm_timer(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let deadline = session.deadline();
+        if let Some(when) = deadline
+            && session.timer_armed.is_none_or(|armed| when < armed)
+        {
+            session.timer_armed = Some(when);
+            self.timers.arm(when, key, session.generation);
+        }
+    }
+
+    fn publish_stats(&self) {
+        self.stats
+            .shard(self.id.0)
+            .set_connections(self.sessions.len());
+    }
+}
