@@ -456,3 +456,6 @@ fn close_code_for(error: &tungstenite::Error) -> (u16, &'static str) {
         _ => (1011, "internal error"),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,313 @@
+//! The session driven without sockets: every read yields one byte and then `WouldBlock`, every
+//! write takes at most three bytes and every other write blocks. Handshake, framing, control
+//! replies and flushing must come out exactly once and in order.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::*;
+use crate::http::assets::Assets;
+use crate::stats::ServerStats;
+
+/// An in-memory peer that is as unhelpful as a socket may legally be.
+#[derive(Default)]
+struct Stingy {
+    input: Vec<u8>,
+    read_pos: usize,
+    eof: bool,
+    /// Alternates so that every byte boundary is also a WouldBlock boundary.
+    read_blocks_next: bool,
+    written: Vec<u8>,
+    write_blocks_next: bool,
+    shut_write: std::cell::Cell<bool>,
+}
+
+impl Read for Stingy {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_blocks_next = !self.read_blocks_next;
+        if self.read_pos == self.input.len() {
+            return if self.eof {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        if !self.read_blocks_next {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        buf[0] = self.input[self.read_pos];
+        self.read_pos += 1;
+        Ok(1)
+    }
+}
+
+impl Write for Stingy {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        assert!(!self.shut_write.get(), "write after shutdown");
+        self.write_blocks_next = !self.write_blocks_next;
+        if self.write_blocks_next {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(3);
+        self.written.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Stingy {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shut_write.set(true);
+        Ok(())
+    }
+}
+
+struct Harness {
+    session: Session<Stingy>,
+    config: Config,
+    site: Site,
+    scratch: Vec<u8>,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let config = Config::default();
+        let site = Site::new(Assets::default(), Arc::new(ServerStats::new(1)));
+        let session = Session::new(Stingy::default(), &config, Instant::now());
+        Harness {
+            session,
+            config,
+            site,
+            scratch: vec![0; 4096],
+            events: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.session.stream.input.extend_from_slice(bytes);
+    }
+
+    /// Runs the session like a shard would until it has read all input; returns the last
+    /// progress report.
+    fn pump_reads(&mut self) -> Progress {
+        let env = Env {
+            config: &self.config,
+            site: &self.site,
+            now: Instant::now(),
+        };
+        for _ in 0..100_000 {
+            let last = self
+                .session
+                .on_readable(&mut self.scratch, &env, &mut self.events);
+            let stream = &self.session.stream;
+            if last == Progress::Finished
+                || (stream.read_pos == stream.input.len() && last == Progress::Idle)
+            {
+                return last;
+            }
+        }
+        panic!("the session never consumed its input");
+    }
+
+    /// Flushes until the queue is empty (each call is one loop turn); returns what was written.
+    fn pump_writes(&mut self) -> Vec<u8> {
+        for _ in 0..100_000 {
+            let progress = self.session.flush();
+            if !self.session.has_output() || progress == Progress::Finished {
+                return std::mem::take(&mut self.session.stream.written);
+            }
+        }
+        panic!("the session never flushed");
+    }
+}
+
+/// A masked client frame.
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![(u8::from(fin) << 7) | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+const UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: example\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+fn upgraded() -> Harness {
+    let mut h = Harness::new();
+    h.send(UPGRADE);
+    assert_eq!(h.pump_reads(), Progress::Idle);
+    let room = match h.events.as_slice() {
+        [Event::Joined(room)] => room.clone(),
+        other => panic!("expected one join, got {other:?}"),
+    };
+    assert_eq!(room.as_str(), "chat");
+    h.events.clear();
+    let answer = String::from_utf8(h.pump_writes()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+    assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    assert_eq!(
+        answer.matches("HTTP/1.1").count(),
+        1,
+        "the 101 was sent once"
+    );
+    h
+}
+
+#[test]
+fn handshake_and_messages_survive_byte_by_byte_input() {
+    let mut h = upgraded();
+    // A fragmented text message with a ping between its fragments, then a binary message.
+    let mut input = client_frame(false, 0x1, b"hel");
+    input.extend(client_frame(true, 0x9, b"p1"));
+    input.extend(client_frame(true, 0x0, "lo ☃".as_bytes()));
+    input.extend(client_frame(true, 0x2, &[0, 1, 2, 255]));
+    h.send(&input);
+    assert_eq!(h.pump_reads(), Progress::Idle);
+
+    let frames: Vec<SharedFrame> = h
+        .events
+        .drain(..)
+        .map(|e| match e {
+            Event::Message(frame) => frame,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(frames.len(), 2);
+    assert_eq!(
+        &frames[0][..],
+        &frame::encode_shared(frame::OP_TEXT, "hello ☃".as_bytes())[..]
+    );
+    assert_eq!(&frames[1][..], &[0x82, 4, 0, 1, 2, 255]);
+
+    // The pong was queued while reading; broadcasts queue behind it, in order, exactly once.
+    let config = h.config.clone();
+    for frame in &frames {
+        assert_eq!(
+            h.session.push_broadcast(frame, &config, Instant::now()),
+            Delivery::Queued
+        );
+    }
+    let mut expected = vec![0x8a, 2, b'p', b'1'];
+    expected.extend_from_slice(&frames[0]);
+    expected.extend_from_slice(&frames[1]);
+    assert_eq!(h.pump_writes(), expected);
+}
+
+#[test]
+fn close_handshake_replies_then_shuts_down_and_finishes_on_eof() {
+    let mut h = upgraded();
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bye");
+    h.send(&client_frame(true, 0x8, &payload));
+    assert_eq!(h.pump_reads(), Progress::Idle);
+    assert!(h.events.is_empty());
+    assert_eq!(h.pump_writes(), frame::encode_close(1000, "bye"));
+    assert!(
+        h.session.stream.shut_write.get(),
+        "FIN after the close reply"
+    );
+    let config = h.config.clone();
+    let frame = frame::encode_shared(frame::OP_TEXT, b"late");
+    assert_eq!(
+        h.session.push_broadcast(&frame, &config, Instant::now()),
+        Delivery::Refused
+    );
+    h.session.stream.eof = true;
+    assert_eq!(h.pump_reads(), Progress::Finished);
+}
+
+#[test]
+fn protocol_violations_get_their_close_codes() {
+    let oversize = vec![b'a'; Config::default().max_message + 1];
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (client_frame(true, 0x1, b"\xff\xfe"), 1007),
+        (client_frame(true, 0x8, b"\x03\xe8\xff"), 1007), // close reason not UTF-8
+        (client_frame(true, 0x3, b"x"), 1002),
+        (client_frame(true, 0x0, b"x"), 1002),
+        (client_frame(false, 0x9, b"x"), 1002),
+        (client_frame(true, 0x9, &[0; 126]), 1002),
+        (client_frame(true, 0x1, &oversize), 1009),
+        (
+            {
+                let mut f = client_frame(true, 0x1, b"x");
+                f[0] |= 0x40; // RSV1 without an extension
+                f
+            },
+            1002,
+        ),
+        (vec![0x81, 0x01, b'x'], 1002), // unmasked
+        (
+            vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+            1009,
+        ), // 2^63 bytes announced
+    ];
+    for (input, code) in cases {
+        let mut h = upgraded();
+        h.send(&input);
+        h.pump_reads();
+        assert!(h.events.is_empty());
+        let out = h.pump_writes();
+        assert_eq!(out[0], 0x88, "a close frame for expected code {code}");
+        assert_eq!(u16::from_be_bytes([out[2], out[3]]), code);
+    }
+}
+
+#[test]
+fn a_slow_consumer_is_cut_off_at_the_bound() {
+    let mut h = upgraded();
+    let mut config = h.config.clone();
+    config.max_buffered = 1000;
+    let frame = frame::encode_shared(frame::OP_BINARY, &[7; 300]);
+    let now = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(
+            h.session.push_broadcast(&frame, &config, now),
+            Delivery::Queued
+        );
+    }
+    assert_eq!(
+        h.session.push_broadcast(&frame, &config, now),
+        Delivery::SlowConsumer
+    );
+    assert!(h.session.queued_bytes() < 100, "queued frames were dropped");
+    let out = h.pump_writes();
+    assert_eq!(
+        out,
+        frame::encode_close(CLOSE_SLOW_CONSUMER, "slow consumer")
+    );
+}
+
+#[test]
+fn http_keep_alive_and_pipelining_answer_each_request_once() {
+    let mut h = Harness::new();
+    h.send(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\nGET /nope.js HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(h.pump_reads(), Progress::Idle);
+    let out = String::from_utf8(h.pump_writes()).unwrap();
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 1);
+    assert_eq!(out.matches("HTTP/1.1 404 Not Found").count(), 1);
+    assert!(!h.session.stream.shut_write.get());
+    h.send(b"POST / HTTP/1.1\r\nHost: a\r\n\r\n");
+    h.pump_reads();
+    let out = String::from_utf8(h.pump_writes()).unwrap();
+    assert!(out.starts_with("HTTP/1.1 405 "));
+    assert!(
+        h.session.stream.shut_write.get(),
+        "closed after an error answer"
+    );
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `shardcast` binary, driven over loopback.
+//!
+//! One test binary (faster to build and link than one per file); one module per behaviour.
+
+mod http;
+mod rooms;
+mod slow_consumer;
+mod util;
