@@ -79,6 +79,14 @@ impl Config {
         if self.max_buffered == 0 {
             return Err(ConfigError::Zero("max-buffered"));
         }
+        // A queue that cannot hold one largest message would cut off every member of a room
+        // the moment anyone sent one.
+        if self.max_buffered < self.max_message + 14 {
+            return Err(ConfigError::BufferBelowMessage {
+                max_buffered: self.max_buffered,
+                max_message: self.max_message,
+            });
+        }
         if self.max_request_head < 256 {
             return Err(ConfigError::TooSmall("max-request-head", 256));
         }

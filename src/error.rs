@@ -18,6 +18,17 @@ pub enum ConfigError {
     /// A limit is below the smallest useful value.
     #[error("--{0} must be at least {1}")]
     TooSmall(&'static str, usize),
+    /// `--max-buffered` cannot hold one message of `--max-message` bytes.
+    #[error(
+        "--max-buffered ({max_buffered}) must exceed --max-message ({max_message}) by at least \
+         14 bytes (one frame header)"
+    )]
+    BufferBelowMessage {
+        /// The queue bound asked for.
+        max_buffered: usize,
+        /// The message bound asked for.
+        max_message: usize,
+    },
     /// `--static-dir` does not name a folder.
     #[error("--static-dir {0:?} is not a directory")]
     StaticDir(PathBuf),

@@ -201,7 +201,7 @@ impl<S: Transport> Session<S> {
                 return Progress::MoreReady;
             }
             match self.stream.read(scratch) {
-                Ok(0) => return self.on_eof(),
+                Ok(0) => return self.on_eof(env),
                 Ok(n) => {
                     read_this_turn += n;
                     if !self.consume(&scratch[..n], env, events, &mut budget) {
@@ -431,7 +431,7 @@ impl<S: Transport> Session<S> {
         self.deadline = Some(now + config.close_timeout);
     }
 
-    fn on_eof(&mut self) -> Progress {
+    fn on_eof(&mut self, env: &Env) -> Progress {
         self.peer_eof = true;
         if let Phase::Open { closing: false, .. } = self.phase {
             log::debug!("peer closed the connection without a close frame");
@@ -439,9 +439,10 @@ impl<S: Transport> Session<S> {
         if self.out.is_empty() {
             return Progress::Finished;
         }
-        // The peer may have only shut its write side: deliver what is queued, then finish.
+        // The peer may have only shut its write side: deliver what is queued (within the
+        // close deadline), then finish.
         if !matches!(self.phase, Phase::Discard { .. }) {
-            self.phase = Phase::Discard { write_shut: false };
+            self.enter_discard(env.config, env.now);
         }
         Progress::Idle
     }
