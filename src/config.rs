@@ -90,6 +90,12 @@ impl Config {
         if self.max_request_head < 256 {
             return Err(ConfigError::TooSmall("max-request-head", 256));
         }
+        if !(1..=128).contains(&self.max_headers) {
+            return Err(ConfigError::Range("max-headers", 1, 128));
+        }
+        if self.messages_per_turn == 0 {
+            return Err(ConfigError::Zero("messages-per-turn"));
+        }
         if self.mesh_capacity == 0 {
             return Err(ConfigError::Zero("mesh-capacity"));
         }

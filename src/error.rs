@@ -18,6 +18,9 @@ pub enum ConfigError {
     /// A limit is below the smallest useful value.
     #[error("--{0} must be at least {1}")]
     TooSmall(&'static str, usize),
+    /// A limit is outside its range.
+    #[error("--{0} must be between {1} and {2}")]
+    Range(&'static str, usize, usize),
     /// `--max-buffered` cannot hold one message of `--max-message` bytes.
     #[error(
         "--max-buffered ({max_buffered}) must exceed --max-message ({max_message}) by at least \

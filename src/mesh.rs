@@ -93,11 +93,6 @@ impl MeshLinks {
         }
     }
 
-    /// This shard's id.
-    pub fn me(&self) -> ShardId {
-        self.me
-    }
-
     /// Every other shard's id.
     pub fn others(&self) -> impl Iterator<Item = ShardId> + '_ {
         (0..self.peers.len())

@@ -130,14 +130,6 @@ impl RoomTable {
     pub fn get(&self, room: &RoomId) -> Option<&Room> {
         self.rooms.get(room)
     }
-
-    /// Names of rooms with local members (for telling a peer that starts late, and tests).
-    pub fn local_rooms(&self) -> impl Iterator<Item = &RoomId> {
-        self.rooms
-            .iter()
-            .filter(|(_, r)| !r.members.is_empty())
-            .map(|(id, _)| id)
-    }
 }
 
 #[cfg(test)]

@@ -151,7 +151,9 @@ impl Site {
                 ));
             }
         };
-        if head.has_body || head.malformed || head.host_count > 1 {
+        // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is a 400.
+        let bad_host = head.host_count > 1 || (head.minor_version >= 1 && head.host_count == 0);
+        if head.has_body || head.malformed || bad_host {
             return Dispatch::Answer(error_response(Status::BadRequest, &[]));
         }
         let route = route::route(head.path());

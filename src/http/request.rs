@@ -86,7 +86,7 @@ pub enum Parsed {
 /// Parses the head at the start of `buf`, enforcing the size and header-count limits.
 pub fn parse(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed {
     // httparse needs the header array up front; 128 bounds the stack use, and
-    // `max_headers` (validated ≤ this) is the configured limit.
+    // `max_headers` (validated by `Config::validate` to be ≤ this) is the configured limit.
     const HEADER_SLOTS: usize = 128;
     let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
     let slots = &mut slots[..max_headers.min(HEADER_SLOTS)];

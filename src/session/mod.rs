@@ -130,6 +130,8 @@ pub struct Session<S> {
     pub room_slot: usize,
     /// The shard's bookkeeping: already on this turn's flush list.
     pub flush_listed: bool,
+    /// The shard's bookkeeping: on the list of sessions to resume next turn.
+    pub ready_listed: bool,
     /// The shard's bookkeeping: the deadline a timer is already set for.
     pub timer_armed: Option<Instant>,
     /// The shard's bookkeeping: distinguishes this session from earlier ones with its key.
@@ -150,6 +152,7 @@ impl<S: Transport> Session<S> {
             room: None,
             room_slot: 0,
             flush_listed: false,
+            ready_listed: false,
             timer_armed: None,
             generation: 0,
         }
@@ -334,6 +337,13 @@ impl<S: Transport> Session<S> {
                     // Pipelined requests wait in `rest`; the next one gets a fresh deadline.
                     *head = rest;
                     self.deadline = Some(env.now + cfg.handshake_timeout);
+                    if self.out.queued_bytes() > cfg.max_buffered {
+                        // Pipelining far ahead of reading the answers: cut it off.
+                        log::debug!("pipelined answers passed max-buffered; closing");
+                        self.out.discard_unstarted();
+                        self.enter_discard(cfg, env.now);
+                        return true;
+                    }
                 }
                 Dispatch::Upgrade { room, response } => {
                     self.out.push(Chunk::Owned(response));
@@ -392,8 +402,13 @@ impl<S: Transport> Session<S> {
                             let _ = ws.flush(&mut io);
                             None
                         }
-                        // Pings are answered by tungstenite (the pong is already queued);
-                        // pongs and data after our close frame need nothing.
+                        // Pings are answered by tungstenite (the pong is already queued), but
+                        // pongs to a peer that never reads must not pile up without bound.
+                        Message::Ping(_) if io.out().queued_bytes() > env.config.max_buffered => {
+                            io.out().discard_unstarted();
+                            Some((CLOSE_SLOW_CONSUMER, "slow consumer"))
+                        }
+                        // Pongs and data after our close frame need nothing.
                         _ => continue,
                     }
                 }

@@ -311,3 +311,30 @@ fn http_keep_alive_and_pipelining_answer_each_request_once() {
         "closed after an error answer"
     );
 }
+
+#[test]
+fn pongs_to_a_peer_that_never_reads_are_bounded() {
+    let mut h = upgraded();
+    h.config.max_buffered = 1000;
+    let mut input = Vec::new();
+    for _ in 0..200 {
+        input.extend(client_frame(true, 0x9, &[b'p'; 100]));
+    }
+    h.send(&input);
+    h.pump_reads();
+    assert!(h.session.queued_bytes() <= 1000 + 200, "{}", h.session.queued_bytes());
+    let out = h.pump_writes();
+    let close = frame::encode_close(CLOSE_SLOW_CONSUMER, "slow consumer");
+    assert!(out.ends_with(&close));
+}
+
+#[test]
+fn pipelining_far_ahead_of_reading_is_cut_off() {
+    let mut h = Harness::new();
+    h.config.max_buffered = 10_000;
+    h.send(&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(100));
+    h.pump_reads();
+    assert!(h.session.queued_bytes() <= 10_000 + 4096);
+    h.pump_writes();
+    assert!(h.session.stream.shut_write.get(), "the connection is being closed");
+}

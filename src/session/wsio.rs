@@ -22,6 +22,11 @@ impl<'a> WsIo<'a> {
         WsIo { input, out }
     }
 
+    /// The outbound queue tungstenite writes to.
+    pub fn out(&mut self) -> &mut OutQueue {
+        self.out
+    }
+
     /// Input tungstenite has not taken yet.
     pub fn rest(&self) -> &'a [u8] {
         self.input

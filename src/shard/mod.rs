@@ -10,9 +10,10 @@
 //! 4. **dispatch** readiness events to sessions; complete messages fan out at once;
 //! 5. **resume** sessions that stopped for fairness last turn;
 //! 6. **flush** every session with queued output: one `writev` each;
-//! 7. **send** to other shards: retry full inboxes, wake each peer once;
-//! 8. **reap** finished sessions;
-//! 9. **expire** deadlines.
+//! 7. **reap** finished sessions (their rooms may lose their last local member);
+//! 8. **expire** deadlines;
+//! 9. **send** to other shards: retry full inboxes, wake each peer once (last, so that what
+//!    reaping and timers said goes out this turn too).
 //!
 //! Nothing here locks. Only the inbox receiver, peer senders and wakers, the published stats
 //! and immutable frames cross threads.
@@ -141,15 +142,19 @@ impl Shard {
             self.dispatch(&events);
             self.resume_ready();
             self.flush_output();
-            self.mesh_backlog = self.mesh.flush();
             self.reap_finished();
             self.expire_timers();
+            self.mesh_backlog = self.mesh.flush();
         }
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() || self.inbox_more || self.mesh_backlog {
+        if !self.ready.is_empty() || self.inbox_more {
             return Some(Duration::ZERO);
+        }
+        if self.mesh_backlog {
+            // A peer's inbox is full: give it a moment rather than spinning on it.
+            return Some(Duration::from_millis(1));
         }
         // Rounded up to a whole millisecond, as epoll would truncate it and wake early.
         self.timers
@@ -208,7 +213,9 @@ impl Shard {
             if token == WAKER {
                 continue;
             }
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
+            let listed = self.sessions.get(token.0).is_some_and(|s| s.ready_listed);
+            // A session already waiting to resume reads in that phase, once per turn.
+            if (event.is_readable() || event.is_read_closed() || event.is_error()) && !listed {
                 self.read_session(token.0);
             }
             if event.is_writable() {
@@ -219,7 +226,10 @@ impl Shard {
 
     fn resume_ready(&mut self) {
         for key in std::mem::take(&mut self.ready) {
-            self.read_session(key);
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.ready_listed = false;
+                self.read_session(key);
+            }
         }
     }
 
@@ -235,6 +245,9 @@ impl Shard {
         };
         let progress = session.on_readable(&mut self.scratch, &env, &mut self.events);
         let has_output = session.has_output();
+        if progress == Progress::MoreReady {
+            session.ready_listed = true;
+        }
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
             match event {
