@@ -1,65 +1,159 @@
 //! The acceptor: one thread that accepts connections and deals them to shards round-robin.
 //!
-//! Hand-off is a bounded channel per shard plus that shard's waker. The send blocks when a
-//! shard's channel is full, which pushes back into the kernel's listen backlog instead of
-//! queueing sockets without bound.
+//! Hand-off is a bounded channel per shard plus that shard's waker. A full channel is skipped
+//! for the next shard; when every channel is full the acceptor waits, which pushes back into
+//! the kernel's listen backlog instead of queueing sockets without bound.
 //!
-//! When accept fails for lack of descriptors (EMFILE/ENFILE) or memory, the acceptor sleeps
-//! briefly instead of retrying at once: the pending connection stays in the backlog, and a
-//! tight retry loop would burn a core while fixing nothing.
+//! When accept fails for lack of descriptors (EMFILE/ENFILE) or memory, the acceptor stops
+//! asking for [`RESOURCE_BACKOFF`] instead of retrying at once: the pending connections stay
+//! in the backlog, and a tight retry loop would burn a core while fixing nothing. It keeps the
+//! listener and resumes by itself once descriptors are free again.
+//!
+//! On shutdown (the draining flag plus a wake) it closes the listener and returns.
 
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-use mio::Waker;
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::http::{Status, error_response};
+use crate::limits::PerIpLimit;
+use crate::shard::Handoff;
+use crate::stats::ServerStats;
 
 /// Pause after accept fails for lack of resources.
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long one wait for a full shard lasts before the draining flag is checked again.
+const HANDOFF_WAIT: Duration = Duration::from_millis(100);
+
+const LISTENER: Token = Token(0);
+/// The acceptor's waker token.
+pub const ACCEPTOR_WAKER: Token = Token(1);
+
 /// A shard as the acceptor sees it.
 pub struct ShardDoor {
     /// Where its new connections go.
-    pub tx: Sender<TcpStream>,
+    pub tx: Sender<Handoff>,
     /// How to wake it.
     pub waker: Arc<Waker>,
 }
 
-/// Accepts until the listener fails for good or every shard is gone.
-pub fn run(listener: TcpListener, doors: Vec<ShardDoor>) -> io::Result<()> {
-    let mut next = 0;
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _peer)) => stream,
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                    log::warn!("accept: {e}; pausing {RESOURCE_BACKOFF:?}");
-                    std::thread::sleep(RESOURCE_BACKOFF);
-                    continue;
+/// The acceptor's state.
+pub struct Acceptor {
+    /// Its poll (the waker is registered as [`ACCEPTOR_WAKER`]).
+    pub poll: Poll,
+    /// The listening socket.
+    pub listener: TcpListener,
+    /// One door per shard.
+    pub doors: Vec<ShardDoor>,
+    /// The draining flag and the refusal counter.
+    pub stats: Arc<ServerStats>,
+    /// The per-address limit, when configured.
+    pub per_ip: Option<Arc<PerIpLimit>>,
+}
+
+impl Acceptor {
+    /// Accepts until shutdown or until every shard is gone.
+    pub fn run(mut self) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(&mut self.listener, LISTENER, Interest::READABLE)?;
+        let mut events = Events::with_capacity(8);
+        let mut next = 0;
+        let mut backoff = false;
+        loop {
+            let timeout = backoff.then_some(RESOURCE_BACKOFF);
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if self.stats.is_draining() {
+                log::info!("acceptor: no longer accepting");
+                return Ok(());
+            }
+            backoff = false;
+            // Edge-triggered: accept until the backlog is empty.
+            loop {
+                let (stream, peer) = match self.listener.accept() {
+                    Ok(accepted) => accepted,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => match e.raw_os_error() {
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                            log::warn!("accept: {e}; pausing {RESOURCE_BACKOFF:?}");
+                            backoff = true;
+                            break;
+                        }
+                        // The peer gave up between SYN and accept, or a signal arrived.
+                        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => {
+                            continue;
+                        }
+                        _ => return Err(e),
+                    },
+                };
+                // mio hands out non-blocking sockets; chat messages are small, so no Nagle.
+                let stream = TcpStream::from(OwnedFd::from(stream));
+                let _ = stream.set_nodelay(true);
+                let counted_ip = match &self.per_ip {
+                    None => None,
+                    Some(limit) if limit.try_acquire(peer.ip()) => Some(peer.ip()),
+                    Some(_) => {
+                        refuse(stream);
+                        self.stats.count_per_ip_refusal();
+                        continue;
+                    }
+                };
+                let handoff = Handoff { stream, counted_ip };
+                match self.hand_off(handoff, &mut next) {
+                    Ok(()) => {}
+                    Err(Stop) => return Ok(()),
                 }
-                // The peer gave up between SYN and accept, or a signal arrived: not our problem.
-                Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => continue,
-                _ => return Err(e),
-            },
-        };
-        if let Err(e) = prepare(&stream) {
-            log::debug!("dropping a connection that cannot be set up: {e}");
-            continue;
+            }
         }
-        let door = &doors[next];
-        next = (next + 1) % doors.len();
-        if door.tx.send(stream).is_err() {
-            return Ok(()); // the shard has stopped: the server is going down
+    }
+
+    /// Gives the connection to the next shard with room, waiting if all are full.
+    fn hand_off(&self, mut handoff: Handoff, next: &mut usize) -> Result<(), Stop> {
+        let shards = self.doors.len();
+        for _ in 0..shards {
+            let door = &self.doors[*next];
+            *next = (*next + 1) % shards;
+            match door.tx.try_send(handoff) {
+                Ok(()) => {
+                    let _ = door.waker.wake();
+                    return Ok(());
+                }
+                Err(TrySendError::Full(back)) => handoff = back,
+                Err(TrySendError::Disconnected(_)) => return Err(Stop),
+            }
         }
-        // A failed wake means the shard's poll is gone; the send above would have failed too.
-        let _ = door.waker.wake();
+        let door = &self.doors[*next];
+        *next = (*next + 1) % shards;
+        loop {
+            match door.tx.send_timeout(handoff, HANDOFF_WAIT) {
+                Ok(()) => {
+                    let _ = door.waker.wake();
+                    return Ok(());
+                }
+                Err(SendTimeoutError::Timeout(back)) if !self.stats.is_draining() => handoff = back,
+                Err(_) => return Err(Stop),
+            }
+        }
     }
 }
 
-/// Non-blocking for mio, and no Nagle delay: chat messages are small and latency matters.
-fn prepare(stream: &TcpStream) -> io::Result<()> {
-    stream.set_nonblocking(true)?;
-    stream.set_nodelay(true)
+/// The server is stopping: stop handing off.
+struct Stop;
+
+/// Best effort (one non-blocking write): tell an over-limit client why, then close.
+fn refuse(mut stream: TcpStream) {
+    use std::io::Write;
+    let answer = error_response(Status::Unavailable, &[("Retry-After", "5")]);
+    let _ = stream.write_all(&answer.bytes);
 }

@@ -36,6 +36,30 @@ pub struct Config {
     /// Time a closing session has to finish the close handshake (or drain after an HTTP
     /// error) before its TCP connection is dropped. Default 5 s.
     pub close_timeout: Duration,
+    /// Interval between server pings on an open WebSocket; `None` disables pings. Default 30 s.
+    pub ping_interval: Option<Duration>,
+    /// After a ping, the time the peer has to send anything (a pong or any frame) before the
+    /// connection is dropped as dead. Default 10 s.
+    pub pong_timeout: Duration,
+    /// Close (1000 "idle timeout") a WebSocket that has sent no message for this long; `None`
+    /// (the default) never does. Pongs keep a connection alive but do not count as messages.
+    pub idle_timeout: Option<Duration>,
+    /// On shutdown, the time sessions have to finish their close handshakes before the
+    /// process exits anyway. Default 5 s.
+    pub drain_timeout: Duration,
+    /// Most open WebSocket sessions over all shards; further upgrades get 503. Default: sized
+    /// from the descriptor limit (see [`default_max_connections`]).
+    pub max_connections: usize,
+    /// Most connections from one IP address at once; further ones are refused with 503 at
+    /// accept. `None` (the default): no per-address limit.
+    pub max_connections_per_ip: Option<usize>,
+    /// Origins allowed to upgrade (exact, case-insensitive, e.g. `https://chat.example`), or
+    /// `*`. Empty (the default): any origin. Requests without `Origin` (non-browser clients)
+    /// are always allowed: the check exists to stop other sites' pages, and browsers always
+    /// send it.
+    pub allowed_origins: Vec<String>,
+    /// PEM certificate chain and private key: serve HTTPS and wss instead of plain text.
+    pub tls: Option<TlsFiles>,
     /// Capacity of each shard's inbox for broadcasts from other shards. Default 16384.
     pub mesh_capacity: usize,
     /// Most messages one session may have processed per loop turn, so that one chatty peer
@@ -56,10 +80,67 @@ impl Default for Config {
             max_headers: 64,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            drain_timeout: Duration::from_secs(5),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: None,
+            allowed_origins: Vec::new(),
+            tls: None,
             mesh_capacity: 16 * 1024,
             messages_per_turn: 64,
         }
     }
+}
+
+/// Certificate and key files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Descriptors kept back from `max_connections` for the listener, the polls, wakers, log
+/// and static files, and connections that are still in their HTTP phase.
+const RESERVED_DESCRIPTORS: usize = 256;
+
+/// The descriptor limit (soft `RLIMIT_NOFILE`, after [`raise_fd_limit`]) less a reserve.
+pub fn default_max_connections() -> usize {
+    let soft = fd_limits().map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(RESERVED_DESCRIPTORS)
+        .max(1)
+}
+
+fn fd_limits() -> Option<(libc::rlim_t, libc::rlim_t)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    ok.then_some((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Raises the soft descriptor limit to the hard limit (a server holding many sockets needs it;
+/// the default soft limit of 1024 is for interactive shells). Returns the limit now in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    let (soft, hard) = fd_limits()?;
+    if soft < hard {
+        let lim = libc::rlimit {
+            rlim_cur: hard as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Some(soft);
+        }
+    }
+    fd_limits().map(|(soft, _)| soft)
 }
 
 /// One shard per core the process may run on.
@@ -95,6 +176,12 @@ impl Config {
         }
         if self.messages_per_turn == 0 {
             return Err(ConfigError::Zero("messages-per-turn"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Zero("max-connections"));
+        }
+        if self.max_connections_per_ip == Some(0) {
+            return Err(ConfigError::Zero("max-connections-per-ip"));
         }
         if self.mesh_capacity == 0 {
             return Err(ConfigError::Zero("mesh-capacity"));

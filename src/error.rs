@@ -37,12 +37,29 @@ pub enum ConfigError {
     StaticDir(PathBuf),
 }
 
+/// The TLS certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file is unreadable or holds no certificate.
+    #[error("cannot read the certificate {0:?}: {1}")]
+    Certificate(PathBuf, String),
+    /// The key file is unreadable or holds no private key.
+    #[error("cannot read the private key {0:?}: {1}")]
+    Key(PathBuf, String),
+    /// rustls refused the pair (e.g. the key does not match the certificate).
+    #[error("cannot set up TLS: {0}")]
+    Setup(String),
+}
+
 /// A failure while starting or running the server, named after the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listening socket could not be created, bound or put into listening state.
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -13,13 +13,16 @@ pub mod acceptor;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod mesh;
+pub mod metrics;
 pub mod room;
 pub mod server;
 pub mod session;
 pub mod shard;
 pub mod stats;
+pub mod tls;
 
 pub use config::Config;
 pub use error::{ConfigError, ServerError};
-pub use server::Server;
+pub use server::{Server, ShutdownHandle};

@@ -1,4 +1,4 @@
-//! The `shardcast` command: parse the command line, start the server, wait.
+//! The `shardcast` command: parse the command line, start the server, wait for it or a signal.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use shardcast::config::{TlsFiles, default_max_connections, raise_fd_limit};
 use shardcast::{Config, Server};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 /// A thread-per-core WebSocket chat and broadcast server.
 ///
 /// Rooms are URL paths: ws://HOST/ is the room "lobby", ws://HOST/<room> the room <room>.
-/// A plain GET of the same paths serves the chat page; GET /health reports status as JSON.
+/// A plain GET of the same paths serves the chat page; GET /health reports status as JSON and
+/// GET /metrics in the Prometheus text format. SIGINT or SIGTERM shut down gracefully (every
+/// client gets close 1001); a second signal exits at once.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -34,12 +39,45 @@ struct Cli {
     /// Most bytes queued for one client before it is closed as a slow consumer (1008).
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     max_buffered: usize,
+    /// Most open WebSocket sessions; more upgrades get 503 [default: descriptor limit - 256].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most connections from one IP address; more are refused with 503 [default: no limit].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// Largest HTTP request head in bytes; larger ones get 431.
+    #[arg(long, default_value_t = 8 * 1024, value_name = "BYTES")]
+    max_request_head: usize,
+    /// Most header lines in a request head (1-128); more get 431.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_headers: usize,
     /// Seconds a client has to send its request head.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     handshake_timeout: f64,
+    /// Seconds between server pings on a quiet WebSocket (0 disables pings).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    ping_interval: f64,
+    /// Seconds a client has to send anything after a ping before it is dropped.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pong_timeout: f64,
+    /// Close (1000) a WebSocket that sends no message for this many seconds [default: never].
+    #[arg(long, value_name = "SECONDS")]
+    idle_timeout: Option<f64>,
     /// Seconds a closing connection has to finish the close handshake.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     close_timeout: f64,
+    /// Seconds a shutdown waits for clients to finish closing before exiting anyway.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    drain_timeout: f64,
+    /// Origin allowed to open a WebSocket (repeatable; exact, or *) [default: any origin].
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+    /// PEM certificate chain: serve HTTPS and wss (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -48,6 +86,7 @@ struct Cli {
 impl Cli {
     fn into_config(self) -> anyhow::Result<Config> {
         let defaults = Config::default();
+        let ping_interval = self.ping_interval;
         Ok(Config {
             listen: self.listen,
             workers: self.workers.unwrap_or(defaults.workers),
@@ -55,8 +94,28 @@ impl Cli {
             static_dir: self.static_dir,
             max_message: self.max_message,
             max_buffered: self.max_buffered,
+            max_connections: self.max_connections.unwrap_or_else(default_max_connections),
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_request_head: self.max_request_head,
+            max_headers: self.max_headers,
             handshake_timeout: seconds(self.handshake_timeout, "--handshake-timeout")?,
+            ping_interval: if ping_interval == 0.0 {
+                None
+            } else {
+                Some(seconds(ping_interval, "--ping-interval")?)
+            },
+            pong_timeout: seconds(self.pong_timeout, "--pong-timeout")?,
+            idle_timeout: self
+                .idle_timeout
+                .map(|s| seconds(s, "--idle-timeout"))
+                .transpose()?,
             close_timeout: seconds(self.close_timeout, "--close-timeout")?,
+            drain_timeout: seconds(self.drain_timeout, "--drain-timeout")?,
+            allowed_origins: self.allowed_origins,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                _ => None,
+            },
             ..defaults
         })
     }
@@ -83,10 +142,31 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before the config: the default connection limit is sized from the raised limit.
+    match raise_fd_limit() {
+        Some(limit) => log::info!("descriptor limit (RLIMIT_NOFILE): {limit}"),
+        None => log::warn!("cannot read the descriptor limit"),
+    }
     let config = cli.into_config()?;
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     let server = Server::start(config).context("cannot start")?;
     // Tests and scripts read the bound address (useful with port 0) from this line.
     println!("listening on {}", server.local_addr());
+    let stop = server.shutdown_handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("signal {signal}: shutting down (a second signal exits at once)");
+                stop.shutdown();
+            }
+            if let Some(signal) = signals.forever().next() {
+                log::warn!("signal {signal} again: exiting now");
+                std::process::exit(1);
+            }
+        })
+        .context("cannot start the signal thread")?;
     server.wait()?;
+    log::info!("shardcast stopped");
     Ok(())
 }

@@ -1,17 +1,18 @@
-//! Starting the server: the listener, the mesh of shards, the acceptor, and waiting for them.
+//! Starting the server: the listener, the mesh of shards, the acceptor; stopping it.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::acceptor::{self, ShardDoor};
+use crate::acceptor::{ACCEPTOR_WAKER, Acceptor, ShardDoor};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::http::Site;
 use crate::http::assets::Assets;
+use crate::limits::PerIpLimit;
 use crate::mesh::{MeshLinks, PeerHandle, ShardId};
 use crate::shard::{Shard, ShardParts, WAKER};
 use crate::stats::ServerStats;
@@ -26,12 +27,37 @@ const LISTEN_BACKLOG: i32 = 4096;
 pub struct Server {
     local_addr: SocketAddr,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
+    stop: ShutdownHandle,
+}
+
+/// Starts a graceful shutdown from any thread (e.g. a signal handler thread).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    stats: Arc<ServerStats>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting, answers new upgrades 503, and sends every session a close (1001); the
+    /// threads end once their sessions are gone or the drain timeout passes.
+    pub fn shutdown(&self) {
+        self.stats.start_draining();
+        for waker in &self.wakers {
+            // A failed wake means that thread is gone already.
+            let _ = waker.wake();
+        }
+    }
 }
 
 impl Server {
     /// Binds, starts every shard and the acceptor, and returns at once.
     pub fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::load_config)
+            .transpose()?;
         let listener = bind(config.listen)?;
         let local_addr = listener
             .local_addr()
@@ -41,13 +67,21 @@ impl Server {
             })?;
         let config = Arc::new(config);
         let stats = Arc::new(ServerStats::new(config.workers));
-        let site = Site::new(Assets::new(config.static_dir.clone()), stats.clone());
+        let site = Site::new(
+            Assets::new(config.static_dir.clone()),
+            config.clone(),
+            stats.clone(),
+        );
+        let per_ip = config
+            .max_connections_per_ip
+            .map(|max| Arc::new(PerIpLimit::new(max)));
 
         let mut polls = Vec::new();
         let mut peers = Vec::new();
         let mut inboxes = Vec::new();
         let mut doors = Vec::new();
         let mut handoffs = Vec::new();
+        let mut wakers = Vec::new();
         for shard in 0..config.workers {
             let shard_error = |source| ServerError::Shard { shard, source };
             let poll = Poll::new().map_err(shard_error)?;
@@ -58,11 +92,19 @@ impl Server {
                 tx,
                 waker: waker.clone(),
             });
-            doors.push(ShardDoor { tx: door_tx, waker });
+            doors.push(ShardDoor {
+                tx: door_tx,
+                waker: waker.clone(),
+            });
+            wakers.push(waker);
             polls.push(poll);
             inboxes.push(rx);
             handoffs.push(door_rx);
         }
+        let acceptor_poll = Poll::new().map_err(ServerError::Acceptor)?;
+        let acceptor_waker =
+            Waker::new(acceptor_poll.registry(), ACCEPTOR_WAKER).map_err(ServerError::Acceptor)?;
+        wakers.push(Arc::new(acceptor_waker));
 
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut threads = Vec::new();
@@ -77,6 +119,8 @@ impl Server {
                 config: config.clone(),
                 site: site.clone(),
                 stats: stats.clone(),
+                tls: tls.clone(),
+                per_ip: per_ip.clone(),
             };
             let core = (config.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
             let handle = std::thread::Builder::new()
@@ -94,28 +138,58 @@ impl Server {
         }
         drop(peers);
 
-        let acceptor = std::thread::Builder::new()
+        let acceptor = Acceptor {
+            poll: acceptor_poll,
+            listener: mio::net::TcpListener::from_std(listener),
+            doors,
+            stats: stats.clone(),
+            per_ip,
+        };
+        let handle = std::thread::Builder::new()
             .name("acceptor".into())
-            .spawn(move || acceptor::run(listener, doors))
+            .spawn(move || acceptor.run())
             .map_err(ServerError::Acceptor)?;
-        threads.push(acceptor);
+        threads.push(handle);
         log::info!(
-            "shardcast listening on {local_addr} with {} shard(s), pinning {}, max message {} B, \
-             max buffered {} B",
+            "shardcast listening on {local_addr} ({}) with {} shard(s), pinning {}; \
+             max message {} B, max buffered {} B, max connections {}{}; timeouts: handshake \
+             {:?}, ping {:?}, pong {:?}, idle {:?}, close {:?}, drain {:?}; allowed origins: {}",
+            if tls.is_some() { "TLS" } else { "plain" },
             config.workers,
             if config.pin { "on" } else { "off" },
             config.max_message,
-            config.max_buffered
+            config.max_buffered,
+            config.max_connections,
+            config
+                .max_connections_per_ip
+                .map_or(String::new(), |n| format!(", {n} per IP")),
+            config.handshake_timeout,
+            config.ping_interval,
+            config.pong_timeout,
+            config.idle_timeout,
+            config.close_timeout,
+            config.drain_timeout,
+            if config.allowed_origins.is_empty() {
+                "any".to_string()
+            } else {
+                config.allowed_origins.join(" ")
+            },
         );
         Ok(Server {
             local_addr,
             threads,
+            stop: ShutdownHandle { stats, wakers },
         })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle that starts a graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.stop.clone()
     }
 
     /// Waits for every thread; the first failure is returned.
@@ -138,11 +212,12 @@ impl Server {
     }
 }
 
-fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+fn bind(addr: SocketAddr) -> Result<StdTcpListener, ServerError> {
     let listen_error = |source| ServerError::Listen { addr, source };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(listen_error)?;
     socket.set_reuse_address(true).map_err(listen_error)?;
+    socket.set_nonblocking(true).map_err(listen_error)?;
     socket.bind(&addr.into()).map_err(listen_error)?;
     socket.listen(LISTEN_BACKLOG).map_err(listen_error)?;
     Ok(socket.into())

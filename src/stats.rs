@@ -1,27 +1,67 @@
-//! Live figures other threads may read: one slot per shard, written only by its shard.
+//! Figures other threads may read, and the few facts every shard must agree on.
 //!
-//! Written on connection changes only (never per message), so a relaxed atomic store costs
-//! nothing measurable and needs no lock.
+//! One slot per shard, written only by its shard: gauges on connection changes, counters once
+//! per loop turn (relaxed stores, no read-modify-write). Two server-wide values are shared:
+//! the count of admitted WebSocket sessions (checked against `max_connections` once per
+//! upgrade, never per message) and the draining flag set on shutdown.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::metrics::{COUNTERS, Counters, ShardSnapshot};
 
 /// One shard's published figures.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShardStats {
-    connections: AtomicUsize,
+    connections: AtomicU64,
+    websockets: AtomicU64,
+    counters: [AtomicU64; COUNTERS],
 }
 
-impl ShardStats {
-    /// Publishes the shard's open connection count.
-    pub fn set_connections(&self, n: usize) {
-        self.connections.store(n, Ordering::Relaxed);
+impl Default for ShardStats {
+    fn default() -> Self {
+        ShardStats {
+            connections: AtomicU64::new(0),
+            websockets: AtomicU64::new(0),
+            counters: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
     }
 }
 
-/// Every shard's figures.
+impl ShardStats {
+    /// Publishes the shard's open connection and WebSocket session counts.
+    pub fn set_connections(&self, connections: usize, websockets: usize) {
+        self.connections
+            .store(connections as u64, Ordering::Relaxed);
+        self.websockets.store(websockets as u64, Ordering::Relaxed);
+    }
+
+    /// Publishes the shard's counters.
+    pub fn publish(&self, counters: &Counters) {
+        for (slot, value) in self.counters.iter().zip(counters.0.iter()) {
+            slot.store(*value, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> ShardSnapshot {
+        let mut counters = Counters::default();
+        for (value, slot) in counters.0.iter_mut().zip(self.counters.iter()) {
+            *value = slot.load(Ordering::Relaxed);
+        }
+        ShardSnapshot {
+            connections: self.connections.load(Ordering::Relaxed),
+            websockets: self.websockets.load(Ordering::Relaxed),
+            counters,
+        }
+    }
+}
+
+/// Every shard's figures, and the server-wide admission state.
 #[derive(Debug)]
 pub struct ServerStats {
     shards: Vec<ShardStats>,
+    admitted: AtomicUsize,
+    draining: AtomicBool,
+    per_ip_refused: AtomicU64,
 }
 
 impl ServerStats {
@@ -29,6 +69,9 @@ impl ServerStats {
     pub fn new(shards: usize) -> Self {
         ServerStats {
             shards: (0..shards).map(|_| ShardStats::default()).collect(),
+            admitted: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            per_ip_refused: AtomicU64::new(0),
         }
     }
 
@@ -43,10 +86,49 @@ impl ServerStats {
     }
 
     /// Open connections over all shards.
-    pub fn connections(&self) -> usize {
+    pub fn connections(&self) -> u64 {
         self.shards
             .iter()
             .map(|s| s.connections.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Every shard's published figures.
+    pub fn snapshot(&self) -> Vec<ShardSnapshot> {
+        self.shards.iter().map(ShardStats::snapshot).collect()
+    }
+
+    /// Counts a connection refused at accept by the per-address limit.
+    pub fn count_per_ip_refusal(&self) {
+        self.per_ip_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections refused at accept by the per-address limit.
+    pub fn per_ip_refusals(&self) -> u64 {
+        self.per_ip_refused.load(Ordering::Relaxed)
+    }
+
+    /// Takes one of `max` WebSocket places; false when all are taken.
+    pub fn try_admit(&self, max: usize) -> bool {
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a place taken by [`ServerStats::try_admit`].
+    pub fn release(&self) {
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Marks the server as shutting down: no new upgrades.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the server is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 }

@@ -11,6 +11,8 @@ pub mod route;
 
 use std::sync::Arc;
 
+use crate::config::Config;
+use crate::metrics::{self, Counter, Counters};
 use crate::room::RoomId;
 use crate::stats::ServerStats;
 use request::{Method, RequestHead};
@@ -62,6 +64,8 @@ pub const SERVER_NAME: &str = concat!("shardcast/", env!("CARGO_PKG_VERSION"));
 /// A complete HTTP response, ready for the outbound queue.
 #[derive(Debug)]
 pub struct Response {
+    /// The status it carries.
+    pub status: Status,
     /// Status line, headers and body.
     pub bytes: Vec<u8>,
     /// Whether the connection stays open for another request.
@@ -95,7 +99,11 @@ pub fn respond(
     if !head_only {
         bytes.extend_from_slice(body);
     }
-    Response { bytes, keep_alive }
+    Response {
+        status,
+        bytes,
+        keep_alive,
+    }
 }
 
 /// A short plain-text error answer; the connection is closed after it.
@@ -126,21 +134,60 @@ pub enum Dispatch {
     },
 }
 
-/// Everything the HTTP side needs to answer: where assets come from and the live figures.
+/// Everything the HTTP side needs to answer: where assets come from, the admission policy and
+/// the live figures.
 #[derive(Debug, Clone)]
 pub struct Site {
     assets: assets::Assets,
+    config: Arc<Config>,
     stats: Arc<ServerStats>,
 }
 
 impl Site {
-    /// A site serving `assets` and reporting `stats`.
-    pub fn new(assets: assets::Assets, stats: Arc<ServerStats>) -> Self {
-        Site { assets, stats }
+    /// A site serving `assets` under `config`, reporting `stats`.
+    pub fn new(assets: assets::Assets, config: Arc<Config>, stats: Arc<ServerStats>) -> Self {
+        Site {
+            assets,
+            config,
+            stats,
+        }
     }
 
-    /// Decides the answer to one request.
-    pub fn dispatch(&self, head: &RequestHead) -> Dispatch {
+    /// Decides the answer to one request, and counts it.
+    ///
+    /// An admitted upgrade holds one of `max_connections` places; the session gives it back
+    /// through [`Site::release`] when it ends.
+    pub fn dispatch(&self, head: &RequestHead, counters: &mut Counters) -> Dispatch {
+        let upgrade = head.wants_websocket();
+        let dispatch = self.decide(head);
+        let status = match &dispatch {
+            Dispatch::Upgrade { .. } => {
+                counters.bump(Counter::HandshakeOk);
+                return dispatch;
+            }
+            Dispatch::Answer(response) => response.status,
+        };
+        counters.bump(if upgrade {
+            match status {
+                Status::Forbidden => Counter::HandshakeForbidden,
+                Status::NotFound => Counter::HandshakeNotFound,
+                Status::MethodNotAllowed => Counter::HandshakeMethod,
+                Status::UpgradeRequired => Counter::HandshakeVersion,
+                Status::Unavailable => Counter::HandshakeUnavailable,
+                _ => Counter::HandshakeBadRequest,
+            }
+        } else {
+            http_counter(status)
+        });
+        dispatch
+    }
+
+    /// Gives back the place an upgrade took.
+    pub fn release(&self) {
+        self.stats.release();
+    }
+
+    fn decide(&self, head: &RequestHead) -> Dispatch {
         let head_only = match head.method {
             Some(Method::Get) => false,
             Some(Method::Head) if !head.wants_websocket() => true,
@@ -158,24 +205,45 @@ impl Site {
         }
         let route = route::route(head.path());
         if head.wants_websocket() {
-            return match route {
-                Route::Room(room) => match handshake::accept(head) {
-                    Ok(response) => Dispatch::Upgrade { room, response },
-                    Err(rejection) => Dispatch::Answer(rejection.response()),
-                },
-                _ => Dispatch::Answer(error_response(Status::NotFound, &[])),
+            let Route::Room(room) = route else {
+                return Dispatch::Answer(error_response(Status::NotFound, &[]));
             };
+            let response = match handshake::accept(head) {
+                Ok(response) => response,
+                Err(rejection) => return Dispatch::Answer(rejection.response()),
+            };
+            if !self.origin_allowed(head.origin.as_deref()) {
+                return Dispatch::Answer(error_response(Status::Forbidden, &[]));
+            }
+            if self.stats.is_draining() || !self.stats.try_admit(self.config.max_connections) {
+                return Dispatch::Answer(error_response(
+                    Status::Unavailable,
+                    &[("Retry-After", "5")],
+                ));
+            }
+            return Dispatch::Upgrade { room, response };
         }
-        let keep_alive = head.keep_alive();
+        // While draining, answer and close so that clients move to another server.
+        let keep_alive = head.keep_alive() && !self.stats.is_draining();
         Dispatch::Answer(match route {
             Route::Health => {
                 let body = format!(
-                    "{{\"status\":\"ok\",\"shards\":{},\"connections\":{}}}\n",
+                    "{{\"status\":\"{}\",\"shards\":{},\"connections\":{}}}\n",
+                    if self.stats.is_draining() {
+                        "draining"
+                    } else {
+                        "ok"
+                    },
                     self.stats.shard_count(),
                     self.stats.connections()
                 );
+                let status = if self.stats.is_draining() {
+                    Status::Unavailable
+                } else {
+                    Status::Ok
+                };
                 respond(
-                    Status::Ok,
+                    status,
                     "application/json",
                     &[("Cache-Control", "no-store")],
                     body.as_bytes(),
@@ -183,9 +251,30 @@ impl Site {
                     head_only,
                 )
             }
+            Route::Metrics => respond(
+                Status::Ok,
+                "text/plain; version=0.0.4; charset=utf-8",
+                &[("Cache-Control", "no-store")],
+                metrics::render(&self.stats.snapshot(), self.stats.per_ip_refusals()).as_bytes(),
+                keep_alive,
+                head_only,
+            ),
             Route::Room(_) => self.asset("/index.html", keep_alive, head_only),
             Route::Asset(path) => self.asset(path, keep_alive, head_only),
         })
+    }
+
+    /// With no allow-list, or no `Origin` (not a browser), any origin; else an exact
+    /// (case-insensitive) match or `*`.
+    fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let allowed = &self.config.allowed_origins;
+        match origin {
+            _ if allowed.is_empty() => true,
+            None => true,
+            Some(origin) => allowed
+                .iter()
+                .any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
+        }
     }
 
     fn asset(&self, path: &str, keep_alive: bool, head_only: bool) -> Response {
@@ -215,5 +304,18 @@ impl Site {
                 error_response(Status::InternalError, &[])
             }
         }
+    }
+}
+
+/// The plain-HTTP counter for `status`.
+pub fn http_counter(status: Status) -> Counter {
+    match status {
+        Status::Ok => Counter::Http200,
+        Status::NotFound => Counter::Http404,
+        Status::MethodNotAllowed => Counter::Http405,
+        Status::HeadTooLarge => Counter::Http431,
+        Status::InternalError => Counter::Http500,
+        Status::Unavailable => Counter::Http503,
+        _ => Counter::Http400,
     }
 }

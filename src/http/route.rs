@@ -6,9 +6,10 @@
 //! | `/` | chat page | room `lobby` |
 //! | `/<room>` (1–64 of `A-Z a-z 0-9 - _`) | chat page | room `<room>` |
 //! | `/health` | health JSON | 404 |
+//! | `/metrics` | Prometheus text | 404 |
 //! | anything else | static asset or 404 | 404 |
 //!
-//! So `health` cannot be used as a room name.
+//! So `health` and `metrics` cannot be used as room names.
 
 use crate::room::{DEFAULT_ROOM, RoomId};
 
@@ -17,6 +18,8 @@ use crate::room::{DEFAULT_ROOM, RoomId};
 pub enum Route<'a> {
     /// `/health`.
     Health,
+    /// `/metrics`.
+    Metrics,
     /// A room (chat page for plain GET, membership for an upgrade).
     Room(RoomId),
     /// Any other path: a static asset.
@@ -28,6 +31,7 @@ pub fn route(path: &str) -> Route<'_> {
     match path {
         "/" => Route::Room(RoomId::parse(DEFAULT_ROOM).expect("the default room name is legal")),
         "/health" => Route::Health,
+        "/metrics" => Route::Metrics,
         _ => match path.strip_prefix('/').and_then(RoomId::parse) {
             Some(room) => Route::Room(room),
             None => Route::Asset(path),
@@ -47,6 +51,7 @@ mod tests {
             Route::Room(RoomId::parse("general").unwrap())
         );
         assert_eq!(route("/health"), Route::Health);
+        assert_eq!(route("/metrics"), Route::Metrics);
         assert_eq!(route("/app.js"), Route::Asset("/app.js"));
         assert_eq!(route("/a/b"), Route::Asset("/a/b"));
         assert_eq!(

@@ -21,20 +21,28 @@
 //! stream that blocks and writes partially at will.
 
 pub mod frame;
+pub mod liveness;
 pub mod outbound;
+pub mod transport;
 mod wsio;
 
-use std::io::{self, Read, Write};
+use std::io;
+use std::net::IpAddr;
 use std::time::Instant;
 
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::config::Config;
 use crate::http::request::{self, Parsed};
-use crate::http::{Dispatch, Site, error_response};
+use crate::http::{Dispatch, Site, error_response, http_counter};
 use crate::mesh::SharedFrame;
+use crate::metrics::{Counter, Counters};
 use crate::room::RoomId;
+use liveness::{Liveness, Verdict};
 use outbound::{Chunk, Flushed, OutQueue};
+pub use transport::Transport;
 use wsio::WsIo;
 
 /// Most bytes one session may read per loop turn before yielding to the others.
@@ -47,17 +55,8 @@ const WS_READ_CHUNK: usize = 256;
 /// Close code for a slow consumer (RFC 6455 "policy violation"), with reason "slow consumer".
 pub const CLOSE_SLOW_CONSUMER: u16 = 1008;
 
-/// A byte stream the session can run on: a socket, or a test double.
-pub trait Transport: Read + Write {
-    /// Sends FIN: no more bytes from us, while the peer's bytes may still arrive.
-    fn shutdown_write(&self) -> io::Result<()>;
-}
-
-impl Transport for mio::net::TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
-}
+/// An empty ping frame (server frames are unmasked).
+const PING_FRAME: [u8; 2] = [0x89, 0x00];
 
 /// Something the shard must act on.
 #[derive(Debug)]
@@ -93,25 +92,31 @@ pub enum Delivery {
 enum Phase {
     Http {
         head: Vec<u8>,
+        /// A request was answered on this connection already (an expiry is then an idle
+        /// keep-alive, not a failed handshake).
+        answered: bool,
     },
     Open {
         ws: Box<WebSocketContext>,
-        /// We sent a close frame and wait for the peer's.
-        closing: bool,
+        liveness: Liveness,
+        /// We sent a close frame and wait for the peer's, until this moment.
+        closing_until: Option<Instant>,
     },
     Discard {
         write_shut: bool,
     },
 }
 
-/// The per-turn environment a session reads in.
-pub struct Env<'a> {
+/// What a session works with during one call: limits, the HTTP side, the time, the counters.
+pub struct Ctx<'a> {
     /// Limits and deadlines.
     pub config: &'a Config,
     /// The HTTP side.
     pub site: &'a Site,
     /// The time at the start of this loop turn.
     pub now: Instant,
+    /// The shard's counters.
+    pub counters: &'a mut Counters,
 }
 
 /// One connection.
@@ -126,6 +131,7 @@ pub struct Session<S> {
     ws_buffered: bool,
     peer_eof: bool,
     room: Option<RoomId>,
+    peer_ip: Option<IpAddr>,
     /// Position in the shard's member list of `room` (the shard keeps it current).
     pub room_slot: usize,
     /// The shard's bookkeeping: already on this turn's flush list.
@@ -140,16 +146,21 @@ pub struct Session<S> {
 
 impl<S: Transport> Session<S> {
     /// A new connection that must send a request head by `now + handshake_timeout`.
-    pub fn new(stream: S, config: &Config, now: Instant) -> Self {
+    /// `peer_ip` is kept when a per-address limit must be given back at the end.
+    pub fn new(stream: S, peer_ip: Option<IpAddr>, config: &Config, now: Instant) -> Self {
         Session {
             stream,
-            phase: Phase::Http { head: Vec::new() },
+            phase: Phase::Http {
+                head: Vec::new(),
+                answered: false,
+            },
             out: OutQueue::default(),
             deadline: Some(now + config.handshake_timeout),
             stash: Vec::new(),
             ws_buffered: false,
             peer_eof: false,
             room: None,
+            peer_ip,
             room_slot: 0,
             flush_listed: false,
             ready_listed: false,
@@ -163,9 +174,19 @@ impl<S: Transport> Session<S> {
         &mut self.stream
     }
 
-    /// The room, once upgraded.
+    /// The room, once upgraded (an upgraded session also holds a `max_connections` place).
     pub fn room(&self) -> Option<&RoomId> {
         self.room.as_ref()
+    }
+
+    /// The peer's address, if a per-address limit counts it.
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer_ip
+    }
+
+    /// Whether this is an open WebSocket (not in its HTTP phase, not closing).
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. })
     }
 
     /// When the session must be looked at even if nothing happens.
@@ -173,9 +194,9 @@ impl<S: Transport> Session<S> {
         self.deadline
     }
 
-    /// Whether output is waiting.
+    /// Whether output is waiting (in the queue or inside the transport).
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || self.stream.has_pending_output()
     }
 
     /// Bytes waiting in the outbound queue.
@@ -188,13 +209,24 @@ impl<S: Transport> Session<S> {
     pub fn on_readable(
         &mut self,
         scratch: &mut [u8],
-        env: &Env,
+        cx: &mut Ctx,
         events: &mut Vec<Event>,
     ) -> Progress {
-        let mut budget = env.config.messages_per_turn;
+        let progress = self.read_input(scratch, cx, events);
+        self.refresh_deadline();
+        progress
+    }
+
+    fn read_input(
+        &mut self,
+        scratch: &mut [u8],
+        cx: &mut Ctx,
+        events: &mut Vec<Event>,
+    ) -> Progress {
+        let mut budget = cx.config.messages_per_turn;
         if !self.stash.is_empty() || self.ws_buffered {
             let stash = std::mem::take(&mut self.stash);
-            if !self.consume(&stash, env, events, &mut budget) {
+            if !self.consume(&stash, cx, events, &mut budget) {
                 return Progress::MoreReady;
             }
         }
@@ -204,10 +236,14 @@ impl<S: Transport> Session<S> {
                 return Progress::MoreReady;
             }
             match self.stream.read(scratch) {
-                Ok(0) => return self.on_eof(env),
+                Ok(0) => return self.on_eof(cx),
                 Ok(n) => {
                     read_this_turn += n;
-                    if !self.consume(&scratch[..n], env, events, &mut budget) {
+                    cx.counters.add(Counter::BytesIn, n as u64);
+                    if let Phase::Open { liveness, .. } = &mut self.phase {
+                        liveness.saw_input(cx.now);
+                    }
+                    if !self.consume(&scratch[..n], cx, events, &mut budget) {
                         return Progress::MoreReady;
                     }
                 }
@@ -223,59 +259,124 @@ impl<S: Transport> Session<S> {
     }
 
     /// Writes queued output. Returns `Finished` once a closing session has nothing left to do.
-    pub fn flush(&mut self) -> Progress {
-        match self.out.write_to(&mut self.stream) {
-            Err(e) => {
-                log::debug!("write failed: {e}");
-                Progress::Finished
-            }
-            Ok(Flushed::Blocked) => Progress::Idle,
-            Ok(Flushed::All) => {
-                if let Phase::Discard { write_shut } = &mut self.phase {
-                    if !*write_shut {
-                        *write_shut = true;
-                        // Failing to send FIN only matters if the peer is gone already.
-                        let _ = self.stream.shutdown_write();
-                    }
-                    if self.peer_eof {
-                        return Progress::Finished;
-                    }
+    pub fn flush(&mut self, counters: &mut Counters) -> Progress {
+        let before = self.out.queued_bytes();
+        let result = self.out.write_to(&mut self.stream);
+        counters.add(Counter::BytesOut, (before - self.out.queued_bytes()) as u64);
+        let drained =
+            match result.and_then(|f| Ok(f == Flushed::All && self.stream.flush_pending()?)) {
+                Ok(drained) => drained,
+                Err(e) => {
+                    log::debug!("write failed: {e}");
+                    return Progress::Finished;
                 }
-                Progress::Idle
+            };
+        if !drained {
+            return Progress::Idle;
+        }
+        if let Phase::Discard { write_shut } = &mut self.phase {
+            if !*write_shut {
+                *write_shut = true;
+                // Failing to end our side only matters if the peer is gone already.
+                let _ = self.stream.shutdown_write();
+                let _ = self.stream.flush_pending();
+            }
+            if self.peer_eof && !self.stream.has_pending_output() {
+                return Progress::Finished;
             }
         }
+        Progress::Idle
     }
 
-    /// Called when the deadline has passed.
-    pub fn on_deadline(&mut self, now: Instant) -> Progress {
-        match self.deadline {
-            Some(deadline) if deadline <= now => {
-                let phase = match self.phase {
-                    Phase::Http { .. } => "request head",
-                    Phase::Open { .. } => "close handshake",
-                    Phase::Discard { .. } => "closing drain",
-                };
-                log::debug!("deadline passed waiting for the {phase}");
+    /// Called when the deadline has passed: expires the phase, or sends a ping.
+    pub fn on_deadline(&mut self, cx: &mut Ctx) -> Progress {
+        let progress = self.expire(cx);
+        self.refresh_deadline();
+        progress
+    }
+
+    fn expire(&mut self, cx: &mut Ctx) -> Progress {
+        let now = cx.now;
+        match &mut self.phase {
+            Phase::Http { head, answered } => {
+                if self.deadline.is_some_and(|d| d <= now) {
+                    if !head.is_empty() || !*answered {
+                        cx.counters.bump(Counter::HandshakeTimeout);
+                    }
+                    cx.counters.bump(Counter::TimerHandshake);
+                    log::debug!("no complete request head in time");
+                    return Progress::Finished;
+                }
+            }
+            Phase::Discard { .. } => {
+                if self.deadline.is_some_and(|d| d <= now) {
+                    cx.counters.bump(Counter::TimerClose);
+                    log::debug!("closing connection did not finish in time");
+                    return Progress::Finished;
+                }
+            }
+            Phase::Open {
+                closing_until: Some(until),
+                ..
+            } => {
+                if *until <= now {
+                    cx.counters.bump(Counter::TimerClose);
+                    log::debug!("no close reply in time");
+                    return Progress::Finished;
+                }
+            }
+            Phase::Open { liveness, .. } => match liveness.check(now) {
+                Verdict::Alive => {}
+                Verdict::Ping => self.out.push(Chunk::Owned(PING_FRAME.to_vec())),
+                Verdict::Dead => {
+                    cx.counters.bump(Counter::TimerPong);
+                    log::debug!("no answer to a ping in time");
+                    return Progress::Finished;
+                }
+                Verdict::Idle => {
+                    cx.counters.bump(Counter::TimerIdle);
+                    self.close_politely(1000, "idle timeout", cx);
+                }
+            },
+        }
+        Progress::Idle
+    }
+
+    /// Starts an orderly close with `code` (e.g. 1001 on shutdown): the close frame is queued
+    /// and the peer has `close_timeout` to answer. HTTP sessions that are between requests end
+    /// at once; one in the middle of a request is answered first.
+    pub fn begin_shutdown(&mut self, cx: &mut Ctx) -> Progress {
+        let progress = match &self.phase {
+            Phase::Http { head, .. } if head.is_empty() && self.out.is_empty() => {
                 Progress::Finished
             }
+            Phase::Open { .. } => {
+                self.close_politely(1001, "server shutting down", cx);
+                Progress::Idle
+            }
             _ => Progress::Idle,
-        }
+        };
+        self.refresh_deadline();
+        progress
     }
 
     /// Offers a broadcast frame. A session whose queue would pass `max_buffered` is cut off as
     /// a slow consumer: its unsent frames are dropped and a close frame (1008) is queued.
-    pub fn push_broadcast(
-        &mut self,
-        frame: &SharedFrame,
-        config: &Config,
-        now: Instant,
-    ) -> Delivery {
-        if !matches!(self.phase, Phase::Open { closing: false, .. }) {
+    pub fn push_broadcast(&mut self, frame: &SharedFrame, cx: &mut Ctx) -> Delivery {
+        if !matches!(
+            self.phase,
+            Phase::Open {
+                closing_until: None,
+                ..
+            }
+        ) {
             return Delivery::Refused;
         }
-        if self.out.queued_bytes() + frame.len() > config.max_buffered {
+        if self.out.queued_bytes() + frame.len() > cx.config.max_buffered {
             self.out.discard_unstarted();
-            self.fail(CLOSE_SLOW_CONSUMER, "slow consumer", config, now);
+            cx.counters.bump(Counter::SlowConsumer);
+            self.fail(CLOSE_SLOW_CONSUMER, "slow consumer", cx);
+            self.refresh_deadline();
             return Delivery::SlowConsumer;
         }
         self.out.push(Chunk::Shared(frame.clone()));
@@ -286,13 +387,13 @@ impl<S: Transport> Session<S> {
     fn consume(
         &mut self,
         input: &[u8],
-        env: &Env,
+        cx: &mut Ctx,
         events: &mut Vec<Event>,
         budget: &mut usize,
     ) -> bool {
         match self.phase {
-            Phase::Http { .. } => self.consume_http(input, env, events, budget),
-            Phase::Open { .. } => self.consume_ws(input, env, events, budget),
+            Phase::Http { .. } => self.consume_http(input, cx, events, budget),
+            Phase::Open { .. } => self.consume_ws(input, cx, events, budget),
             Phase::Discard { .. } => true,
         }
     }
@@ -300,48 +401,49 @@ impl<S: Transport> Session<S> {
     fn consume_http(
         &mut self,
         input: &[u8],
-        env: &Env,
+        cx: &mut Ctx,
         events: &mut Vec<Event>,
         budget: &mut usize,
     ) -> bool {
-        let Phase::Http { head } = &mut self.phase else {
-            return true;
-        };
-        head.extend_from_slice(input);
+        if let Phase::Http { head, .. } = &mut self.phase {
+            head.extend_from_slice(input);
+        }
         loop {
-            let Phase::Http { head } = &mut self.phase else {
+            let Phase::Http { head, answered } = &mut self.phase else {
                 return true;
             };
             if head.is_empty() {
                 return true;
             }
-            let cfg = env.config;
+            let cfg = cx.config;
             let (request, len) = match request::parse(head, cfg.max_request_head, cfg.max_headers) {
                 Parsed::Partial => return true,
                 Parsed::Reject(status) => {
-                    let response = error_response(status, &[]);
-                    self.out.push(Chunk::Owned(response.bytes));
-                    self.enter_discard(env.config, env.now);
+                    cx.counters.bump(http_counter(status));
+                    self.out
+                        .push(Chunk::Owned(error_response(status, &[]).bytes));
+                    self.enter_discard(cx);
                     return true;
                 }
                 Parsed::Complete(request, len) => (request, len),
             };
             let rest = head.split_off(len);
-            match env.site.dispatch(&request) {
+            *answered = true;
+            match cx.site.dispatch(&request, cx.counters) {
                 Dispatch::Answer(response) => {
                     self.out.push(Chunk::Owned(response.bytes));
                     if !response.keep_alive {
-                        self.enter_discard(env.config, env.now);
+                        self.enter_discard(cx);
                         return true;
                     }
                     // Pipelined requests wait in `rest`; the next one gets a fresh deadline.
                     *head = rest;
-                    self.deadline = Some(env.now + cfg.handshake_timeout);
+                    self.deadline = Some(cx.now + cfg.handshake_timeout);
                     if self.out.queued_bytes() > cfg.max_buffered {
                         // Pipelining far ahead of reading the answers: cut it off.
                         log::debug!("pipelined answers passed max-buffered; closing");
                         self.out.discard_unstarted();
-                        self.enter_discard(cfg, env.now);
+                        self.enter_discard(cx);
                         return true;
                     }
                 }
@@ -354,12 +456,17 @@ impl<S: Transport> Session<S> {
                         .max_frame_size(Some(cfg.max_message));
                     self.phase = Phase::Open {
                         ws: Box::new(WebSocketContext::new(Role::Server, Some(ws_config))),
-                        closing: false,
+                        liveness: Liveness::new(
+                            cfg.ping_interval,
+                            cfg.pong_timeout,
+                            cfg.idle_timeout,
+                            cx.now,
+                        ),
+                        closing_until: None,
                     };
-                    self.deadline = None;
                     self.room = Some(room.clone());
                     events.push(Event::Joined(room));
-                    return self.consume_ws(&rest, env, events, budget);
+                    return self.consume_ws(&rest, cx, events, budget);
                 }
             }
         }
@@ -368,13 +475,19 @@ impl<S: Transport> Session<S> {
     fn consume_ws(
         &mut self,
         input: &[u8],
-        env: &Env,
+        cx: &mut Ctx,
         events: &mut Vec<Event>,
         budget: &mut usize,
     ) -> bool {
-        let Phase::Open { ws, closing } = &mut self.phase else {
+        let Phase::Open {
+            ws,
+            liveness,
+            closing_until,
+        } = &mut self.phase
+        else {
             return true;
         };
+        let closing = closing_until.is_some();
         let mut io = WsIo::new(input, &mut self.out);
         loop {
             if *budget == 0 {
@@ -385,18 +498,29 @@ impl<S: Transport> Session<S> {
             let failure = match ws.read(&mut io) {
                 Ok(message) => {
                     *budget -= 1;
+                    let opcode = match &message {
+                        Message::Text(_) => frame::OP_TEXT,
+                        Message::Binary(_) => frame::OP_BINARY,
+                        _ => 0,
+                    };
                     match message {
-                        Message::Text(text) if !*closing => {
-                            let frame = frame::encode_shared(frame::OP_TEXT, text.as_bytes());
-                            events.push(Event::Message(frame));
+                        Message::Text(_) | Message::Binary(_) if closing => continue,
+                        Message::Text(data) => {
+                            let frame = frame::encode_shared(opcode, data.as_bytes());
+                            received(frame, liveness, cx, events);
                             continue;
                         }
-                        Message::Binary(data) if !*closing => {
-                            let frame = frame::encode_shared(frame::OP_BINARY, &data);
-                            events.push(Event::Message(frame));
+                        Message::Binary(data) => {
+                            let frame = frame::encode_shared(opcode, &data);
+                            received(frame, liveness, cx, events);
                             continue;
                         }
-                        Message::Close(_) => {
+                        Message::Close(close) => {
+                            if !closing {
+                                // tungstenite echoes the peer's code (1000 when it sent none).
+                                cx.counters
+                                    .close_code(close.map_or(1000, |c| c.code.into()));
+                            }
                             // Queue tungstenite's reply (or nothing, if this answers our own
                             // close); it reports the exchange complete with ConnectionClosed.
                             let _ = ws.flush(&mut io);
@@ -404,11 +528,12 @@ impl<S: Transport> Session<S> {
                         }
                         // Pings are answered by tungstenite (the pong is already queued), but
                         // pongs to a peer that never reads must not pile up without bound.
-                        Message::Ping(_) if io.out().queued_bytes() > env.config.max_buffered => {
+                        Message::Ping(_) if io.out().queued_bytes() > cx.config.max_buffered => {
                             io.out().discard_unstarted();
+                            cx.counters.bump(Counter::SlowConsumer);
                             Some((CLOSE_SLOW_CONSUMER, "slow consumer"))
                         }
-                        // Pongs and data after our close frame need nothing.
+                        // Pongs need nothing: any input already counted as a sign of life.
                         _ => continue,
                     }
                 }
@@ -422,45 +547,100 @@ impl<S: Transport> Session<S> {
                 Err(e) => Some(close_code_for(&e)),
             };
             if let Some((code, reason)) = failure {
-                log::debug!("closing with {code}: {reason}");
-                self.out
-                    .push(Chunk::Owned(frame::encode_close(code, reason)));
+                self.fail(code, reason, cx);
+            } else {
+                self.enter_discard(cx);
             }
-            self.enter_discard(env.config, env.now);
             return true;
         }
     }
 
-    /// Queues a close frame and stops taking input and broadcasts.
-    fn fail(&mut self, code: u16, reason: &str, config: &Config, now: Instant) {
-        log::debug!("closing with {code}: {reason}");
-        self.out
-            .push(Chunk::Owned(frame::encode_close(code, reason)));
-        self.enter_discard(config, now);
+    /// Sends a close frame through tungstenite and waits (up to `close_timeout`) for the
+    /// peer's reply, still reading but no longer relaying.
+    fn close_politely(&mut self, code: u16, reason: &'static str, cx: &mut Ctx) {
+        let Phase::Open {
+            ws, closing_until, ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        if closing_until.is_some() {
+            return;
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        // The adapter never blocks, so this only fails if tungstenite is closed already.
+        if ws
+            .close(&mut WsIo::new(&[], &mut self.out), Some(frame))
+            .is_ok()
+        {
+            cx.counters.close_code(code);
+            *closing_until = Some(cx.now + cx.config.close_timeout);
+        } else {
+            self.enter_discard(cx);
+        }
     }
 
-    fn enter_discard(&mut self, config: &Config, now: Instant) {
+    /// Queues a close frame and stops taking input and broadcasts.
+    fn fail(&mut self, code: u16, reason: &str, cx: &mut Ctx) {
+        log::debug!("closing with {code}: {reason}");
+        cx.counters.close_code(code);
+        self.out
+            .push(Chunk::Owned(frame::encode_close(code, reason)));
+        self.enter_discard(cx);
+    }
+
+    fn enter_discard(&mut self, cx: &Ctx) {
         self.phase = Phase::Discard { write_shut: false };
         self.stash = Vec::new();
         self.ws_buffered = false;
-        self.deadline = Some(now + config.close_timeout);
+        self.deadline = Some(cx.now + cx.config.close_timeout);
     }
 
-    fn on_eof(&mut self, env: &Env) -> Progress {
+    fn on_eof(&mut self, cx: &mut Ctx) -> Progress {
         self.peer_eof = true;
-        if let Phase::Open { closing: false, .. } = self.phase {
+        if let Phase::Open {
+            closing_until: None,
+            ..
+        } = self.phase
+        {
             log::debug!("peer closed the connection without a close frame");
         }
-        if self.out.is_empty() {
+        if !self.has_output() {
             return Progress::Finished;
         }
         // The peer may have only shut its write side: deliver what is queued (within the
         // close deadline), then finish.
         if !matches!(self.phase, Phase::Discard { .. }) {
-            self.enter_discard(env.config, env.now);
+            self.enter_discard(cx);
         }
         Progress::Idle
     }
+
+    /// An open session's deadline follows its liveness and close timers; the other phases
+    /// set theirs when they begin.
+    fn refresh_deadline(&mut self) {
+        if let Phase::Open {
+            liveness,
+            closing_until,
+            ..
+        } = &self.phase
+        {
+            self.deadline = match closing_until {
+                Some(until) => Some(*until),
+                None => liveness.next_due(),
+            };
+        }
+    }
+}
+
+/// A complete data message arrived: it is a sign of life and a message for the room.
+fn received(frame: SharedFrame, liveness: &mut Liveness, cx: &mut Ctx, events: &mut Vec<Event>) {
+    liveness.saw_message(cx.now);
+    cx.counters.bump(Counter::MessagesIn);
+    events.push(Event::Message(frame));
 }
 
 /// The close code (and a short reason) for an error tungstenite reported on input.

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::http::assets::Assets;
+use crate::metrics::Counter;
 use crate::stats::ServerStats;
 
 /// An in-memory peer that is as unhelpful as a socket may legally be.
@@ -59,7 +60,7 @@ impl Write for Stingy {
 }
 
 impl Transport for Stingy {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.shut_write.set(true);
         Ok(())
     }
@@ -71,19 +72,25 @@ struct Harness {
     site: Site,
     scratch: Vec<u8>,
     events: Vec<Event>,
+    counters: Counters,
 }
 
 impl Harness {
     fn new() -> Self {
         let config = Config::default();
-        let site = Site::new(Assets::default(), Arc::new(ServerStats::new(1)));
-        let session = Session::new(Stingy::default(), &config, Instant::now());
+        let site = Site::new(
+            Assets::default(),
+            Arc::new(config.clone()),
+            Arc::new(ServerStats::new(1)),
+        );
+        let session = Session::new(Stingy::default(), None, &config, Instant::now());
         Harness {
             session,
             config,
             site,
             scratch: vec![0; 4096],
             events: Vec::new(),
+            counters: Counters::default(),
         }
     }
 
@@ -94,15 +101,16 @@ impl Harness {
     /// Runs the session like a shard would until it has read all input; returns the last
     /// progress report.
     fn pump_reads(&mut self) -> Progress {
-        let env = Env {
+        let mut cx = Ctx {
             config: &self.config,
             site: &self.site,
             now: Instant::now(),
+            counters: &mut self.counters,
         };
         for _ in 0..100_000 {
             let last = self
                 .session
-                .on_readable(&mut self.scratch, &env, &mut self.events);
+                .on_readable(&mut self.scratch, &mut cx, &mut self.events);
             let stream = &self.session.stream;
             if last == Progress::Finished
                 || (stream.read_pos == stream.input.len() && last == Progress::Idle)
@@ -113,10 +121,25 @@ impl Harness {
         panic!("the session never consumed its input");
     }
 
+    /// Runs `f` on the session with a context at time `now`.
+    fn at<R>(&mut self, now: Instant, f: impl FnOnce(&mut Session<Stingy>, &mut Ctx) -> R) -> R {
+        let mut cx = Ctx {
+            config: &self.config,
+            site: &self.site,
+            now,
+            counters: &mut self.counters,
+        };
+        f(&mut self.session, &mut cx)
+    }
+
+    fn push(&mut self, frame: &SharedFrame) -> Delivery {
+        self.at(Instant::now(), |s, cx| s.push_broadcast(frame, cx))
+    }
+
     /// Flushes until the queue is empty (each call is one loop turn); returns what was written.
     fn pump_writes(&mut self) -> Vec<u8> {
         for _ in 0..100_000 {
-            let progress = self.session.flush();
+            let progress = self.session.flush(&mut self.counters);
             if !self.session.has_output() || progress == Progress::Finished {
                 return std::mem::take(&mut self.session.stream.written);
             }
@@ -196,12 +219,8 @@ fn handshake_and_messages_survive_byte_by_byte_input() {
     assert_eq!(&frames[1][..], &[0x82, 4, 0, 1, 2, 255]);
 
     // The pong was queued while reading; broadcasts queue behind it, in order, exactly once.
-    let config = h.config.clone();
     for frame in &frames {
-        assert_eq!(
-            h.session.push_broadcast(frame, &config, Instant::now()),
-            Delivery::Queued
-        );
+        assert_eq!(h.push(frame), Delivery::Queued);
     }
     let mut expected = vec![0x8a, 2, b'p', b'1'];
     expected.extend_from_slice(&frames[0]);
@@ -222,12 +241,8 @@ fn close_handshake_replies_then_shuts_down_and_finishes_on_eof() {
         h.session.stream.shut_write.get(),
         "FIN after the close reply"
     );
-    let config = h.config.clone();
     let frame = frame::encode_shared(frame::OP_TEXT, b"late");
-    assert_eq!(
-        h.session.push_broadcast(&frame, &config, Instant::now()),
-        Delivery::Refused
-    );
+    assert_eq!(h.push(&frame), Delivery::Refused);
     h.session.stream.eof = true;
     assert_eq!(h.pump_reads(), Progress::Finished);
 }
@@ -271,21 +286,14 @@ fn protocol_violations_get_their_close_codes() {
 #[test]
 fn a_slow_consumer_is_cut_off_at_the_bound() {
     let mut h = upgraded();
-    let mut config = h.config.clone();
-    config.max_buffered = 1000;
+    h.config.max_buffered = 1000;
     let frame = frame::encode_shared(frame::OP_BINARY, &[7; 300]);
-    let now = Instant::now();
     for _ in 0..3 {
-        assert_eq!(
-            h.session.push_broadcast(&frame, &config, now),
-            Delivery::Queued
-        );
+        assert_eq!(h.push(&frame), Delivery::Queued);
     }
-    assert_eq!(
-        h.session.push_broadcast(&frame, &config, now),
-        Delivery::SlowConsumer
-    );
+    assert_eq!(h.push(&frame), Delivery::SlowConsumer);
     assert!(h.session.queued_bytes() < 100, "queued frames were dropped");
+    assert_eq!(h.counters.0[Counter::SlowConsumer as usize], 1);
     let out = h.pump_writes();
     assert_eq!(
         out,
@@ -322,7 +330,11 @@ fn pongs_to_a_peer_that_never_reads_are_bounded() {
     }
     h.send(&input);
     h.pump_reads();
-    assert!(h.session.queued_bytes() <= 1000 + 200, "{}", h.session.queued_bytes());
+    assert!(
+        h.session.queued_bytes() <= 1000 + 200,
+        "{}",
+        h.session.queued_bytes()
+    );
     let out = h.pump_writes();
     let close = frame::encode_close(CLOSE_SLOW_CONSUMER, "slow consumer");
     assert!(out.ends_with(&close));
@@ -336,5 +348,54 @@ fn pipelining_far_ahead_of_reading_is_cut_off() {
     h.pump_reads();
     assert!(h.session.queued_bytes() <= 10_000 + 4096);
     h.pump_writes();
-    assert!(h.session.stream.shut_write.get(), "the connection is being closed");
+    assert!(
+        h.session.stream.shut_write.get(),
+        "the connection is being closed"
+    );
+}
+
+#[test]
+fn a_quiet_peer_is_pinged_and_dropped_when_it_stays_silent() {
+    let mut h = Harness::new();
+    h.config.ping_interval = Some(std::time::Duration::from_secs(30));
+    h.config.pong_timeout = std::time::Duration::from_secs(10);
+    h.send(UPGRADE);
+    h.pump_reads();
+    h.pump_writes();
+    let due = h
+        .session
+        .deadline()
+        .expect("an open session has a ping deadline");
+    assert_eq!(h.at(due, |s, cx| s.on_deadline(cx)), Progress::Idle);
+    assert_eq!(h.pump_writes(), PING_FRAME, "one empty ping");
+    let dead = h.session.deadline().expect("a pong deadline");
+    assert!(dead > due);
+    assert_eq!(h.at(dead, |s, cx| s.on_deadline(cx)), Progress::Finished);
+    assert_eq!(h.counters.0[Counter::TimerPong as usize], 1);
+}
+
+#[test]
+fn shutdown_sends_1001_and_waits_for_the_reply() {
+    let mut h = upgraded();
+    assert_eq!(
+        h.at(Instant::now(), |s, cx| s.begin_shutdown(cx)),
+        Progress::Idle
+    );
+    assert_eq!(
+        h.pump_writes(),
+        frame::encode_close(1001, "server shutting down")
+    );
+    let frame = frame::encode_shared(frame::OP_TEXT, b"late");
+    assert_eq!(h.push(&frame), Delivery::Refused);
+    // The client answers the close; the server then ends its side and finishes on EOF.
+    h.send(&client_frame(true, 0x8, &1001u16.to_be_bytes()));
+    h.pump_reads();
+    assert!(
+        h.pump_writes().is_empty(),
+        "nothing more after our close frame"
+    );
+    assert!(h.session.stream.shut_write.get());
+    h.session.stream.eof = true;
+    assert_eq!(h.pump_reads(), Progress::Finished);
+    assert_eq!(h.counters.0[Counter::Close1001 as usize], 1);
 }

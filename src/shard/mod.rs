@@ -9,19 +9,22 @@
 //!    messages are routed (no lost first message across shards);
 //! 4. **dispatch** readiness events to sessions; complete messages fan out at once;
 //! 5. **resume** sessions that stopped for fairness last turn;
-//! 6. **flush** every session with queued output: one `writev` each;
-//! 7. **reap** finished sessions (their rooms may lose their last local member);
-//! 8. **expire** deadlines;
+//! 6. **expire** deadlines (pings are queued here, so they leave in this turn's flush);
+//! 7. **flush** every session with queued output: one `writev` each;
+//! 8. **reap** finished sessions (their rooms may lose their last local member);
 //! 9. **send** to other shards: retry full inboxes, wake each peer once (last, so that what
-//!    reaping and timers said goes out this turn too).
+//!    reaping said goes out this turn too); publish the counters.
 //!
-//! Nothing here locks. Only the inbox receiver, peer senders and wakers, the published stats
-//! and immutable frames cross threads.
+//! On shutdown the shard sends every session a close (1001) and keeps turning until all are
+//! gone or the drain deadline passes.
+//!
+//! Nothing here locks on the message path. Only the inbox receiver, peer senders and wakers,
+//! the published stats and immutable frames cross threads.
 
 mod timers;
 
 use std::io;
-use std::net::TcpStream as StdTcpStream;
+use std::net::{IpAddr, TcpStream as StdTcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,10 +35,13 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::http::Site;
+use crate::limits::PerIpLimit;
 use crate::mesh::{MeshLinks, ShardId, ShardMsg, SharedFrame, drain_inbox};
+use crate::metrics::{Counter, Counters};
 use crate::room::{LocalPresence, RoomId, RoomTable, SessionKey};
-use crate::session::{Delivery, Env, Event, Progress, Session};
+use crate::session::{Ctx, Delivery, Event, Progress, Session};
 use crate::stats::ServerStats;
+use crate::tls::{Conn, TlsStream};
 use timers::Timers;
 
 /// The token of the shard's waker (session tokens are slab keys, far below it).
@@ -50,6 +56,14 @@ const INBOX_BUDGET: usize = 4096;
 /// Most readiness events taken from one poll.
 const EVENTS_CAPACITY: usize = 1024;
 
+/// A connection handed over by the acceptor, with the address a per-IP limit counted.
+pub struct Handoff {
+    /// The accepted socket.
+    pub stream: StdTcpStream,
+    /// Set when the per-address limit holds a place for this connection.
+    pub counted_ip: Option<IpAddr>,
+}
+
 /// Everything a shard thread is started with.
 pub struct ShardParts {
     /// This shard's id.
@@ -57,7 +71,7 @@ pub struct ShardParts {
     /// Its poll (its waker is already registered as [`WAKER`]).
     pub poll: Poll,
     /// Connections from the acceptor.
-    pub connections: Receiver<StdTcpStream>,
+    pub connections: Receiver<Handoff>,
     /// Messages from other shards.
     pub inbox: Receiver<ShardMsg>,
     /// Links to the other shards.
@@ -66,15 +80,19 @@ pub struct ShardParts {
     pub config: Arc<Config>,
     /// The HTTP side.
     pub site: Site,
-    /// Published figures.
+    /// Published figures and the draining flag.
     pub stats: Arc<ServerStats>,
+    /// TLS settings, when serving TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The per-address limit, when configured.
+    pub per_ip: Option<Arc<PerIpLimit>>,
 }
 
 /// A running shard.
 pub struct Shard {
     id: ShardId,
     poll: Poll,
-    connections: Receiver<StdTcpStream>,
+    connections: Receiver<Handoff>,
     inbox: Receiver<ShardMsg>,
     inbox_more: bool,
     mesh: MeshLinks,
@@ -82,18 +100,24 @@ pub struct Shard {
     config: Arc<Config>,
     site: Site,
     stats: Arc<ServerStats>,
-    sessions: Slab<Session<TcpStream>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    per_ip: Option<Arc<PerIpLimit>>,
+    sessions: Slab<Session<Conn>>,
+    websockets: usize,
     rooms: RoomTable,
     timers: Timers,
     next_generation: u64,
     scratch: Vec<u8>,
     events: Vec<Event>,
+    counters: Counters,
     /// Sessions with output to flush at the end of this turn.
     flush_list: Vec<SessionKey>,
     /// Sessions that stopped for fairness and must run again.
     ready: Vec<SessionKey>,
     /// Sessions to remove at the end of this turn.
     finished: Vec<SessionKey>,
+    /// Set once shutdown began: the moment the shard stops regardless.
+    drain_until: Option<Instant>,
     now: Instant,
 }
 
@@ -111,20 +135,26 @@ impl Shard {
             config: parts.config,
             site: parts.site,
             stats: parts.stats,
+            tls: parts.tls,
+            per_ip: parts.per_ip,
             sessions: Slab::new(),
+            websockets: 0,
             rooms: RoomTable::default(),
             timers: Timers::default(),
             next_generation: 0,
             scratch: vec![0; SCRATCH_SIZE],
             events: Vec::new(),
+            counters: Counters::default(),
             flush_list: Vec::new(),
             ready: Vec::new(),
             finished: Vec::new(),
+            drain_until: None,
             now: Instant::now(),
         }
     }
 
-    /// Runs the loop until the acceptor goes away and every session has ended.
+    /// Runs the loop until shutdown has drained every session (or its deadline passed), or
+    /// the acceptor is gone and no session is left.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
@@ -135,16 +165,33 @@ impl Shard {
                 Err(e) => return Err(e),
             }
             self.now = Instant::now();
-            if !self.adopt_connections() && self.sessions.is_empty() {
-                return Ok(());
+            self.counters.bump(Counter::LoopTurns);
+            let acceptor_alive = self.adopt_connections();
+            if self.drain_until.is_none() && self.stats.is_draining() {
+                self.begin_drain();
             }
             self.drain_inbox();
             self.dispatch(&events);
             self.resume_ready();
+            self.expire_timers();
             self.flush_output();
             self.reap_finished();
-            self.expire_timers();
             self.mesh_backlog = self.mesh.flush();
+            self.counters
+                .add(Counter::MeshDropped, std::mem::take(&mut self.mesh.dropped));
+            self.stats.shard(self.id.0).publish(&self.counters);
+            let drained = match self.drain_until {
+                Some(until) => self.sessions.is_empty() || self.now >= until,
+                None => !acceptor_alive && self.sessions.is_empty(),
+            };
+            if drained {
+                log::debug!(
+                    "shard {} stops with {} session(s) left",
+                    self.id.0,
+                    self.sessions.len()
+                );
+                return Ok(());
+            }
         }
     }
 
@@ -152,46 +199,84 @@ impl Shard {
         if !self.ready.is_empty() || self.inbox_more {
             return Some(Duration::ZERO);
         }
+        let now = Instant::now();
+        let mut timeout = self.timers.next_in(now);
+        if let Some(until) = self.drain_until {
+            let left = until.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
         if self.mesh_backlog {
             // A peer's inbox is full: give it a moment rather than spinning on it.
-            return Some(Duration::from_millis(1));
+            let retry = Duration::from_millis(1);
+            timeout = Some(timeout.map_or(retry, |t| t.min(retry)));
         }
         // Rounded up to a whole millisecond, as epoll would truncate it and wake early.
-        self.timers
-            .next_in(Instant::now())
-            .map(|d| d + Duration::from_micros(999))
+        timeout.map(|d| d + Duration::from_micros(999))
     }
 
     /// Registers connections handed over by the acceptor. False once the acceptor is gone.
     fn adopt_connections(&mut self) -> bool {
         loop {
             match self.connections.try_recv() {
-                Ok(stream) => self.adopt(stream),
+                Ok(handoff) => self.adopt(handoff),
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
             }
         }
     }
 
-    fn adopt(&mut self, stream: StdTcpStream) {
-        let mut stream = TcpStream::from_std(stream);
+    fn adopt(&mut self, handoff: Handoff) {
+        let stream = TcpStream::from_std(handoff.stream);
+        let conn = match &self.tls {
+            None => Conn::Plain(stream),
+            Some(tls) => match TlsStream::new(stream, tls.clone()) {
+                Ok(t) => Conn::Tls(Box::new(t)),
+                Err(e) => {
+                    log::warn!("shard {}: cannot start TLS: {e}", self.id.0);
+                    self.release_ip(handoff.counted_ip);
+                    return;
+                }
+            },
+        };
+        let mut session = Session::new(conn, handoff.counted_ip, &self.config, self.now);
         let entry = self.sessions.vacant_entry();
         let key = entry.key();
         let registered = self.poll.registry().register(
-            &mut stream,
+            session.stream_mut().socket_mut(),
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         );
         if let Err(e) = registered {
             log::warn!("shard {}: cannot register a connection: {e}", self.id.0);
+            self.release_ip(handoff.counted_ip);
             return;
         }
-        let mut session = Session::new(stream, &self.config, self.now);
         self.next_generation += 1;
         session.generation = self.next_generation;
         entry.insert(session);
         self.arm_timer(key);
-        self.publish_stats();
+        self.publish_gauges();
+    }
+
+    fn begin_drain(&mut self) {
+        self.drain_until = Some(self.now + self.config.drain_timeout);
+        let keys: Vec<SessionKey> = self.sessions.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let mut cx = Ctx {
+                config: &self.config,
+                site: &self.site,
+                now: self.now,
+                counters: &mut self.counters,
+            };
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            if session.begin_shutdown(&mut cx) == Progress::Finished {
+                self.finished.push(key);
+            }
+            self.list_for_flush(key);
+            self.arm_timer(key);
+        }
     }
 
     fn drain_inbox(&mut self) {
@@ -235,15 +320,16 @@ impl Shard {
 
     /// Lets session `key` read, then acts on what it reported.
     fn read_session(&mut self, key: SessionKey) {
-        let env = Env {
+        let mut cx = Ctx {
             config: &self.config,
             site: &self.site,
             now: self.now,
+            counters: &mut self.counters,
         };
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let progress = session.on_readable(&mut self.scratch, &env, &mut self.events);
+        let progress = session.on_readable(&mut self.scratch, &mut cx, &mut self.events);
         let has_output = session.has_output();
         if progress == Progress::MoreReady {
             session.ready_listed = true;
@@ -272,6 +358,8 @@ impl Shard {
         if let Some(session) = self.sessions.get_mut(key) {
             session.room_slot = slot;
         }
+        self.websockets += 1;
+        self.publish_gauges();
         if presence == LocalPresence::Became {
             self.tell_peers(&room, true);
         }
@@ -284,6 +372,8 @@ impl Shard {
         {
             session.room_slot = slot;
         }
+        self.websockets -= 1;
+        self.site.release();
         if presence == LocalPresence::Ended {
             self.tell_peers(room, false);
         }
@@ -328,13 +418,20 @@ impl Shard {
         let Some(entry) = self.rooms.get(room) else {
             return;
         };
+        let mut cx = Ctx {
+            config: &self.config,
+            site: &self.site,
+            now: self.now,
+            counters: &mut self.counters,
+        };
+        let mut delivered = 0;
         for &key in &entry.members {
             let Some(session) = self.sessions.get_mut(key) else {
                 debug_assert!(false, "room member {key} has no session");
                 continue;
             };
-            match session.push_broadcast(frame, &self.config, self.now) {
-                Delivery::Queued => {}
+            match session.push_broadcast(frame, &mut cx) {
+                Delivery::Queued => delivered += 1,
                 Delivery::Refused => continue,
                 Delivery::SlowConsumer => {
                     log::debug!(
@@ -352,6 +449,7 @@ impl Shard {
                 self.flush_list.push(key);
             }
         }
+        cx.counters.add(Counter::Deliveries, delivered);
     }
 
     fn list_for_flush(&mut self, key: SessionKey) {
@@ -369,7 +467,7 @@ impl Shard {
                 continue;
             };
             session.flush_listed = false;
-            if session.flush() == Progress::Finished {
+            if session.flush(&mut self.counters) == Progress::Finished {
                 self.finished.push(key);
             }
         }
@@ -384,18 +482,34 @@ impl Shard {
                 continue; // listed twice in one turn
             };
             // Closing the socket would deregister it too; saying so keeps mio's view exact.
-            let _ = self.poll.registry().deregister(session.stream_mut());
+            let _ = self
+                .poll
+                .registry()
+                .deregister(session.stream_mut().socket_mut());
             if let Some(room) = session.room().cloned() {
                 self.leave(&room, session.room_slot);
             }
+            self.release_ip(session.peer_ip());
         }
         self.ready.retain(|key| self.sessions.contains(*key));
-        self.publish_stats();
+        self.publish_gauges();
+    }
+
+    fn release_ip(&self, ip: Option<IpAddr>) {
+        if let (Some(limit), Some(ip)) = (&self.per_ip, ip) {
+            limit.release(ip);
+        }
     }
 
     fn expire_timers(&mut self) {
         let now = Instant::now();
         while let Some((key, generation)) = self.timers.pop_due(now) {
+            let mut cx = Ctx {
+                config: &self.config,
+                site: &self.site,
+                now,
+                counters: &mut self.counters,
+            };
             let Some(session) = self.sessions.get_mut(key) else {
                 continue;
             };
@@ -403,21 +517,22 @@ impl Shard {
                 continue;
             }
             session.timer_armed = None;
-            if session.on_deadline(now) == Progress::Finished {
+            if session.on_deadline(&mut cx) == Progress::Finished {
                 self.finished.push(key);
-            } else {
-                self.arm_timer(key);
+                continue;
             }
+            if session.has_output() {
+                self.list_for_flush(key);
+            }
+            self.arm_timer(key);
         }
-        self.reap_finished();
     }
 
     fn arm_timer(&mut self, key: SessionKey) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let deadline = session.deadline();
-        if let Some(when) = deadline
+        if let Some(when) = session.deadline()
             && session.timer_armed.is_none_or(|armed| when < armed)
         {
             session.timer_armed = Some(when);
@@ -425,9 +540,9 @@ impl Shard {
         }
     }
 
-    fn publish_stats(&self) {
+    fn publish_gauges(&self) {
         self.stats
             .shard(self.id.0)
-            .set_connections(self.sessions.len());
+            .set_connections(self.sessions.len(), self.websockets);
     }
 }

@@ -1,0 +1,338 @@
+//! Counters and their Prometheus text rendering.
+//!
+//! Each shard counts into its own plain [`Counters`] (no atomics on the hot path) and
+//! publishes a copy into its [`crate::stats::ShardStats`] slot once per loop turn, with
+//! relaxed stores. `GET /metrics` sums the published copies. A scrape can therefore lag a
+//! shard by one loop turn, which no scraper can tell from network delay.
+
+use std::fmt::Write;
+
+/// Everything counted. The order is the index into [`Counters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    /// A WebSocket upgrade answered 101.
+    HandshakeOk,
+    /// An upgrade refused 400.
+    HandshakeBadRequest,
+    /// An upgrade refused 403 (origin).
+    HandshakeForbidden,
+    /// An upgrade refused 404 (not a room path).
+    HandshakeNotFound,
+    /// An upgrade refused 405.
+    HandshakeMethod,
+    /// An upgrade refused 426 (version).
+    HandshakeVersion,
+    /// An upgrade refused 503 (connection limit or shutting down).
+    HandshakeUnavailable,
+    /// A connection that sent no complete request head in time.
+    HandshakeTimeout,
+    /// Plain HTTP answers, by status.
+    Http200,
+    /// See [`Counter::Http200`].
+    Http400,
+    /// See [`Counter::Http200`].
+    Http404,
+    /// See [`Counter::Http200`].
+    Http405,
+    /// See [`Counter::Http200`].
+    Http431,
+    /// See [`Counter::Http200`].
+    Http500,
+    /// See [`Counter::Http200`].
+    Http503,
+    /// Data messages received from clients.
+    MessagesIn,
+    /// Bytes read from sockets (after TLS, if any).
+    BytesIn,
+    /// Bytes written to sockets (before TLS, if any).
+    BytesOut,
+    /// Broadcast frames queued to recipients (one per recipient).
+    Deliveries,
+    /// Sessions closed as slow consumers.
+    SlowConsumer,
+    /// Close frames sent, by code.
+    Close1000,
+    /// See [`Counter::Close1000`].
+    Close1001,
+    /// See [`Counter::Close1000`].
+    Close1002,
+    /// See [`Counter::Close1000`].
+    Close1007,
+    /// See [`Counter::Close1000`].
+    Close1008,
+    /// See [`Counter::Close1000`].
+    Close1009,
+    /// See [`Counter::Close1000`].
+    Close1011,
+    /// Connections dropped because a deadline passed, by deadline.
+    TimerHandshake,
+    /// See [`Counter::TimerHandshake`].
+    TimerPong,
+    /// See [`Counter::TimerHandshake`].
+    TimerIdle,
+    /// See [`Counter::TimerHandshake`].
+    TimerClose,
+    /// Broadcasts dropped because another shard's inbox and backlog were full.
+    MeshDropped,
+    /// Loop turns (published per shard).
+    LoopTurns,
+}
+
+/// Number of counters.
+pub const COUNTERS: usize = Counter::LoopTurns as usize + 1;
+
+/// `(family, label, help)` per counter, in [`Counter`] order. Counters of one family are
+/// adjacent and share the help text of the first.
+const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
+    (
+        "shardcast_handshakes_total",
+        "result=\"ok\"",
+        "WebSocket upgrades by result",
+    ),
+    ("shardcast_handshakes_total", "result=\"bad_request\"", ""),
+    ("shardcast_handshakes_total", "result=\"forbidden\"", ""),
+    ("shardcast_handshakes_total", "result=\"not_found\"", ""),
+    ("shardcast_handshakes_total", "result=\"method\"", ""),
+    ("shardcast_handshakes_total", "result=\"version\"", ""),
+    ("shardcast_handshakes_total", "result=\"unavailable\"", ""),
+    ("shardcast_handshakes_total", "result=\"timeout\"", ""),
+    (
+        "shardcast_http_responses_total",
+        "status=\"200\"",
+        "Plain HTTP answers by status",
+    ),
+    ("shardcast_http_responses_total", "status=\"400\"", ""),
+    ("shardcast_http_responses_total", "status=\"404\"", ""),
+    ("shardcast_http_responses_total", "status=\"405\"", ""),
+    ("shardcast_http_responses_total", "status=\"431\"", ""),
+    ("shardcast_http_responses_total", "status=\"500\"", ""),
+    ("shardcast_http_responses_total", "status=\"503\"", ""),
+    (
+        "shardcast_messages_received_total",
+        "",
+        "Data messages received from clients",
+    ),
+    (
+        "shardcast_bytes_received_total",
+        "",
+        "Bytes read from client connections",
+    ),
+    (
+        "shardcast_bytes_sent_total",
+        "",
+        "Bytes written to client connections",
+    ),
+    (
+        "shardcast_broadcast_deliveries_total",
+        "",
+        "Broadcast frames queued, one per recipient",
+    ),
+    (
+        "shardcast_slow_consumer_closes_total",
+        "",
+        "Sessions closed for exceeding max-buffered",
+    ),
+    (
+        "shardcast_close_frames_sent_total",
+        "code=\"1000\"",
+        "Close frames sent by code",
+    ),
+    ("shardcast_close_frames_sent_total", "code=\"1001\"", ""),
+    ("shardcast_close_frames_sent_total", "code=\"1002\"", ""),
+    ("shardcast_close_frames_sent_total", "code=\"1007\"", ""),
+    ("shardcast_close_frames_sent_total", "code=\"1008\"", ""),
+    ("shardcast_close_frames_sent_total", "code=\"1009\"", ""),
+    ("shardcast_close_frames_sent_total", "code=\"1011\"", ""),
+    (
+        "shardcast_timer_closes_total",
+        "timer=\"handshake\"",
+        "Connections ended by a deadline",
+    ),
+    ("shardcast_timer_closes_total", "timer=\"pong\"", ""),
+    ("shardcast_timer_closes_total", "timer=\"idle\"", ""),
+    ("shardcast_timer_closes_total", "timer=\"close\"", ""),
+    (
+        "shardcast_mesh_dropped_total",
+        "",
+        "Broadcasts dropped: a shard's inbox and backlog were full",
+    ),
+    (
+        "shardcast_loop_iterations_total",
+        "",
+        "Shard event-loop turns",
+    ),
+];
+
+/// One shard's counts.
+#[derive(Debug, Clone)]
+pub struct Counters(pub [u64; COUNTERS]);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters([0; COUNTERS])
+    }
+}
+
+impl Counters {
+    /// Adds `n` to `counter`.
+    #[inline]
+    pub fn add(&mut self, counter: Counter, n: u64) {
+        self.0[counter as usize] += n;
+    }
+
+    /// Adds one to `counter`.
+    #[inline]
+    pub fn bump(&mut self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    /// The close-frame counter for `code`, if it is one we count.
+    pub fn close_code(&mut self, code: u16) {
+        let counter = match code {
+            1000 => Counter::Close1000,
+            1001 => Counter::Close1001,
+            1002 => Counter::Close1002,
+            1007 => Counter::Close1007,
+            1008 => Counter::Close1008,
+            1009 => Counter::Close1009,
+            1011 => Counter::Close1011,
+            _ => return,
+        };
+        self.bump(counter);
+    }
+}
+
+/// Per-shard gauges and counters, as read back from the published slots.
+#[derive(Debug, Default)]
+pub struct ShardSnapshot {
+    /// Open TCP connections.
+    pub connections: u64,
+    /// Open WebSocket sessions.
+    pub websockets: u64,
+    /// The counters.
+    pub counters: Counters,
+}
+
+/// Renders the Prometheus text format (version 0.0.4). `per_ip_refused` is the acceptor's
+/// count of connections refused by the per-address limit.
+pub fn render(shards: &[ShardSnapshot], per_ip_refused: u64) -> String {
+    let mut out = String::with_capacity(4096);
+    gauge(
+        &mut out,
+        "shardcast_shards",
+        "Number of shards",
+        [(None, shards.len() as u64)],
+    );
+    let per_shard = |pick: fn(&ShardSnapshot) -> u64| {
+        shards
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| (Some(i), pick(s)))
+            .collect::<Vec<_>>()
+    };
+    gauge(
+        &mut out,
+        "shardcast_connections",
+        "Open connections per shard",
+        per_shard(|s| s.connections),
+    );
+    gauge(
+        &mut out,
+        "shardcast_connections_all",
+        "Open connections over all shards",
+        [(None, shards.iter().map(|s| s.connections).sum())],
+    );
+    gauge(
+        &mut out,
+        "shardcast_websocket_sessions",
+        "Open WebSocket sessions per shard",
+        per_shard(|s| s.websockets),
+    );
+    gauge(
+        &mut out,
+        "shardcast_websocket_sessions_all",
+        "Open WebSocket sessions over all shards",
+        [(None, shards.iter().map(|s| s.websockets).sum())],
+    );
+
+    let mut family = "";
+    for (index, (name, label, help)) in DESCRIPTIONS.iter().enumerate() {
+        if *name != family {
+            family = name;
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        }
+        if index == Counter::LoopTurns as usize {
+            for (shard, s) in shards.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", s.counters.0[index]);
+            }
+            continue;
+        }
+        let total: u64 = shards.iter().map(|s| s.counters.0[index]).sum();
+        // (Each family's lines follow its HELP/TYPE header.)
+        if label.is_empty() {
+            let _ = writeln!(out, "{name} {total}");
+        } else {
+            let _ = writeln!(out, "{name}{{{label}}} {total}");
+        }
+    }
+    let name = "shardcast_per_ip_refused_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Connections refused by max-connections-per-ip\n# TYPE {name} counter\n{name} {per_ip_refused}"
+    );
+    out
+}
+
+fn gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Option<usize>, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (shard, value) in values {
+        match shard {
+            Some(shard) => {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {value}");
+            }
+            None => {
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_contiguous_and_each_has_help() {
+        let mut seen = Vec::new();
+        let mut last = "";
+        for (name, _, help) in DESCRIPTIONS {
+            if name != last {
+                assert!(!seen.contains(&name), "{name} is split");
+                assert!(!help.is_empty(), "{name} has no help");
+                seen.push(name);
+                last = name;
+            }
+        }
+    }
+
+    #[test]
+    fn totals_sum_over_shards() {
+        let mut a = ShardSnapshot::default();
+        let mut b = ShardSnapshot::default();
+        a.counters.add(Counter::MessagesIn, 2);
+        b.counters.add(Counter::MessagesIn, 3);
+        a.connections = 4;
+        let text = render(&[a, b], 7);
+        assert!(text.contains("\nshardcast_per_ip_refused_total 7\n"));
+        assert!(text.contains("\nshardcast_messages_received_total 5\n"));
+        assert!(text.contains("\nshardcast_connections{shard=\"0\"} 4\n"));
+        assert!(text.contains("\nshardcast_connections_all 4\n"));
+        assert!(text.contains("shardcast_loop_iterations_total{shard=\"1\"} 0\n"));
+    }
+}

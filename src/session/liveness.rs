@@ -1,0 +1,163 @@
+//! Is the peer still there? Server pings, the pong deadline, and the idle timeout.
+//!
+//! Any input counts as a sign of life (a pong is only the cheapest one), so a chatty peer is
+//! never pinged. Reading only records a timestamp; the decisions happen when the deadline
+//! passes, so a busy connection costs no timer work per message.
+
+use std::time::{Duration, Instant};
+
+/// What the deadline check decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to do yet.
+    Alive,
+    /// Send a ping now.
+    Ping,
+    /// Nothing arrived within the pong timeout after a ping: the peer is gone.
+    Dead,
+    /// No message for the idle timeout: close the session.
+    Idle,
+}
+
+/// Liveness state of an open WebSocket.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    ping_interval: Option<Duration>,
+    pong_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    last_input: Instant,
+    last_message: Instant,
+    /// When a ping is due (if no input arrives before).
+    ping_due: Option<Instant>,
+    /// When the ping in flight was sent.
+    ping_sent: Option<Instant>,
+}
+
+impl Liveness {
+    /// Starts watching at `now`.
+    pub fn new(
+        ping_interval: Option<Duration>,
+        pong_timeout: Duration,
+        idle_timeout: Option<Duration>,
+        now: Instant,
+    ) -> Self {
+        Liveness {
+            ping_interval,
+            pong_timeout,
+            idle_timeout,
+            last_input: now,
+            last_message: now,
+            ping_due: ping_interval.map(|i| now + i),
+            ping_sent: None,
+        }
+    }
+
+    /// Bytes arrived.
+    #[inline]
+    pub fn saw_input(&mut self, now: Instant) {
+        self.last_input = now;
+    }
+
+    /// A data message arrived.
+    #[inline]
+    pub fn saw_message(&mut self, now: Instant) {
+        self.last_message = now;
+    }
+
+    /// The earliest moment [`Liveness::check`] may have something to do.
+    pub fn next_due(&self) -> Option<Instant> {
+        let ping = match self.ping_sent {
+            Some(sent) => Some(sent + self.pong_timeout),
+            None => self.ping_due,
+        };
+        let idle = self.idle_timeout.map(|t| self.last_message + t);
+        match (ping, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Decides what is due at `now`. After `Ping`, the caller sends the ping.
+    pub fn check(&mut self, now: Instant) -> Verdict {
+        if let Some(sent) = self.ping_sent {
+            if self.last_input > sent {
+                self.ping_sent = None;
+                self.ping_due = self.ping_interval.map(|i| self.last_input + i);
+            } else if sent + self.pong_timeout <= now {
+                return Verdict::Dead;
+            }
+        }
+        if let Some(idle) = self.idle_timeout
+            && self.last_message + idle <= now
+        {
+            return Verdict::Idle;
+        }
+        if self.ping_sent.is_none()
+            && let (Some(due), Some(interval)) = (self.ping_due, self.ping_interval)
+            && due <= now
+        {
+            if self.last_input + interval > now {
+                // Heard from recently: no need to ask.
+                self.ping_due = Some(self.last_input + interval);
+            } else {
+                self.ping_sent = Some(now);
+                self.ping_due = None;
+                return Verdict::Ping;
+            }
+        }
+        Verdict::Alive
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_silent_peer_is_pinged_then_declared_dead() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Some(10 * S), 3 * S, None, t0);
+        assert_eq!(l.next_due(), Some(t0 + 10 * S));
+        assert_eq!(l.check(t0 + 5 * S), Verdict::Alive);
+        assert_eq!(l.check(t0 + 10 * S), Verdict::Ping);
+        assert_eq!(l.next_due(), Some(t0 + 13 * S));
+        assert_eq!(l.check(t0 + 12 * S), Verdict::Alive);
+        assert_eq!(l.check(t0 + 13 * S), Verdict::Dead);
+    }
+
+    #[test]
+    fn any_input_answers_a_ping_and_postpones_the_next() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Some(10 * S), 3 * S, None, t0);
+        assert_eq!(l.check(t0 + 10 * S), Verdict::Ping);
+        l.saw_input(t0 + 11 * S);
+        assert_eq!(l.check(t0 + 13 * S), Verdict::Alive);
+        assert_eq!(l.next_due(), Some(t0 + 21 * S));
+        // A chatty peer is never pinged.
+        l.saw_input(t0 + 20 * S);
+        assert_eq!(l.check(t0 + 21 * S), Verdict::Alive);
+        assert_eq!(l.next_due(), Some(t0 + 30 * S));
+    }
+
+    #[test]
+    fn idle_counts_messages_not_pongs() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Some(2 * S), 1 * S, Some(5 * S), t0);
+        l.saw_message(t0 + S);
+        for t in [2, 3, 4, 5] {
+            l.saw_input(t0 + t * S); // pongs
+            assert_eq!(l.check(t0 + t * S), Verdict::Alive);
+        }
+        assert_eq!(l.check(t0 + 6 * S), Verdict::Idle);
+    }
+
+    #[test]
+    fn no_pings_when_disabled() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(None, 3 * S, None, t0);
+        assert_eq!(l.next_due(), None);
+        assert_eq!(l.check(t0 + 1000 * S), Verdict::Alive);
+    }
+}
