@@ -27,7 +27,7 @@ use crate::shard::Handoff;
 use crate::stats::ServerStats;
 
 /// Pause after accept fails for lack of resources.
-const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
+pub const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How long one wait for a full shard lasts before the draining flag is checked again.
 const HANDOFF_WAIT: Duration = Duration::from_millis(100);
@@ -78,42 +78,16 @@ impl Acceptor {
                 log::info!("acceptor: no longer accepting");
                 return Ok(());
             }
-            backoff = false;
-            // Edge-triggered: accept until the backlog is empty.
-            loop {
-                let (stream, peer) = match self.listener.accept() {
-                    Ok(accepted) => accepted,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => match e.raw_os_error() {
-                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                            log::warn!("accept: {e}; pausing {RESOURCE_BACKOFF:?}");
-                            backoff = true;
-                            break;
-                        }
-                        // The peer gave up between SYN and accept, or a signal arrived.
-                        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => {
-                            continue;
-                        }
-                        _ => return Err(e),
-                    },
-                };
-                // mio hands out non-blocking sockets; chat messages are small, so no Nagle.
-                let stream = TcpStream::from(OwnedFd::from(stream));
-                let _ = stream.set_nodelay(true);
-                let counted_ip = match &self.per_ip {
-                    None => None,
-                    Some(limit) if limit.try_acquire(peer.ip()) => Some(peer.ip()),
-                    Some(_) => {
-                        refuse(stream);
-                        self.stats.count_per_ip_refusal();
-                        continue;
-                    }
-                };
-                let handoff = Handoff { stream, counted_ip };
-                match self.hand_off(handoff, &mut next) {
-                    Ok(()) => {}
-                    Err(Stop) => return Ok(()),
-                }
+            let outcome = accept_ready(
+                &self.listener,
+                self.per_ip.as_deref(),
+                &self.stats,
+                |handoff| self.hand_off(handoff, &mut next).is_ok(),
+            )?;
+            match outcome {
+                Accepted::Drained => backoff = false,
+                Accepted::Backoff => backoff = true,
+                Accepted::Stopped => return Ok(()),
             }
         }
     }
@@ -150,6 +124,57 @@ impl Acceptor {
 
 /// The server is stopping: stop handing off.
 struct Stop;
+
+/// How a round of accepting ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// The backlog is empty: wait for the next readiness event.
+    Drained,
+    /// Out of descriptors or memory: try again after [`RESOURCE_BACKOFF`].
+    Backoff,
+    /// The taker refused a connection: the server is stopping.
+    Stopped,
+}
+
+/// Accepts every pending connection (the listener is edge-triggered) and gives each to
+/// `take`, after the per-address limit. Errors other than the retryable ones are returned.
+pub fn accept_ready(
+    listener: &TcpListener,
+    per_ip: Option<&PerIpLimit>,
+    stats: &ServerStats,
+    mut take: impl FnMut(Handoff) -> bool,
+) -> io::Result<Accepted> {
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accepted::Drained),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    log::warn!("accept: {e}; pausing {RESOURCE_BACKOFF:?}");
+                    return Ok(Accepted::Backoff);
+                }
+                // The peer gave up between SYN and accept, or a signal arrived.
+                Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => continue,
+                _ => return Err(e),
+            },
+        };
+        // mio hands out non-blocking sockets; chat messages are small, so no Nagle.
+        let stream = TcpStream::from(OwnedFd::from(stream));
+        let _ = stream.set_nodelay(true);
+        let counted_ip = match per_ip {
+            None => None,
+            Some(limit) if limit.try_acquire(peer.ip()) => Some(peer.ip()),
+            Some(_) => {
+                refuse(stream);
+                stats.count_per_ip_refusal();
+                continue;
+            }
+        };
+        if !take(Handoff { stream, counted_ip }) {
+            return Ok(Accepted::Stopped);
+        }
+    }
+}
 
 /// Best effort (one non-blocking write): tell an over-limit client why, then close.
 fn refuse(mut stream: TcpStream) {

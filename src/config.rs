@@ -10,11 +10,27 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
+/// How the server spreads work over threads (compare them with the load generator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Model {
+    /// One thread and one event loop do everything, accepting included (`--workers` is
+    /// ignored): Beast's chat server on one `io_context` and one thread.
+    Single,
+    /// N threads over one registry of rooms and sessions guarded by locks; the thread that
+    /// reads a message writes it to every member itself: Beast's `chat-multi`.
+    Shared,
+    /// An acceptor and N shards that share nothing and pass messages: the default.
+    #[default]
+    Sharded,
+}
+
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address the listener binds (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
+    /// The threading model (default: sharded).
+    pub model: Model,
     /// Number of shards (worker threads); default: one per available core.
     pub workers: usize,
     /// Pin shard `k` to core `k` (default on). Off is useful when sharing the machine.
@@ -71,6 +87,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            model: Model::Sharded,
             workers: default_workers(),
             pin: true,
             static_dir: None,

@@ -76,6 +76,14 @@ pub enum ServerError {
         /// What the OS said.
         source: io::Error,
     },
+    /// A thread could not be started.
+    #[error("cannot start thread {name}: {source}")]
+    Spawn {
+        /// The thread's name.
+        name: String,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// The acceptor thread could not be started.
     #[error("cannot start the acceptor: {0}")]
     Acceptor(io::Error),

@@ -16,6 +16,7 @@ pub mod http;
 pub mod limits;
 pub mod mesh;
 pub mod metrics;
+pub mod models;
 pub mod room;
 pub mod server;
 pub mod session;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use shardcast::config::{TlsFiles, default_max_connections, raise_fd_limit};
+use shardcast::config::{Model, TlsFiles, default_max_connections, raise_fd_limit};
 use shardcast::{Config, Server};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -24,6 +24,10 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Threading model: sharded (acceptor + shared-nothing shards), shared (threads over one
+    /// locked registry) or single (one thread does everything).
+    #[arg(long, value_enum, default_value_t = ModelArg::Sharded)]
+    model: ModelArg,
     /// Number of shards (worker threads) [default: number of cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -83,12 +87,31 @@ struct Cli {
     log_level: String,
 }
 
+/// `--model` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModelArg {
+    Sharded,
+    Shared,
+    Single,
+}
+
+impl From<ModelArg> for Model {
+    fn from(m: ModelArg) -> Model {
+        match m {
+            ModelArg::Sharded => Model::Sharded,
+            ModelArg::Shared => Model::Shared,
+            ModelArg::Single => Model::Single,
+        }
+    }
+}
+
 impl Cli {
     fn into_config(self) -> anyhow::Result<Config> {
         let defaults = Config::default();
         let ping_interval = self.ping_interval;
         Ok(Config {
             listen: self.listen,
+            model: self.model.into(),
             workers: self.workers.unwrap_or(defaults.workers),
             pin: !self.no_pin,
             static_dir: self.static_dir,

@@ -8,12 +8,13 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::acceptor::{ACCEPTOR_WAKER, Acceptor, ShardDoor};
-use crate::config::Config;
+use crate::config::{Config, Model};
 use crate::error::ServerError;
 use crate::http::Site;
 use crate::http::assets::Assets;
 use crate::limits::PerIpLimit;
 use crate::mesh::{MeshLinks, PeerHandle, ShardId};
+use crate::models::shared::{Registry, Worker, WorkerParts};
 use crate::shard::{Shard, ShardParts, WAKER};
 use crate::stats::ServerStats;
 
@@ -51,8 +52,15 @@ impl ShutdownHandle {
 
 impl Server {
     /// Binds, starts every shard and the acceptor, and returns at once.
-    pub fn start(config: Config) -> Result<Server, ServerError> {
+    pub fn start(mut config: Config) -> Result<Server, ServerError> {
         config.validate()?;
+        if config.model == Model::Single && config.workers != 1 {
+            log::info!(
+                "the single model runs one thread; --workers {} ignored",
+                config.workers
+            );
+            config.workers = 1;
+        }
         let tls = config
             .tls
             .as_ref()
@@ -107,54 +115,82 @@ impl Server {
         wakers.push(Arc::new(acceptor_waker));
 
         let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let pin_core = |i: usize| (config.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
         let mut threads = Vec::new();
-        let parts = polls.into_iter().zip(inboxes).zip(handoffs).enumerate();
-        for (i, ((poll, inbox), connections)) in parts {
-            let parts = ShardParts {
-                id: ShardId(i),
-                poll,
-                connections,
-                inbox,
-                mesh: MeshLinks::new(ShardId(i), peers.clone()),
-                config: config.clone(),
-                site: site.clone(),
-                stats: stats.clone(),
-                tls: tls.clone(),
-                per_ip: per_ip.clone(),
-            };
-            let core = (config.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
-            let handle = std::thread::Builder::new()
-                .name(format!("shard-{i}"))
-                .spawn(move || {
-                    if let Some(core) = core
-                        && !core_affinity::set_for_current(core)
-                    {
-                        log::warn!("shard {i}: could not pin to core {}", core.id);
-                    }
-                    Shard::new(parts).run()
-                })
-                .map_err(|source| ServerError::Shard { shard: i, source })?;
-            threads.push(handle);
+        let mut listener = Some(listener);
+        match config.model {
+            Model::Sharded | Model::Single => {
+                let parts = polls.into_iter().zip(inboxes).zip(handoffs).enumerate();
+                for (i, ((poll, inbox), connections)) in parts {
+                    let single = config.model == Model::Single;
+                    let parts = ShardParts {
+                        id: ShardId(i),
+                        poll,
+                        connections: (!single).then_some(connections),
+                        listener: if single {
+                            listener.take().map(mio::net::TcpListener::from_std)
+                        } else {
+                            None
+                        },
+                        inbox,
+                        mesh: MeshLinks::new(ShardId(i), peers.clone()),
+                        config: config.clone(),
+                        site: site.clone(),
+                        stats: stats.clone(),
+                        tls: tls.clone(),
+                        per_ip: per_ip.clone(),
+                    };
+                    threads.push(spawn_pinned(
+                        format!("shard-{i}"),
+                        pin_core(i),
+                        move || Shard::new(parts).run(),
+                    )?);
+                }
+            }
+            Model::Shared => {
+                let registry = Arc::new(Registry::new(wakers[..config.workers].to_vec()));
+                for (i, (poll, connections)) in polls.into_iter().zip(handoffs).enumerate() {
+                    let parts = WorkerParts {
+                        id: i,
+                        poll,
+                        connections,
+                        registry: registry.clone(),
+                        config: config.clone(),
+                        site: site.clone(),
+                        stats: stats.clone(),
+                        tls: tls.clone(),
+                        per_ip: per_ip.clone(),
+                    };
+                    threads.push(spawn_pinned(
+                        format!("worker-{i}"),
+                        pin_core(i),
+                        move || Worker::new(parts).run(),
+                    )?);
+                }
+            }
         }
         drop(peers);
 
-        let acceptor = Acceptor {
-            poll: acceptor_poll,
-            listener: mio::net::TcpListener::from_std(listener),
-            doors,
-            stats: stats.clone(),
-            per_ip,
-        };
-        let handle = std::thread::Builder::new()
-            .name("acceptor".into())
-            .spawn(move || acceptor.run())
-            .map_err(ServerError::Acceptor)?;
-        threads.push(handle);
+        if let Some(listener) = listener {
+            let acceptor = Acceptor {
+                poll: acceptor_poll,
+                listener: mio::net::TcpListener::from_std(listener),
+                doors,
+                stats: stats.clone(),
+                per_ip,
+            };
+            let handle = std::thread::Builder::new()
+                .name("acceptor".into())
+                .spawn(move || acceptor.run())
+                .map_err(ServerError::Acceptor)?;
+            threads.push(handle);
+        }
         log::info!(
-            "shardcast listening on {local_addr} ({}) with {} shard(s), pinning {}; \
+            "shardcast listening on {local_addr} ({}), {:?} model with {} thread(s), pinning {}; \
              max message {} B, max buffered {} B, max connections {}{}; timeouts: handshake \
              {:?}, ping {:?}, pong {:?}, idle {:?}, close {:?}, drain {:?}; allowed origins: {}",
             if tls.is_some() { "TLS" } else { "plain" },
+            config.model,
             config.workers,
             if config.pin { "on" } else { "off" },
             config.max_message,
@@ -210,6 +246,30 @@ impl Server {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Starts a named thread, pinned to `core` when given.
+fn spawn_pinned(
+    name: String,
+    core: Option<core_affinity::CoreId>,
+    run: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> Result<JoinHandle<std::io::Result<()>>, ServerError> {
+    let thread_name = name.clone();
+    let error_name = name.clone();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            if let Some(core) = core
+                && !core_affinity::set_for_current(core)
+            {
+                log::warn!("{thread_name}: could not pin to core {}", core.id);
+            }
+            run()
+        })
+        .map_err(|source| ServerError::Spawn {
+            name: error_name,
+            source,
+        })
 }
 
 fn bind(addr: SocketAddr) -> Result<StdTcpListener, ServerError> {

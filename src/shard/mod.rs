@@ -21,7 +21,7 @@
 //! Nothing here locks on the message path. Only the inbox receiver, peer senders and wakers,
 //! the published stats and immutable frames cross threads.
 
-mod timers;
+pub(crate) mod timers;
 
 use std::io;
 use std::net::{IpAddr, TcpStream as StdTcpStream};
@@ -33,6 +33,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::acceptor::{Accepted, RESOURCE_BACKOFF, accept_ready};
 use crate::config::Config;
 use crate::http::Site;
 use crate::limits::PerIpLimit;
@@ -46,6 +47,9 @@ use timers::Timers;
 
 /// The token of the shard's waker (session tokens are slab keys, far below it).
 pub const WAKER: Token = Token(usize::MAX);
+
+/// The token of the listener, in the `single` model where the shard accepts by itself.
+const LISTENER: Token = Token(usize::MAX - 1);
 
 /// Size of the shard's read buffer, shared by all its sessions.
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -70,8 +74,10 @@ pub struct ShardParts {
     pub id: ShardId,
     /// Its poll (its waker is already registered as [`WAKER`]).
     pub poll: Poll,
-    /// Connections from the acceptor.
-    pub connections: Receiver<Handoff>,
+    /// Connections from the acceptor (`None` in the `single` model, which accepts itself).
+    pub connections: Option<Receiver<Handoff>>,
+    /// The listener, in the `single` model: one thread accepts and serves everything.
+    pub listener: Option<mio::net::TcpListener>,
     /// Messages from other shards.
     pub inbox: Receiver<ShardMsg>,
     /// Links to the other shards.
@@ -92,7 +98,10 @@ pub struct ShardParts {
 pub struct Shard {
     id: ShardId,
     poll: Poll,
-    connections: Receiver<Handoff>,
+    connections: Option<Receiver<Handoff>>,
+    listener: Option<mio::net::TcpListener>,
+    /// Accepting paused for lack of descriptors until then (`single` model).
+    accept_paused_until: Option<Instant>,
     inbox: Receiver<ShardMsg>,
     inbox_more: bool,
     mesh: MeshLinks,
@@ -128,6 +137,8 @@ impl Shard {
             id: parts.id,
             poll: parts.poll,
             connections: parts.connections,
+            listener: parts.listener,
+            accept_paused_until: None,
             inbox: parts.inbox,
             inbox_more: false,
             mesh: parts.mesh,
@@ -157,6 +168,11 @@ impl Shard {
     /// the acceptor is gone and no session is left.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        if let Some(listener) = &mut self.listener {
+            self.poll
+                .registry()
+                .register(listener, LISTENER, Interest::READABLE)?;
+        }
         loop {
             let timeout = self.poll_timeout();
             match self.poll.poll(&mut events, timeout) {
@@ -171,7 +187,10 @@ impl Shard {
                 self.begin_drain();
             }
             self.drain_inbox();
-            self.dispatch(&events);
+            if self.accept_paused_until.is_some_and(|t| t <= self.now) {
+                self.accept_all()?;
+            }
+            self.dispatch(&events)?;
             self.resume_ready();
             self.expire_timers();
             self.flush_output();
@@ -201,7 +220,10 @@ impl Shard {
         }
         let now = Instant::now();
         let mut timeout = self.timers.next_in(now);
-        if let Some(until) = self.drain_until {
+        for until in [self.drain_until, self.accept_paused_until]
+            .into_iter()
+            .flatten()
+        {
             let left = until.saturating_duration_since(now);
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
@@ -217,7 +239,11 @@ impl Shard {
     /// Registers connections handed over by the acceptor. False once the acceptor is gone.
     fn adopt_connections(&mut self) -> bool {
         loop {
-            match self.connections.try_recv() {
+            let next = match &self.connections {
+                Some(connections) => connections.try_recv(),
+                None => return true, // the `single` model: this shard is its own acceptor
+            };
+            match next {
                 Ok(handoff) => self.adopt(handoff),
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
@@ -258,7 +284,29 @@ impl Shard {
         self.publish_gauges();
     }
 
+    /// Accepts whatever waits on the listener (`single` model only).
+    fn accept_all(&mut self) -> io::Result<()> {
+        let Some(listener) = self.listener.take() else {
+            return Ok(());
+        };
+        let stats = self.stats.clone();
+        let per_ip = self.per_ip.clone();
+        let outcome = accept_ready(&listener, per_ip.as_deref(), &stats, |handoff| {
+            self.adopt(handoff);
+            true
+        });
+        self.listener = Some(listener);
+        self.accept_paused_until =
+            (outcome? == Accepted::Backoff).then(|| self.now + RESOURCE_BACKOFF);
+        Ok(())
+    }
+
     fn begin_drain(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            // Stop accepting: closing the listener refuses new connections at once.
+            let _ = self.poll.registry().deregister(&mut listener);
+            self.accept_paused_until = None;
+        }
         self.drain_until = Some(self.now + self.config.drain_timeout);
         let keys: Vec<SessionKey> = self.sessions.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -292,10 +340,14 @@ impl Shard {
         self.inbox_more = more;
     }
 
-    fn dispatch(&mut self, events: &Events) {
+    fn dispatch(&mut self, events: &Events) -> io::Result<()> {
         for event in events.iter() {
             let token = event.token();
             if token == WAKER {
+                continue;
+            }
+            if token == LISTENER {
+                self.accept_all()?;
                 continue;
             }
             let listed = self.sessions.get(token.0).is_some_and(|s| s.ready_listed);
@@ -307,6 +359,7 @@ impl Shard {
                 self.list_for_flush(token.0);
             }
         }
+        Ok(())
     }
 
     fn resume_ready(&mut self) {

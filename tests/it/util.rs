@@ -13,6 +13,11 @@ use tungstenite::{Message, WebSocket};
 /// fails a test instead of hanging it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The threading model under test: `SHARDCAST_MODEL`, default `sharded`.
+pub fn model() -> String {
+    std::env::var("SHARDCAST_MODEL").unwrap_or_else(|_| "sharded".into())
+}
+
 /// A running server process, killed when dropped.
 pub struct ServerProcess {
     child: Child,
@@ -22,9 +27,12 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `shardcast --listen 127.0.0.1:0 --no-pin ARGS` and waits for its address line.
+    /// `SHARDCAST_MODEL` (single, shared, sharded) picks the threading model under test.
     pub fn start(args: &[&str]) -> ServerProcess {
+        let model = model();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
             .args(["--listen", "127.0.0.1:0", "--no-pin", "--log-level", "warn"])
+            .args(["--model", &model])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

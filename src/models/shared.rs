@@ -1,0 +1,469 @@
+//! The `shared` model: N threads over one registry of rooms and sessions guarded by locks.
+//!
+//! Like Beast's `chat-multi` (one `io_context`, N threads, a mutex-guarded `shared_state`),
+//! and unlike the shards: every session sits behind its own mutex, every room's member list
+//! behind one registry mutex, and the thread that reads a message writes it to every member's
+//! socket itself. Each thread still has its own `mio::Poll` for the connections the acceptor
+//! dealt it (reads, timers, writes that could not finish); other threads reach it only
+//! through its attention list and waker.
+//!
+//! Lock order: the registry, then one session at a time, never the other way round, and no
+//! thread holds its own session's lock while fanning out.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::http::Site;
+use crate::limits::PerIpLimit;
+use crate::mesh::SharedFrame;
+use crate::metrics::{Counter, Counters};
+use crate::room::RoomId;
+use crate::session::{Ctx, Delivery, Event, Progress, Session};
+use crate::shard::timers::Timers;
+use crate::shard::{Handoff, WAKER};
+use crate::stats::ServerStats;
+use crate::tls::{Conn, TlsStream};
+
+/// Size of each thread's read buffer.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+type SharedSession = Arc<Mutex<Session<Conn>>>;
+
+/// Locks, carrying on after a panic elsewhere (the data is still consistent: every critical
+/// section here only pushes, pops or swaps).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A member of a room, as any thread may reach it.
+#[derive(Clone)]
+struct Member {
+    session: SharedSession,
+    owner: usize,
+    key: usize,
+    generation: u64,
+}
+
+/// One thread's list of `(session key, generation)` to look at, and its waker.
+type Attention = (Mutex<Vec<(usize, u64)>>, Arc<Waker>);
+
+/// What every thread shares.
+pub struct Registry {
+    rooms: Mutex<HashMap<RoomId, Vec<Member>>>,
+    /// Per thread: sessions another thread changed (a slow-consumer close, a failed write)
+    /// that the owner must look at, and the owner's waker.
+    attention: Vec<Attention>,
+}
+
+impl Registry {
+    /// A registry for threads with these wakers.
+    pub fn new(wakers: Vec<Arc<Waker>>) -> Self {
+        Registry {
+            rooms: Mutex::new(HashMap::new()),
+            attention: wakers
+                .into_iter()
+                .map(|w| (Mutex::new(Vec::new()), w))
+                .collect(),
+        }
+    }
+
+    fn call_attention(&self, member: &Member) {
+        if let Some((list, waker)) = self.attention.get(member.owner) {
+            lock(list).push((member.key, member.generation));
+            let _ = waker.wake();
+        }
+    }
+}
+
+/// Everything one worker thread is started with.
+pub struct WorkerParts {
+    /// The thread's index.
+    pub id: usize,
+    /// Its poll (its waker is registered as [`WAKER`]).
+    pub poll: Poll,
+    /// Connections from the acceptor.
+    pub connections: Receiver<Handoff>,
+    /// The shared registry.
+    pub registry: Arc<Registry>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The HTTP side.
+    pub site: Site,
+    /// Published figures and the draining flag.
+    pub stats: Arc<ServerStats>,
+    /// TLS settings, when serving TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The per-address limit, when configured.
+    pub per_ip: Option<Arc<PerIpLimit>>,
+}
+
+/// One worker thread of the shared model.
+pub struct Worker {
+    parts: WorkerParts,
+    sessions: Slab<SharedSession>,
+    generations: Slab<u64>,
+    websockets: usize,
+    timers: Timers,
+    next_generation: u64,
+    scratch: Vec<u8>,
+    counters: Counters,
+    flush_list: Vec<usize>,
+    finished: Vec<usize>,
+    drain_until: Option<Instant>,
+    now: Instant,
+}
+
+impl Worker {
+    /// A worker from its parts.
+    pub fn new(parts: WorkerParts) -> Self {
+        Worker {
+            parts,
+            sessions: Slab::new(),
+            generations: Slab::new(),
+            websockets: 0,
+            timers: Timers::default(),
+            next_generation: 0,
+            scratch: vec![0; SCRATCH_SIZE],
+            counters: Counters::default(),
+            flush_list: Vec::new(),
+            finished: Vec::new(),
+            drain_until: None,
+            now: Instant::now(),
+        }
+    }
+
+    /// Runs until shutdown has drained its sessions, or the acceptor is gone and none is left.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            match self.parts.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            self.now = Instant::now();
+            self.counters.bump(Counter::LoopTurns);
+            let acceptor_alive = self.adopt_connections();
+            if self.drain_until.is_none() && self.parts.stats.is_draining() {
+                self.begin_drain();
+            }
+            self.attend();
+            for event in events.iter() {
+                let key = event.token().0;
+                if event.token() == WAKER {
+                    continue;
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.read_session(key);
+                }
+                if event.is_writable() {
+                    self.flush_list.push(key);
+                }
+            }
+            self.expire_timers();
+            for key in std::mem::take(&mut self.flush_list) {
+                self.flush(key);
+            }
+            self.reap_finished();
+            self.parts
+                .stats
+                .shard(self.parts.id)
+                .publish(&self.counters);
+            let done = match self.drain_until {
+                Some(until) => self.sessions.is_empty() || self.now >= until,
+                None => !acceptor_alive && self.sessions.is_empty(),
+            };
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut timeout = self.timers.next_in(now);
+        if let Some(until) = self.drain_until {
+            let left = until.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        timeout.map(|d| d + Duration::from_micros(999))
+    }
+
+    fn adopt_connections(&mut self) -> bool {
+        loop {
+            match self.parts.connections.try_recv() {
+                Ok(handoff) => self.adopt(handoff),
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn adopt(&mut self, handoff: Handoff) {
+        let release = |parts: &WorkerParts| {
+            if let (Some(limit), Some(ip)) = (&parts.per_ip, handoff.counted_ip) {
+                limit.release(ip);
+            }
+        };
+        let stream = TcpStream::from_std(handoff.stream);
+        let conn = match &self.parts.tls {
+            None => Conn::Plain(stream),
+            Some(tls) => match TlsStream::new(stream, tls.clone()) {
+                Ok(t) => Conn::Tls(Box::new(t)),
+                Err(e) => {
+                    log::warn!("worker {}: cannot start TLS: {e}", self.parts.id);
+                    release(&self.parts);
+                    return;
+                }
+            },
+        };
+        let mut session = Session::new(conn, handoff.counted_ip, &self.parts.config, self.now);
+        let key = self.sessions.vacant_key();
+        let registered = self.parts.poll.registry().register(
+            session.stream_mut().socket_mut(),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = registered {
+            log::warn!(
+                "worker {}: cannot register a connection: {e}",
+                self.parts.id
+            );
+            release(&self.parts);
+            return;
+        }
+        self.next_generation += 1;
+        session.generation = self.next_generation;
+        self.sessions.insert(Arc::new(Mutex::new(session)));
+        self.generations.insert(self.next_generation);
+        self.arm_timer(key);
+        self.publish_gauges();
+    }
+
+    fn begin_drain(&mut self) {
+        self.drain_until = Some(self.now + self.parts.config.drain_timeout);
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let progress = {
+                let mut cx = Ctx {
+                    config: &self.parts.config,
+                    site: &self.parts.site,
+                    now: self.now,
+                    counters: &mut self.counters,
+                };
+                lock(&self.sessions[key]).begin_shutdown(&mut cx)
+            };
+            if progress == Progress::Finished {
+                self.finished.push(key);
+            }
+            self.flush_list.push(key);
+            self.arm_timer(key);
+        }
+    }
+
+    /// Looks at sessions other threads changed.
+    fn attend(&mut self) {
+        let flagged = std::mem::take(&mut *lock(&self.parts.registry.attention[self.parts.id].0));
+        for (key, generation) in flagged {
+            if self.generations.get(key) == Some(&generation) {
+                self.flush_list.push(key);
+                self.arm_timer(key);
+            }
+        }
+    }
+
+    fn read_session(&mut self, key: usize) {
+        // Fairness across threads is the kernel's business here: a session that stopped for
+        // its budget is simply read again.
+        while self.read_once(key) == Progress::MoreReady {}
+        self.arm_timer(key);
+    }
+
+    fn read_once(&mut self, key: usize) -> Progress {
+        let Some(session) = self.sessions.get(key).cloned() else {
+            return Progress::Idle;
+        };
+        let mut events = Vec::new();
+        let (progress, room) = {
+            let mut cx = Ctx {
+                config: &self.parts.config,
+                site: &self.parts.site,
+                now: self.now,
+                counters: &mut self.counters,
+            };
+            let mut s = lock(&session);
+            let progress = s.on_readable(&mut self.scratch, &mut cx, &mut events);
+            if s.has_output() {
+                self.flush_list.push(key);
+            }
+            (progress, s.room().cloned())
+        };
+        // Our own lock is released: fanning out locks each member in turn, us included.
+        for event in events {
+            match event {
+                Event::Joined(room) => {
+                    let member = Member {
+                        session: session.clone(),
+                        owner: self.parts.id,
+                        key,
+                        generation: self.generations.get(key).copied().unwrap_or(0),
+                    };
+                    lock(&self.parts.registry.rooms)
+                        .entry(room)
+                        .or_default()
+                        .push(member);
+                    self.websockets += 1;
+                    self.publish_gauges();
+                }
+                Event::Message(frame) => {
+                    if let Some(room) = &room {
+                        self.fan_out(room, &frame);
+                    }
+                }
+            }
+        }
+        if progress == Progress::Finished {
+            self.finished.push(key);
+        }
+        progress
+    }
+
+    /// The sending thread writes to every member itself (the point of this model).
+    fn fan_out(&mut self, room: &RoomId, frame: &SharedFrame) {
+        let members = match lock(&self.parts.registry.rooms).get(room) {
+            Some(members) => members.clone(),
+            None => return,
+        };
+        let mut delivered = 0;
+        for member in &members {
+            let mut cx = Ctx {
+                config: &self.parts.config,
+                site: &self.parts.site,
+                now: self.now,
+                counters: &mut self.counters,
+            };
+            let mut s = lock(&member.session);
+            let delivery = s.push_broadcast(frame, &mut cx);
+            if delivery == Delivery::Refused {
+                continue;
+            }
+            delivered += u64::from(delivery == Delivery::Queued);
+            let flushed = s.flush(cx.counters);
+            drop(s);
+            if delivery == Delivery::SlowConsumer || flushed == Progress::Finished {
+                if member.owner == self.parts.id {
+                    self.flush_list.push(member.key);
+                    self.arm_timer(member.key);
+                } else {
+                    self.parts.registry.call_attention(member);
+                }
+            }
+        }
+        self.counters.add(Counter::Deliveries, delivered);
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        if lock(session).flush(&mut self.counters) == Progress::Finished {
+            self.finished.push(key);
+        }
+    }
+
+    fn expire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((key, generation)) = self.timers.pop_due(now) {
+            let Some(session) = self.sessions.get(key).cloned() else {
+                continue;
+            };
+            let mut s = lock(&session);
+            if s.generation != generation {
+                continue;
+            }
+            s.timer_armed = None;
+            let mut cx = Ctx {
+                config: &self.parts.config,
+                site: &self.parts.site,
+                now,
+                counters: &mut self.counters,
+            };
+            if s.on_deadline(&mut cx) == Progress::Finished {
+                self.finished.push(key);
+                continue;
+            }
+            let has_output = s.has_output();
+            drop(s);
+            if has_output {
+                self.flush_list.push(key);
+            }
+            self.arm_timer(key);
+        }
+    }
+
+    fn arm_timer(&mut self, key: usize) {
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        let mut s = lock(session);
+        if let Some(when) = s.deadline()
+            && s.timer_armed.is_none_or(|armed| when < armed)
+        {
+            s.timer_armed = Some(when);
+            self.timers.arm(when, key, s.generation);
+        }
+    }
+
+    fn reap_finished(&mut self) {
+        if self.finished.is_empty() {
+            return;
+        }
+        for key in std::mem::take(&mut self.finished) {
+            let Some(session) = self.sessions.try_remove(key) else {
+                continue;
+            };
+            self.generations.try_remove(key);
+            let (room, ip) = {
+                let mut s = lock(&session);
+                let _ = self
+                    .parts
+                    .poll
+                    .registry()
+                    .deregister(s.stream_mut().socket_mut());
+                (s.room().cloned(), s.peer_ip())
+            };
+            if let Some(room) = room {
+                let mut rooms = lock(&self.parts.registry.rooms);
+                if let Some(members) = rooms.get_mut(&room) {
+                    members.retain(|m| !Arc::ptr_eq(&m.session, &session));
+                    if members.is_empty() {
+                        rooms.remove(&room);
+                    }
+                }
+                drop(rooms);
+                self.websockets -= 1;
+                self.parts.site.release();
+            }
+            if let (Some(limit), Some(ip)) = (&self.parts.per_ip, ip) {
+                limit.release(ip);
+            }
+        }
+        self.publish_gauges();
+    }
+
+    fn publish_gauges(&self) {
+        self.parts
+            .stats
+            .shard(self.parts.id)
+            .set_connections(self.sessions.len(), self.websockets);
+    }
+}
