@@ -48,9 +48,11 @@ use wsio::WsIo;
 /// Most bytes one session may read per loop turn before yielding to the others.
 const READ_BYTES_PER_TURN: usize = 256 * 1024;
 
-/// tungstenite's own read buffer per session. Small on purpose: bytes arrive through the
-/// shard's scratch buffer, so this only holds the part of a frame that has not completed.
-const WS_READ_CHUNK: usize = 256;
+/// tungstenite's own read buffer per session, allocated at the upgrade. Small on purpose:
+/// bytes arrive through the shard's scratch buffer, so this only holds the part of a frame
+/// that has not completed; 64 bytes keep an idle session small and still take a chat message
+/// in one or two copies.
+const WS_READ_CHUNK: usize = 64;
 
 /// Close code for a slow consumer (RFC 6455 "policy violation"), with reason "slow consumer".
 pub const CLOSE_SLOW_CONSUMER: u16 = 1008;
@@ -130,6 +132,8 @@ pub struct Session<S> {
     /// tungstenite may hold complete frames it has not returned yet.
     ws_buffered: bool,
     peer_eof: bool,
+    /// The queue's buffer was given back after the upgrade.
+    out_trimmed: bool,
     room: Option<RoomId>,
     peer_ip: Option<IpAddr>,
     /// Position in the shard's member list of `room` (the shard keeps it current).
@@ -159,6 +163,7 @@ impl<S: Transport> Session<S> {
             stash: Vec::new(),
             ws_buffered: false,
             peer_eof: false,
+            out_trimmed: false,
             room: None,
             peer_ip,
             room_slot: 0,
@@ -273,6 +278,12 @@ impl<S: Transport> Session<S> {
             };
         if !drained {
             return Progress::Idle;
+        }
+        if matches!(self.phase, Phase::Open { .. }) && !self.out_trimmed {
+            // The queue held the 101; most sessions then idle for a long time, so give its
+            // buffer back once (busy ones regrow it and keep it).
+            self.out_trimmed = true;
+            self.out.release_memory();
         }
         if let Phase::Discard { write_shut } = &mut self.phase {
             if !*write_shut {

@@ -71,6 +71,13 @@ impl OutQueue {
         }
     }
 
+    /// Frees the queue's buffer if it is empty (it regrows on the next push).
+    pub fn release_memory(&mut self) {
+        if self.chunks.is_empty() {
+            self.chunks = VecDeque::new();
+        }
+    }
+
     /// Drops everything not yet started, keeping a partly written front chunk so that the
     /// byte stream stays a sequence of whole frames. Used when a slow consumer is cut off.
     pub fn discard_unstarted(&mut self) {
