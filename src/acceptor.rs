@@ -15,7 +15,7 @@ use std::io;
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use mio::net::TcpListener;
@@ -66,9 +66,9 @@ impl Acceptor {
             .register(&mut self.listener, LISTENER, Interest::READABLE)?;
         let mut events = Events::with_capacity(8);
         let mut next = 0;
-        let mut backoff = false;
+        let mut paused_until: Option<Instant> = None;
         loop {
-            let timeout = backoff.then_some(RESOURCE_BACKOFF);
+            let timeout = paused_until.map(|t| t.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -78,6 +78,10 @@ impl Acceptor {
                 log::info!("acceptor: no longer accepting");
                 return Ok(());
             }
+            // New connections wake the poll during a pause too: keep pausing regardless.
+            if paused_until.is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
             let outcome = accept_ready(
                 &self.listener,
                 self.per_ip.as_deref(),
@@ -85,8 +89,8 @@ impl Acceptor {
                 |handoff| self.hand_off(handoff, &mut next).is_ok(),
             )?;
             match outcome {
-                Accepted::Drained => backoff = false,
-                Accepted::Backoff => backoff = true,
+                Accepted::Drained => paused_until = None,
+                Accepted::Backoff => paused_until = Some(Instant::now() + RESOURCE_BACKOFF),
                 Accepted::Stopped => return Ok(()),
             }
         }

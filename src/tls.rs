@@ -118,14 +118,33 @@ impl Write for TlsStream {
         self.write_vectored(&[io::IoSlice::new(buf)])
     }
 
+    /// Takes plaintext until it is all taken or the socket is full. rustls accepts at most
+    /// its buffer limit per call, so a short count here must mean "the socket is full" (the
+    /// outbound queue then waits for a writable event), never just "rustls had enough".
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        if !self.write_records()? {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let taken = self.conn.writer().write_vectored(bufs)?;
-        if taken == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            // rustls's buffer is full (still handshaking, or the peer reads slowly).
-            return Err(io::ErrorKind::WouldBlock.into());
+        let mut taken = 0;
+        for buf in bufs {
+            let mut at = 0;
+            while at < buf.len() {
+                if !self.write_records()? {
+                    return if taken == 0 {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    } else {
+                        Ok(taken)
+                    };
+                }
+                let n = self.conn.writer().write(&buf[at..])?;
+                if n == 0 {
+                    // Nothing fits while rustls still holds records the socket refused.
+                    return if taken == 0 {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    } else {
+                        Ok(taken)
+                    };
+                }
+                at += n;
+                taken += n;
+            }
         }
         self.write_records()?;
         Ok(taken)

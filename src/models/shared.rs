@@ -214,6 +214,11 @@ impl Worker {
                 limit.release(ip);
             }
         };
+        if self.drain_until.is_some() {
+            // Accepted just before shutdown: refuse it like the closed listener would.
+            release(&self.parts);
+            return;
+        }
         let stream = TcpStream::from_std(handoff.stream);
         let conn = match &self.parts.tls {
             None => Conn::Plain(stream),

@@ -189,11 +189,6 @@ impl<S: Transport> Session<S> {
         self.peer_ip
     }
 
-    /// Whether this is an open WebSocket (not in its HTTP phase, not closing).
-    pub fn is_websocket(&self) -> bool {
-        matches!(self.phase, Phase::Open { .. })
-    }
-
     /// When the session must be looked at even if nothing happens.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
@@ -361,6 +356,11 @@ impl<S: Transport> Session<S> {
             Phase::Http { head, .. } if head.is_empty() && self.out.is_empty() => {
                 Progress::Finished
             }
+            // Between requests with an answer still queued: deliver it, then close.
+            Phase::Http { head, .. } if head.is_empty() => {
+                self.enter_discard(cx);
+                Progress::Idle
+            }
             Phase::Open { .. } => {
                 self.close_politely(1001, "server shutting down", cx);
                 Progress::Idle
@@ -527,10 +527,10 @@ impl<S: Transport> Session<S> {
                             continue;
                         }
                         Message::Close(close) => {
-                            if !closing {
-                                // tungstenite echoes the peer's code (1000 when it sent none).
-                                cx.counters
-                                    .close_code(close.map_or(1000, |c| c.code.into()));
+                            if !closing && let Some(close) = close {
+                                // tungstenite echoes the peer's code (an empty close gets an
+                                // empty reply, which carries no code to count).
+                                cx.counters.close_code(close.code.into());
                             }
                             // Queue tungstenite's reply (or nothing, if this answers our own
                             // close); it reports the exchange complete with ConnectionClosed.
@@ -557,10 +557,10 @@ impl<S: Transport> Session<S> {
                 }
                 Err(e) => Some(close_code_for(&e)),
             };
-            if let Some((code, reason)) = failure {
-                self.fail(code, reason, cx);
-            } else {
-                self.enter_discard(cx);
+            match failure {
+                // Our close frame is out already: one is all the peer gets.
+                Some((code, reason)) if !closing => self.fail(code, reason, cx),
+                _ => self.enter_discard(cx),
             }
             return true;
         }

@@ -252,6 +252,11 @@ impl Shard {
     }
 
     fn adopt(&mut self, handoff: Handoff) {
+        if self.drain_until.is_some() {
+            // Accepted just before shutdown: refuse it like the closed listener would.
+            self.release_ip(handoff.counted_ip);
+            return;
+        }
         let stream = TcpStream::from_std(handoff.stream);
         let conn = match &self.tls {
             None => Conn::Plain(stream),
@@ -347,7 +352,11 @@ impl Shard {
                 continue;
             }
             if token == LISTENER {
-                self.accept_all()?;
+                // During a pause for lack of descriptors, new connections still wake us:
+                // accepting resumes when the pause ends (phase 3b), not before.
+                if self.accept_paused_until.is_none() {
+                    self.accept_all()?;
+                }
                 continue;
             }
             let listed = self.sessions.get(token.0).is_some_and(|s| s.ready_listed);
