@@ -2,8 +2,9 @@
 //!
 //! Written by hand rather than through `tungstenite::protocol::frame::Frame::format` because
 //! the broadcast path wants the header and payload in one exact-size shared allocation
-//! (`Arc<[u8]>`), which that API (an `io::Write` sink plus an owned `Bytes` payload) would
-//! reach only through an extra buffer and copy. The tests check it against tungstenite.
+//! (`Arc<[u8]>`), which that API (an `io::Write` sink plus an owned `Bytes` payload) reaches
+//! only through an extra buffer, allocation and copy (`benches/frame.rs` measures both). The
+//! tests check the bytes against tungstenite's.
 
 use std::sync::Arc;
 
@@ -38,12 +39,12 @@ fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
 /// A complete unmasked data frame carrying `payload`, in one shared allocation.
 pub fn encode_shared(opcode: u8, payload: &[u8]) -> SharedFrame {
     let (h, used) = header(opcode, payload.len());
-    // `Arc<[u8]>: FromIterator` allocates once for an exact-size (TrustedLen) iterator.
-    h[..used]
-        .iter()
-        .chain(payload.iter())
-        .copied()
-        .collect::<Arc<[u8]>>()
+    let mut frame = Arc::<[u8]>::new_uninit_slice(used + payload.len());
+    let bytes = Arc::get_mut(&mut frame).expect("a new Arc has no other owner");
+    bytes[..used].write_copy_of_slice(&h[..used]);
+    bytes[used..].write_copy_of_slice(payload);
+    // SAFETY: the two copies above wrote every byte of the slice.
+    unsafe { frame.assume_init() }
 }
 
 /// A close frame with `code` and `reason` (the reason is cut to fit the 125-byte limit of
