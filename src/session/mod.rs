@@ -527,6 +527,14 @@ impl<S: Transport> Session<S> {
                             continue;
                         }
                         Message::Close(close) => {
+                            match &close {
+                                Some(c) => log::debug!(
+                                    "client closed with code {}: {:?}",
+                                    u16::from(c.code),
+                                    c.reason.as_str()
+                                ),
+                                None => log::debug!("client closed without a code"),
+                            }
                             if !closing && let Some(close) = close {
                                 // tungstenite echoes the peer's code (an empty close gets an
                                 // empty reply, which carries no code to count).
