@@ -116,6 +116,8 @@ pub struct Worker {
     scratch: Vec<u8>,
     counters: Counters,
     flush_list: Vec<usize>,
+    /// Sessions that stopped for fairness and read again next turn.
+    ready: Vec<usize>,
     finished: Vec<usize>,
     drain_until: Option<Instant>,
     now: Instant,
@@ -134,6 +136,7 @@ impl Worker {
             scratch: vec![0; SCRATCH_SIZE],
             counters: Counters::default(),
             flush_list: Vec::new(),
+            ready: Vec::new(),
             finished: Vec::new(),
             drain_until: None,
             now: Instant::now(),
@@ -157,17 +160,22 @@ impl Worker {
                 self.begin_drain();
             }
             self.attend();
+            let resume = std::mem::take(&mut self.ready);
             for event in events.iter() {
                 let key = event.token().0;
                 if event.token() == WAKER {
                     continue;
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                if readable && !resume.contains(&key) {
                     self.read_session(key);
                 }
                 if event.is_writable() {
                     self.flush_list.push(key);
                 }
+            }
+            for key in resume {
+                self.read_session(key);
             }
             self.expire_timers();
             for key in std::mem::take(&mut self.flush_list) {
@@ -189,6 +197,9 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let now = Instant::now();
         let mut timeout = self.timers.next_in(now);
         if let Some(until) = self.drain_until {
@@ -287,9 +298,11 @@ impl Worker {
     }
 
     fn read_session(&mut self, key: usize) {
-        // Fairness across threads is the kernel's business here: a session that stopped for
-        // its budget is simply read again.
-        while self.read_once(key) == Progress::MoreReady {}
+        // A session that stopped for its budget reads again next turn, after this turn's
+        // flush, as in the sharded model.
+        if self.read_once(key) == Progress::MoreReady && !self.ready.contains(&key) {
+            self.ready.push(key);
+        }
         self.arm_timer(key);
     }
 
@@ -436,6 +449,7 @@ impl Worker {
             let Some(session) = self.sessions.try_remove(key) else {
                 continue;
             };
+            self.ready.retain(|k| *k != key);
             self.generations.try_remove(key);
             let (room, ip) = {
                 let mut s = lock(&session);

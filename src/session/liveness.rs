@@ -52,10 +52,15 @@ impl Liveness {
         }
     }
 
-    /// Bytes arrived.
+    /// Bytes arrived. An outstanding ping is answered by them, so the next one is due one
+    /// interval from now (not when the old pong deadline would have passed).
     #[inline]
     pub fn saw_input(&mut self, now: Instant) {
         self.last_input = now;
+        if self.ping_sent.is_some_and(|sent| now > sent) {
+            self.ping_sent = None;
+            self.ping_due = self.ping_interval.map(|i| now + i);
+        }
     }
 
     /// A data message arrived.
@@ -139,6 +144,17 @@ mod tests {
         l.saw_input(t0 + 20 * S);
         assert_eq!(l.check(t0 + 21 * S), Verdict::Alive);
         assert_eq!(l.next_due(), Some(t0 + 30 * S));
+    }
+
+    #[test]
+    fn the_next_ping_is_one_interval_after_the_answer() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Some(S), 5 * S, None, t0);
+        assert_eq!(l.check(t0 + S), Verdict::Ping);
+        l.saw_input(t0 + S + S / 10);
+        // Due one interval after the pong, well before the old pong deadline (t0 + 6 s).
+        assert_eq!(l.next_due(), Some(t0 + 2 * S + S / 10));
+        assert_eq!(l.check(t0 + 2 * S + S / 10), Verdict::Ping);
     }
 
     #[test]
