@@ -32,18 +32,30 @@ step "format and lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "rust tests"
-cargo test --workspace
-
-step "release build"
+step "release build (the Python, load-generator and Autobahn tests drive it)"
 cargo build --release --workspace
+export SHARDCAST_BIN=$root/target/release/shardcast
 
-step "python tests (websockets, websocat)"
-SHARDCAST_BIN=$root/target/release/shardcast WEBSOCAT=$websocat \
-  .venv/bin/python -m pytest tests/py -q
+# The three threading models must behave the same: every integration suite runs per model.
+models=(sharded shared single)
 
-step "autobahn testsuite"
-bash tests/autobahn/against-shardcast.sh "$root/target/release/shardcast" "$root/target/autobahn-report"
+step "rust tests (unit, load generator, integration with the sharded model)"
+SHARDCAST_MODEL=sharded cargo test --workspace
+for model in "${models[@]:1}"; do
+  step "rust integration tests, $model model"
+  SHARDCAST_MODEL=$model cargo test --test it
+done
+
+for model in "${models[@]}"; do
+  step "python tests (websockets, websocat), $model model"
+  SHARDCAST_MODEL=$model WEBSOCAT=$websocat .venv/bin/python -m pytest tests/py -q
+done
+
+for model in "${models[@]}"; do
+  step "autobahn testsuite, $model model"
+  SHARDCAST_MODEL=$model bash tests/autobahn/against-shardcast.sh "$SHARDCAST_BIN" \
+    "$root/target/autobahn-report/$model"
+done
 
 echo
 echo "all tests passed"

@@ -2,6 +2,7 @@
 # Runs the Autobahn fuzzingclient against a shardcast binary.
 #   usage: against-shardcast.sh PATH/TO/shardcast OUTDIR
 # A room with a single member is an echo server, so every case connects to /autobahn.
+# SHARDCAST_MODEL (sharded, shared, single) picks the threading model.
 # Cases 9.* echo 16 MiB messages: the limits are raised above that for this run only.
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 SHARDCAST_BIN OUTDIR" >&2; exit 2; }
@@ -9,7 +10,7 @@ bin=$1 out=$2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$out"
 
-"$bin" --listen 127.0.0.1:0 --workers 2 --no-pin --log-level warn \
+"$bin" --listen 127.0.0.1:0 --workers 2 --no-pin --log-level warn --model "${SHARDCAST_MODEL:-sharded}" \
   --max-message 20000000 --max-buffered 50000000 >"$out/server.out" 2>"$out/server.err" &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT

@@ -7,6 +7,9 @@ dependencies; every coroutine runs under an overall deadline.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
+import time
 import uuid
 
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
@@ -46,3 +49,29 @@ async def assert_chat_works(port: int, room: str = "after") -> None:
 
 def assert_server_survives(port: int) -> None:
     run(assert_chat_works(port), timeout=15)
+
+
+class FrameLog(logging.Handler):
+    """Records the frames a `websockets` connection logs (it logs each one at DEBUG level as
+    "< FRAME" received or "> FRAME" sent): pass `FrameLog().logger` as `logger=`.
+
+    Lets a test see the control frames the library handles by itself (pings it answers)."""
+
+    _count = itertools.count()
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        # A private logger, so that two connections or two tests never mix their records.
+        self.logger = logging.getLogger(f"shardcast-tests.frames.{next(self._count)}")
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+        self.logger.addHandler(self)
+        self.frames: list[tuple[str, str, float]] = []  # (direction "<" or ">", opcode, time)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg in ("< %s", "> %s") and record.args:
+            frame = record.args[0]
+            self.frames.append((record.msg[0], frame.opcode.name, time.monotonic()))
+
+    def times(self, direction: str, opcode: str) -> list[float]:
+        return [t for d, op, t in list(self.frames) if d == direction and op == opcode]

@@ -7,6 +7,7 @@ connections or rooms left over by another.
 from __future__ import annotations
 
 import os
+import resource
 import select
 import subprocess
 from dataclasses import dataclass
@@ -14,9 +15,19 @@ from pathlib import Path
 
 import pytest
 
+import wire
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("SHARDCAST_BIN", REPO / "target/release/shardcast"))
-BASE_ARGS = ["--listen", "127.0.0.1:0", "--workers", "4", "--no-pin"]
+# The threading model under test (the test command runs the suite once per model).
+MODEL = os.environ.get("SHARDCAST_MODEL", "sharded")
+BASE_ARGS = ["--listen", "127.0.0.1:0", "--no-pin", "--model", MODEL]
+
+
+def expected_shards(workers: int) -> int:
+    """Event-loop threads the server reports: the single model runs one whatever --workers."""
+    return 1 if MODEL == "single" else workers
+WORKERS = 4
 START_TIMEOUT = 10.0
 
 
@@ -37,6 +48,41 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def metrics(self, source: str = "127.0.0.1") -> dict[str, float]:
+        """The server's /metrics, as {"name{labels}": value} (see `wire.metrics`)."""
+        return wire.metrics(self.port, source)
+
+    def rss_bytes(self) -> int:
+        """Resident set size now (VmRSS in /proc/PID/status)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    value, unit = line.split()[1:3]
+                    assert unit == "kB", line
+                    return int(value) * 1024
+        raise AssertionError("no VmRSS line")
+
+    def nofile_limits(self) -> tuple[int, int]:
+        """The process's soft and hard RLIMIT_NOFILE now (from /proc/PID/limits)."""
+        with open(f"/proc/{self.pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    soft, hard = line.split()[3:5]
+                    return int(soft), int(hard)
+        raise AssertionError("no 'Max open files' line")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far, all threads (utime + stime in /proc/PID/stat)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            # The command name (field 2) may hold spaces; fields after its ')' are fixed.
+            fields = f.read().rpartition(")")[2].split()
+        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of the whole line
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
 
 def _read_first_line(proc: subprocess.Popen, timeout: float) -> str:
     """The `listening on HOST:PORT` line, without blocking past `timeout`."""
@@ -48,7 +94,8 @@ def _read_first_line(proc: subprocess.Popen, timeout: float) -> str:
 
 @pytest.fixture
 def server(tmp_path):
-    """`server(*extra_args)` starts shardcast and returns a `Server`; all are stopped at teardown.
+    """`server(*extra_args, workers=4, nofile=None)` starts shardcast and returns a `Server`;
+    all are stopped at teardown. `nofile` sets the server's RLIMIT_NOFILE (see `start`).
 
     Teardown also fails the test if a server died on its own: every error case must leave
     the server running.
@@ -57,14 +104,25 @@ def server(tmp_path):
         pytest.fail(f"{BIN} not found: run `cargo build --release` or set SHARDCAST_BIN")
     started: list[Server] = []
 
-    def start(*extra_args: str) -> Server:
+    def start(
+        *extra_args: str, workers: int = WORKERS, nofile: int | tuple[int, int] | None = None
+    ) -> Server:
+        """`nofile` sets the server's RLIMIT_NOFILE before it starts: soft = hard = nofile, or
+        a (soft, hard) pair."""
         log_path = tmp_path / f"server{len(started)}.log"
+        preexec = None
+        if nofile is not None:
+            limits = (nofile, nofile) if isinstance(nofile, int) else nofile
+
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [str(BIN), *BASE_ARGS, *extra_args],
+                [str(BIN), *BASE_ARGS, "--workers", str(workers), *extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
+                preexec_fn=preexec,
             )
         srv = Server("127.0.0.1", 0, proc, log_path)
         started.append(srv)

@@ -8,11 +8,16 @@ tests speak the wire format themselves. Every read is bounded by the socket time
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
+import resource
+import select
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 TIMEOUT = 5.0
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -36,8 +41,18 @@ class Conn:
     buf: bytearray = field(default_factory=bytearray)
 
     @classmethod
-    def open(cls, port: int, host: str = "127.0.0.1") -> "Conn":
-        return cls(socket.create_connection((host, port), timeout=TIMEOUT))
+    def open(
+        cls,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        source: str | None = None,
+        rcvbuf: int | None = None,
+    ) -> "Conn":
+        """Connects to `host:port`, from the loopback address `source` if given (any
+        127.x.y.z works on Linux without configuration), with SO_RCVBUF set to `rcvbuf`
+        before connecting if given (so that it also bounds the advertised window)."""
+        return cls(open_socket(port, host, source=source, rcvbuf=rcvbuf))
 
     def close(self) -> None:
         self.sock.close()
@@ -101,32 +116,100 @@ class Conn:
             return False
 
 
+def open_socket(
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    source: str | None = None,
+    rcvbuf: int | None = None,
+    timeout: float | None = TIMEOUT,
+) -> socket.socket:
+    """A connected TCP socket (see `Conn.open`); `timeout=None` connects without blocking
+    (the connect may still be in progress when this returns)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:
+            sock.bind((source, 0))
+        if timeout is None:
+            sock.setblocking(False)
+            err = sock.connect_ex((host, port))
+            if err not in (0, errno.EINPROGRESS):
+                raise OSError(err, os.strerror(err))
+        else:
+            sock.settimeout(timeout)
+            sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Without reading or waiting: has the peer ended its side of `sock` (FIN or reset),
+    whether or not unread data is still in front of the end?"""
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP)
+    return bool(poller.poll(0))
+
+
+def read_to_eof(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the peer sends until it closes (EOF, or a reset after its data); fails if
+    it has not closed within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"still open after {timeout} s ({len(data)} bytes read)")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return bytes(data)
+            data += chunk
+    except ConnectionResetError:
+        return bytes(data)
+
+
 def get(path: str, *extra: str, version: str = "1.1") -> bytes:
     """A GET request head with a Host header and any extra header lines."""
     lines = [f"GET {path} HTTP/{version}", "Host: 127.0.0.1", *extra, "", ""]
     return "\r\n".join(lines).encode()
 
 
-def upgrade_request(path: str = "/", key: str | None = None, version: str = "13") -> bytes:
-    """A WebSocket upgrade request; key=None makes a fresh valid key, key="" leaves it out."""
+def upgrade_request(
+    path: str = "/", key: str | None = None, version: str = "13", *extra: str
+) -> bytes:
+    """A WebSocket upgrade request; key=None makes a fresh valid key, key="" leaves it out;
+    `extra` header lines (e.g. "Origin: https://a.example") are added at the end."""
     key = base64.b64encode(os.urandom(16)).decode() if key is None else key
-    extra = ["Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Version: {version}"]
+    lines = ["Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Version: {version}"]
     if key:
-        extra.append(f"Sec-WebSocket-Key: {key}")
-    return get(path, *extra)
+        lines.append(f"Sec-WebSocket-Key: {key}")
+    return get(path, *lines, *extra)
 
 
 def accept_value(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
 
 
-def ws_connect(port: int, path: str = "/") -> Conn:
-    """Does the opening handshake by hand and returns the connection, ready for frames."""
+def ws_connect(port: int, path: str = "/", **open_args) -> Conn:
+    """Does the opening handshake by hand and returns the connection, ready for frames.
+    `open_args` go to `Conn.open` (source, rcvbuf)."""
     key = base64.b64encode(os.urandom(16)).decode()
-    conn = Conn.open(port)
-    resp = conn.request(upgrade_request(path, key))
-    assert resp.status == 101, resp
-    assert resp.headers["sec-websocket-accept"] == accept_value(key)
+    conn = Conn.open(port, **open_args)
+    try:
+        resp = conn.request(upgrade_request(path, key))
+        assert resp.status == 101, resp
+        assert resp.headers["sec-websocket-accept"] == accept_value(key)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -162,10 +245,65 @@ def read_frame(conn: Conn) -> tuple[bool, int, bytes]:
     return bool(b0 & 0x80), b0 & 0x0F, conn.read_exact(n)
 
 
-def read_close_code(conn: Conn) -> int:
-    """Skips data frames until the server's close frame and returns its status code."""
+def read_close(conn: Conn) -> tuple[int, str]:
+    """Skips data frames until the server's close frame; returns its code and reason."""
     while True:
         _, opcode, payload = read_frame(conn)
         if opcode == OP_CLOSE:
-            assert len(payload) >= 2, f"close frame without a code: {payload!r}"
-            return struct.unpack("!H", payload[:2])[0]
+            return parse_close(payload)
+
+
+def read_close_code(conn: Conn) -> int:
+    """Skips data frames until the server's close frame and returns its status code."""
+    return read_close(conn)[0]
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    """Code and reason of a close frame's payload (the reason must be UTF-8, RFC 6455 §5.5.1)."""
+    assert len(payload) >= 2, f"close frame without a code: {payload!r}"
+    return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8")
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """The exact bytes of an unmasked server close frame (reason under 124 bytes)."""
+    body = struct.pack("!H", code) + reason.encode()
+    assert len(body) <= 125
+    return bytes([0x80 | OP_CLOSE, len(body)]) + body
+
+
+def metrics(port: int, source: str = "127.0.0.1") -> dict[str, float]:
+    """GET /metrics, as {"name{labels}": value} exactly as the lines spell them. `source` is
+    the local address to connect from (mind per-address limits)."""
+    with Conn.open(port, source=source) as conn:
+        resp = conn.request(get("/metrics", "Connection: close"))
+    assert resp.status == 200, resp
+    values = {}
+    for line in resp.body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def raise_nofile() -> int:
+    """Raises this process's soft RLIMIT_NOFILE to the hard limit (tests that hold hundreds
+    of sockets need it); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02
+):
+    """Polls `predicate` until it returns something truthy (which is returned); fails with
+    `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what} (last: {value!r})")
+        time.sleep(interval)
