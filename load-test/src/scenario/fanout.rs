@@ -1,0 +1,54 @@
+//! Fanout: N subscribers and P publishers in one room, publishing at a total rate R.
+
+use crate::cli::{FanoutArgs, FanoutShape};
+use crate::engine::run_plan;
+use crate::error::LoadError;
+use crate::plan::{Plan, Role, Room};
+use crate::report::TrafficReport;
+use crate::scenario::{Base, add_room, positive_rate};
+
+pub fn run(args: &FanoutArgs) -> Result<TrafficReport, LoadError> {
+    let base = Base::new(&args.common)?;
+    run_plan(plan(&base, &args.shape, args.rate)?, &base.options())
+}
+
+pub(crate) fn plan(base: &Base, shape: &FanoutShape, rate: f64) -> Result<Plan, LoadError> {
+    positive_rate("--rate", rate)?;
+    if shape.publishers == 0 {
+        return Err(LoadError::InvalidOptions(
+            "--publishers must be at least 1".into(),
+        ));
+    }
+    let targets = base.room_targets(shape.room.as_deref());
+    let total = shape.subscribers + shape.publishers;
+    let label = format!(
+        "fanout: {} subscribers + {} publishers in {}, {} msg/s total, {} B",
+        shape.subscribers,
+        shape.publishers,
+        targets[0].url(),
+        rate,
+        shape.size
+    );
+    let mut plan = base.plan(label, shape.size, total)?;
+    let publishers = shape.publishers as u64;
+    // Each publisher sends every P/R seconds; their phases are staggered evenly so the room
+    // sees one message every 1/R seconds rather than bursts of P.
+    let interval_ns = ((publishers as f64 * 1e9 / rate) as u64).max(1);
+    let roles = (0..publishers)
+        .map(|k| Role::OpenLoop {
+            publisher: k as u32,
+            interval_ns,
+            offset_ns: k * interval_ns / publishers,
+        })
+        .chain((0..shape.subscribers).map(|_| Role::Subscriber));
+    add_room(
+        &mut plan,
+        targets,
+        Room {
+            first_publisher: 0,
+            publishers: publishers as u32,
+        },
+        roles,
+    );
+    Ok(plan)
+}
