@@ -49,6 +49,8 @@ pub enum Counter {
     BytesOut,
     /// Broadcast frames queued to recipients (one per recipient).
     Deliveries,
+    /// Vectored writes to client sockets (deliveries / writes = frames per syscall).
+    SocketWrites,
     /// Sessions closed as slow consumers.
     SlowConsumer,
     /// Close frames sent, by code.
@@ -127,6 +129,11 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
         "shardcast_broadcast_deliveries_total",
         "",
         "Broadcast frames queued, one per recipient",
+    ),
+    (
+        "shardcast_socket_writes_total",
+        "",
+        "Vectored writes to client sockets",
     ),
     (
         "shardcast_slow_consumer_closes_total",

@@ -263,6 +263,7 @@ impl<S: Transport> Session<S> {
         let before = self.out.queued_bytes();
         let result = self.out.write_to(&mut self.stream);
         counters.add(Counter::BytesOut, (before - self.out.queued_bytes()) as u64);
+        counters.add(Counter::SocketWrites, self.out.take_write_calls());
         let drained =
             match result.and_then(|f| Ok(f == Flushed::All && self.stream.flush_pending()?)) {
                 Ok(drained) => drained,

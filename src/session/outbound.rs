@@ -49,12 +49,19 @@ pub struct OutQueue {
     head_written: usize,
     /// Bytes queued and not yet written.
     queued: usize,
+    /// Write calls made since [`OutQueue::take_write_calls`] last asked.
+    write_calls: u64,
 }
 
 impl OutQueue {
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.queued
+    }
+
+    /// Write calls made since the last call of this method (for the syscall counter).
+    pub fn take_write_calls(&mut self) -> u64 {
+        std::mem::take(&mut self.write_calls)
     }
 
     /// True when nothing waits.
@@ -107,6 +114,7 @@ impl OutQueue {
                 count += 1;
                 offered += bytes.len();
             }
+            self.write_calls += 1;
             let written = match out.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
