@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shardcast::config::{Model, TlsFiles, default_max_connections, raise_fd_limit};
-use shardcast::{Config, Server};
+use shardcast::{Config, Server, client};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -18,9 +18,26 @@ use signal_hook::iterator::Signals;
 /// A plain GET of the same paths serves the chat page; GET /health reports status as JSON and
 /// GET /metrics in the Prometheus text format. SIGINT or SIGTERM shut down gracefully (every
 /// client gets close 1001); a second signal exits at once.
+///
+/// `shardcast client` is a WebSocket client for trying it (see `shardcast client --help`).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+    // Without a subcommand, `shardcast` runs the server with these.
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    Client(ClientArgs),
+}
+
+/// The server's options.
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -105,7 +122,7 @@ impl From<ModelArg> for Model {
     }
 }
 
-impl Cli {
+impl ServerArgs {
     fn into_config(self) -> anyhow::Result<Config> {
         let defaults = Config::default();
         let ping_interval = self.ping_interval;
@@ -151,20 +168,116 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("{flag} must be a positive number of seconds, got {value}"))
 }
 
+/// Connect to a WebSocket server: interactively, or as a pipe.
+///
+/// Without URL: a prompt (connect, send, close, show, list, help, quit) driving several
+/// connections at once. With URL: pipe mode, like websocat: each stdin line is sent as a
+/// message and each message received is printed as a line; it exits when stdin ends (after
+/// a clean close) or the server closes, and with status 1 when the connection fails.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// ws:// or wss:// URL for pipe mode, e.g. ws://127.0.0.1:8080/general.
+    url: Option<String>,
+    /// Extra request header, e.g. 'Authorization: Bearer x' (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Origin header to send.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Subprotocol to ask for (Sec-WebSocket-Protocol); the server must accept it.
+    #[arg(long, value_name = "PROTOCOL")]
+    subprotocol: Option<String>,
+    /// Also trust the certificates in this PEM file for wss (a CA or a self-signed server
+    /// certificate; repeatable). Mozilla's roots are always trusted.
+    #[arg(long = "ca", value_name = "FILE")]
+    ca_files: Vec<PathBuf>,
+    /// Accept any wss server certificate. For testing only.
+    #[arg(long, short = 'k', conflicts_with = "ca_files")]
+    insecure: bool,
+    /// Seconds each step of connecting (TCP, TLS, HTTP upgrade) may take.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    connect_timeout: f64,
+    /// Send a ping this often; a server silent until the next one counts as dropped.
+    #[arg(long, value_name = "SECONDS")]
+    ping_interval: Option<f64>,
+    /// Pipe mode: send lines as binary messages instead of text.
+    #[arg(long, requires = "url")]
+    binary: bool,
+    /// Pipe mode: reconnect after a failure or drop, with exponential backoff and jitter
+    /// (0.5 s doubling to at most 30 s).
+    #[arg(long, requires = "url")]
+    reconnect: bool,
+    /// Reconnection attempts in a row before giving up.
+    #[arg(long, default_value_t = 5, value_name = "N", requires = "reconnect")]
+    max_retries: u32,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, default_value = "warn")]
+    log_level: String,
+}
+
+impl ClientArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let trust = if self.insecure {
+            client::Trust::Insecure
+        } else {
+            client::Trust::Verify {
+                extra_roots: self.ca_files,
+            }
+        };
+        let options = client::ConnectOptions {
+            headers: self
+                .headers
+                .iter()
+                .map(|h| h.parse())
+                .collect::<Result<_, _>>()?,
+            origin: self.origin,
+            subprotocol: self.subprotocol,
+            tls: client::tls::client_config(&trust)?,
+            connect_timeout: seconds(self.connect_timeout, "--connect-timeout")?,
+        };
+        let link = client::LinkSettings {
+            ping_interval: self
+                .ping_interval
+                .map(|s| seconds(s, "--ping-interval"))
+                .transpose()?,
+            ..client::LinkSettings::default()
+        };
+        match self.url {
+            None => client::interactive::run(options, link)?,
+            Some(url) => {
+                let target = client::Target::parse(&url)?;
+                let pipe = client::PipeOptions {
+                    binary: self.binary,
+                    reconnect: self.reconnect.then_some(self.max_retries),
+                };
+                client::pipe::run(&target, &options, link, pipe)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&cli.log_level))
-        .init();
-    match run(cli) {
+    let (log_level, prefix) = match &cli.command {
+        None => (cli.server.log_level.as_str(), "shardcast"),
+        Some(Subcommand::Client(args)) => (args.log_level.as_str(), "shardcast client"),
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(log_level)).init();
+    let outcome = match cli.command {
+        None => run(cli.server),
+        Some(Subcommand::Client(args)) => args.run(),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shardcast: {e:#}");
+            eprintln!("{prefix}: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: ServerArgs) -> anyhow::Result<()> {
     // Before the config: the default connection limit is sized from the raised limit.
     match raise_fd_limit() {
         Some(limit) => log::info!("descriptor limit (RLIMIT_NOFILE): {limit}"),

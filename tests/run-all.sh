@@ -19,6 +19,8 @@ step "system packages"
 command -v python3 >/dev/null || apt_install python3
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 command -v cc >/dev/null || apt_install build-essential
+# The terminal client's interactive test drives it in a real terminal.
+command -v tmux >/dev/null || apt_install tmux
 
 step "python venv (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv

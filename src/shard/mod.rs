@@ -220,10 +220,8 @@ impl Shard {
         }
         let now = Instant::now();
         let mut timeout = self.timers.next_in(now);
-        for until in [self.drain_until, self.accept_paused_until]
-            .into_iter()
-            .flatten()
-        {
+        let deadlines = [self.drain_until, self.accept_paused_until];
+        for until in deadlines.into_iter().flatten() {
             let left = until.saturating_duration_since(now);
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }

@@ -2,6 +2,7 @@
 //!
 //! One test binary (faster to build and link than one per file); one module per behaviour.
 
+mod client;
 mod http;
 mod rooms;
 mod slow_consumer;

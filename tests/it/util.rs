@@ -29,15 +29,38 @@ impl ServerProcess {
     /// Starts `shardcast --listen 127.0.0.1:0 --no-pin ARGS` and waits for its address line.
     /// `SHARDCAST_MODEL` (single, shared, sharded) picks the threading model under test.
     pub fn start(args: &[&str]) -> ServerProcess {
-        let model = model();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-            .args(["--listen", "127.0.0.1:0", "--no-pin", "--log-level", "warn"])
-            .args(["--model", &model])
+        let mut command = Self::command(args, "warn");
+        command.stderr(Stdio::inherit());
+        Self::spawn(command)
+    }
+
+    /// Like [`start`](Self::start), logging at debug level (whatever `RUST_LOG` says) into
+    /// the file `log`.
+    pub fn start_logging_to(args: &[&str], log: &std::path::Path) -> ServerProcess {
+        let file = std::fs::File::create(log).expect("the log file can be created");
+        let mut command = Self::command(args, "debug");
+        command.env_remove("RUST_LOG").stderr(file);
+        Self::spawn(command)
+    }
+
+    fn command(args: &[&str], log_level: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shardcast"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--no-pin",
+                "--log-level",
+                log_level,
+            ])
+            .args(["--model", &model()])
             .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the shardcast binary starts");
+            .stdout(Stdio::piped());
+        command
+    }
+
+    fn spawn(mut command: Command) -> ServerProcess {
+        let mut child = command.spawn().expect("the shardcast binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

@@ -1,0 +1,660 @@
+//! `shardcast client`: pipe mode through real rooms, handshake options, wss, reconnection,
+//! and interactive mode driven through tmux.
+//!
+//! The interactive test needs `tmux` on the PATH and fails (rather than skips) without it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use tungstenite::handshake::server::{Request, Response};
+use tungstenite::{Message, WebSocket};
+
+use crate::util::{IO_TIMEOUT, ServerProcess, recv_data};
+
+/// `shardcast client ARGS` in pipe mode with every stream piped, killed when dropped.
+struct PipeClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl PipeClient {
+    fn start(args: &[&str]) -> PipeClient {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+            .arg("client")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the client starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        PipeClient {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is still open");
+        writeln!(stdin, "{line}").expect("the client reads stdin");
+        stdin.flush().expect("the client reads stdin");
+    }
+
+    fn recv_line(&self) -> String {
+        self.lines
+            .recv_timeout(IO_TIMEOUT)
+            .expect("the client prints a line")
+    }
+
+    /// Closes stdin and waits for the exit; returns the status and everything on stderr.
+    fn finish(mut self) -> (ExitStatus, String) {
+        self.stdin = None;
+        let status = wait_with_deadline(&mut self.child);
+        let stderr = self.stderr.take().expect("once").join().unwrap_or_default();
+        (status, stderr)
+    }
+}
+
+impl Drop for PipeClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for `child` to exit, failing the test (after killing it) past `IO_TIMEOUT`.
+fn wait_with_deadline(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the client did not exit within {IO_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `shardcast client ARGS` with empty stdin to its end, bounded by `IO_TIMEOUT`.
+fn run_client(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .arg("client")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the client starts");
+    wait_with_deadline(&mut child);
+    child.wait_with_output().expect("the output is readable")
+}
+
+/// A port on which nothing listens (bound, then released).
+fn refused_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// A fresh folder for this test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("client-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("the scratch folder can be created");
+    dir
+}
+
+#[test]
+fn pipe_mode_sends_lines_and_prints_the_rooms_messages() {
+    let server = ServerProcess::start(&[]);
+    let mut watcher = server.client("pipe");
+    let mut client = PipeClient::start(&[&server.url("pipe")]);
+    client.send_line("hello");
+    client.send_line("second line, with spaces");
+    // The room echoes to every member, the sender included.
+    assert_eq!(client.recv_line(), "hello");
+    assert_eq!(client.recv_line(), "second line, with spaces");
+    assert_eq!(recv_data(&mut watcher), Message::text("hello"));
+    assert_eq!(
+        recv_data(&mut watcher),
+        Message::text("second line, with spaces")
+    );
+    // What another member says arrives on stdout too.
+    watcher.send(Message::text("from the watcher")).unwrap();
+    assert_eq!(client.recv_line(), "from the watcher");
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+#[test]
+fn pipe_mode_exits_zero_when_the_server_closes() {
+    let (addr, server) = scripted_server(1, |_, _, mut ws| {
+        ws.send(Message::text("welcome")).unwrap();
+        ws.close(None).unwrap();
+        drain(&mut ws);
+    });
+    let mut client = PipeClient::start(&[&format!("ws://{addr}/")]);
+    assert_eq!(client.recv_line(), "welcome");
+    // Stdin is still open: the server's close alone ends the run.
+    let status = wait_with_deadline(&mut client.child);
+    assert!(status.success(), "{status}");
+    server.join().expect("the scripted server finishes");
+}
+
+#[test]
+fn a_refused_connection_fails_with_a_clear_message() {
+    let output = run_client(&[&format!("ws://127.0.0.1:{}/", refused_port())]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to 127.0.0.1:") && stderr.contains("refused"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_servers_origin_check_sees_the_clients_origin() {
+    let server = ServerProcess::start(&["--allowed-origin", "https://good.example"]);
+    let refused = run_client(&[&server.url("r"), "--origin", "https://evil.example"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refused the WebSocket upgrade: HTTP 403"),
+        "{stderr}"
+    );
+
+    let mut allowed = PipeClient::start(&[&server.url("r"), "--origin", "https://good.example"]);
+    allowed.send_line("let in");
+    assert_eq!(allowed.recv_line(), "let in");
+    let (status, stderr) = allowed.finish();
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+#[test]
+fn headers_origin_and_subprotocol_reach_the_server() {
+    let (addr, server) = scripted_server(1, |_, request, mut ws| {
+        let header = |name: &str| {
+            request
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map_or("-".to_string(), |(_, v)| v.clone())
+        };
+        let summary = format!(
+            "token={} two={} origin={} protocol={}",
+            header("x-token"),
+            header("x-two"),
+            header("origin"),
+            header("sec-websocket-protocol"),
+        );
+        ws.send(Message::text(summary)).unwrap();
+        ws.close(None).unwrap();
+        drain(&mut ws);
+    });
+    let client = PipeClient::start(&[
+        &format!("ws://{addr}/"),
+        "--header",
+        "X-Token: secret value",
+        "-H",
+        "X-Two:2",
+        "--origin",
+        "https://o.example",
+        "--subprotocol",
+        "chat",
+    ]);
+    assert_eq!(
+        client.recv_line(),
+        "token=secret value two=2 origin=https://o.example protocol=chat"
+    );
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    server.join().expect("the scripted server finishes");
+}
+
+#[test]
+fn the_negotiated_subprotocol_and_server_header_are_reported() {
+    use shardcast::client::{ConnectOptions, Target, Trust, connect, tls};
+    let (addr, server) = scripted_server(1, |_, _, mut ws| {
+        ws.close(None).unwrap();
+        drain(&mut ws);
+    });
+    let options = ConnectOptions {
+        headers: vec![],
+        origin: None,
+        subprotocol: Some("chat".into()),
+        tls: tls::client_config(&Trust::Verify {
+            extra_roots: vec![],
+        })
+        .unwrap(),
+        connect_timeout: IO_TIMEOUT,
+    };
+    let target = Target::parse(&format!("ws://{addr}/room")).unwrap();
+    let opened = connect::open(&target, &options).expect("the handshake succeeds");
+    assert_eq!(opened.handshake.subprotocol.as_deref(), Some("chat"));
+    assert_eq!(opened.handshake.server.as_deref(), Some("scripted/1"));
+    assert_eq!(opened.handshake.peer, Some(addr));
+    drop(opened);
+    server.join().expect("the scripted server finishes");
+}
+
+#[test]
+fn a_subprotocol_the_server_ignores_fails_the_connection() {
+    // shardcast speaks no subprotocol; like browsers, the client refuses to go on.
+    let server = ServerProcess::start(&[]);
+    let output = run_client(&[&server.url("r"), "--subprotocol", "chat"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("accepted none of the subprotocols asked for (chat)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wss_verifies_the_certificate_against_the_given_ca() {
+    let dir = scratch("wss");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("rcgen makes a certificate");
+    let cert_file = dir.join("cert.pem");
+    let key_file = dir.join("key.pem");
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let server = ServerProcess::start(&[
+        "--tls-cert",
+        cert_file.to_str().unwrap(),
+        "--tls-key",
+        key_file.to_str().unwrap(),
+    ]);
+    let url = format!("wss://127.0.0.1:{}/secure", server.addr.port());
+
+    let mut trusted = PipeClient::start(&[&url, "--ca", cert_file.to_str().unwrap()]);
+    trusted.send_line("over tls");
+    assert_eq!(trusted.recv_line(), "over tls");
+    let (status, stderr) = trusted.finish();
+    assert!(status.success(), "{status}: {stderr}");
+
+    // Mozilla's roots alone do not vouch for a self-signed certificate.
+    let untrusted = run_client(&[&url]);
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("TLS handshake with 127.0.0.1 failed") && stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+
+    let mut insecure = PipeClient::start(&[&url, "--insecure"]);
+    insecure.send_line("unverified");
+    assert_eq!(insecure.recv_line(), "unverified");
+    let (status, stderr) = insecure.finish();
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+#[test]
+fn pings_go_out_and_a_silent_server_counts_as_dropped() {
+    let (addr, server) = scripted_server(2, |n, _, mut ws| {
+        if n == 0 {
+            // Tungstenite answers pings by itself; report the first one.
+            while !matches!(ws.read().expect("frames arrive"), Message::Ping(_)) {}
+            ws.send(Message::text("pinged")).unwrap();
+            drain(&mut ws);
+        } else {
+            // Swallow bytes without answering anything, until the client gives up.
+            let mut sink = [0u8; 256];
+            while matches!(ws.get_mut().read(&mut sink), Ok(n) if n > 0) {}
+        }
+    });
+    let url = format!("ws://{addr}/");
+    let answered = PipeClient::start(&[&url, "--ping-interval", "0.1"]);
+    assert_eq!(answered.recv_line(), "pinged");
+    let (status, stderr) = answered.finish();
+    assert!(status.success(), "{status}: {stderr}");
+
+    let mut ignored = PipeClient::start(&[&url, "--ping-interval", "0.1"]);
+    let status = wait_with_deadline(&mut ignored.child);
+    let (_, stderr) = ignored.finish();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("connection lost: no answer to a ping within 0.1 s"),
+        "{stderr}"
+    );
+    server.join().expect("the scripted server finishes");
+}
+
+#[test]
+fn binary_mode_sends_lines_as_binary_messages() {
+    let (addr, server) = scripted_server(1, |_, _, mut ws| {
+        let reply = match ws.read().expect("a message arrives") {
+            Message::Binary(bytes) => format!("binary, {} bytes", bytes.len()),
+            other => format!("unexpected {other:?}"),
+        };
+        ws.send(Message::text(reply)).unwrap();
+        drain(&mut ws);
+    });
+    let mut client = PipeClient::start(&[&format!("ws://{addr}/"), "--binary"]);
+    client.send_line("abc");
+    assert_eq!(client.recv_line(), "binary, 3 bytes");
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    server.join().expect("the scripted server finishes");
+}
+
+#[test]
+fn reconnect_resumes_after_a_drop() {
+    let (addr, server) = scripted_server(2, |n, _, mut ws| {
+        let first = match ws.read().expect("a message arrives") {
+            Message::Text(text) => text,
+            other => panic!("text expected, got {other:?}"),
+        };
+        if n == 0 {
+            ws.send(Message::text(format!("first:{first}"))).unwrap();
+            // Drop the TCP connection without a close frame.
+            ws.get_mut().shutdown(std::net::Shutdown::Both).unwrap();
+        } else {
+            ws.send(Message::text(format!("second:{first}"))).unwrap();
+            drain(&mut ws);
+        }
+    });
+    let mut client = PipeClient::start(&[&format!("ws://{addr}/"), "--reconnect"]);
+    client.send_line("one");
+    assert_eq!(client.recv_line(), "first:one");
+    client.send_line("two");
+    assert_eq!(client.recv_line(), "second:two");
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("reconnecting in"), "{stderr}");
+    assert!(stderr.contains("reconnected"), "{stderr}");
+    server.join().expect("the scripted server finishes");
+}
+
+#[test]
+fn reconnect_gives_up_after_max_retries() {
+    let url = format!("ws://127.0.0.1:{}/", refused_port());
+    // Stdin stays open: there is input to come, so the client keeps trying.
+    let mut client = PipeClient::start(&[&url, "--reconnect", "--max-retries", "2"]);
+    let status = wait_with_deadline(&mut client.child);
+    let (_, stderr) = client.finish();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("reconnecting in").count(), 2, "{stderr}");
+    assert!(
+        stderr.contains("gave up after 2 reconnection attempts; last: cannot connect"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn reconnect_stops_when_there_is_nothing_left_to_send() {
+    // Stdin is empty and closed: no reason to retry, and the failure is the exit status.
+    let url = format!("ws://127.0.0.1:{}/", refused_port());
+    let output = run_client(&[&url, "--reconnect"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+#[test]
+fn interactive_mode_under_tmux() {
+    let dir = scratch("interactive");
+    let log = dir.join("server.log");
+    let server = ServerProcess::start_logging_to(&[], &log);
+    let room = server.url("chat");
+    let tmux = Tmux::start(&format!("'{}' client", env!("CARGO_BIN_EXE_shardcast")));
+    tmux.wait_for("the prompt", |s| s.contains("client> "));
+
+    tmux.type_line(&format!("connect {room}"));
+    tmux.wait_for("connection 0", |s| {
+        s.contains("> Created connection with id 0")
+    });
+    tmux.wait_for("connection 0 open", |s| s.contains("> [0] open"));
+    tmux.type_line(&format!("connect {room}"));
+    tmux.wait_for("connection 1 open", |s| s.contains("> [1] open"));
+
+    tmux.type_line("send 0 hello");
+    tmux.wait_for("hello on both", |s| {
+        s.contains("< [0] hello") && s.contains("< [1] hello")
+    });
+
+    tmux.type_line("show 0");
+    let shown = tmux.wait_for_answer("show 0", "<< hello");
+    for fact in [
+        &format!("> URL: {room}"),
+        "> State: open",
+        "> Server: shardcast/",
+        "> Subprotocol: (none)",
+        "> Messages: 1 sent, 1 received",
+        ">   >> hello",
+        ">   << hello",
+    ] {
+        assert!(shown.contains(fact), "{fact:?} in:\n{shown}");
+    }
+    tmux.type_line("show 1");
+    let shown = tmux.wait_for_answer("show 1", "<< hello");
+    for fact in ["> State: open", "> Messages: 0 sent, 1 received"] {
+        assert!(shown.contains(fact), "{fact:?} in:\n{shown}");
+    }
+
+    tmux.type_line("close 1 4000 bye");
+    tmux.wait_for("connection 1 closed", |s| {
+        s.contains(r#"> [1] closed by us with 4000 "bye""#)
+    });
+    wait_for_file(&log, r#"client closed with code 4000: "bye""#);
+
+    tmux.type_line("list");
+    let listed = tmux.wait_for_answer("list", "[1]");
+    assert!(listed.contains(&format!("> [0] open {room}")), "{listed}");
+    assert!(listed.contains(&format!("> [1] closed {room}")), "{listed}");
+
+    for (line, answer) in [
+        ("show 9", "> No connection found with id 9"),
+        ("frobnicate", r#"> Unknown command "frobnicate""#),
+        ("connect not-a-url", r#"> Invalid URL "not-a-url""#),
+        ("send 0", "> Missing message"),
+        ("send 1 too late", "> Connection 1 is closed"),
+        ("close 0 1005", r#"> Invalid close code "1005""#),
+    ] {
+        tmux.type_line(line);
+        tmux.wait_for_answer(line, answer);
+    }
+
+    tmux.type_line("quit");
+    tmux.wait_for("the client to exit with status 0", |s| {
+        s.contains(&format!("{EXIT_STATUS} 0]"))
+    });
+    wait_for_file(&log, "client closed with code 1000");
+}
+
+/// Printed in the pane, followed by the status and `]`, when the program has exited.
+const EXIT_STATUS: &str = "[exited with status";
+
+/// A tmux server of our own (a private socket) running one session, killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Starts `command` (a shell command) in a detached 200x50 session. When it exits, the
+    /// pane shows `[exited with status N]` and stays open: tmux may stop reading a pane whose
+    /// program has ended before showing its last output, and may not report its status.
+    fn start(command: &str) -> Tmux {
+        let version = Command::new("tmux").arg("-V").output();
+        assert!(
+            version.is_ok_and(|o| o.status.success()),
+            "the interactive test needs tmux (apt-get install tmux)"
+        );
+        let tmux = Tmux {
+            socket: format!("shardcast-it-{}", std::process::id()),
+        };
+        // The sleep ends with the tmux server (`kill-server` on drop hangs it up).
+        let command = format!("{command}; echo \"{EXIT_STATUS} $?]\"; exec sleep 600");
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "it",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &command,
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .env_remove("TMUX")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("tmux runs");
+        assert!(
+            output.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn type_line(&self, line: &str) {
+        self.run(&["send-keys", "-t", "it", "-l", line]);
+        self.run(&["send-keys", "-t", "it", "Enter"]);
+    }
+
+    /// The screen and its scrollback, wrapped lines joined.
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-t", "it", "-S", "-1000"])
+    }
+
+    /// Polls the screen until `done` holds, failing with the screen after `IO_TIMEOUT`.
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the screen:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the answer to the last `command` typed contains `expected`; returns it.
+    fn wait_for_answer(&self, command: &str, expected: &str) -> String {
+        let screen = self.wait_for(&format!("{expected:?} after {command:?}"), |s| {
+            answer(s, command).contains(expected)
+        });
+        answer(&screen, command)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The lines after the last `client> COMMAND` line, up to the next prompt.
+fn answer(screen: &str, command: &str) -> String {
+    let typed = format!("client> {command}");
+    let Some(start) = screen.rfind(&typed) else {
+        return String::new();
+    };
+    screen[start + typed.len()..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("client> "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Polls `path` until it contains `text`, failing after `IO_TIMEOUT`.
+fn wait_for_file(path: &Path, text: &str) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let content = std::fs::read_to_string(path).unwrap_or_default();
+        if content.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {text:?} in {path:?}:\n{content}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Request headers as (lower-case name, value) pairs.
+type Headers = Vec<(String, String)>;
+
+/// A one-thread WebSocket server for `connections` connections in turn, each handed with its
+/// request headers to `script`. It answers with `Server: scripted/1` and accepts whatever
+/// subprotocol was asked for.
+fn scripted_server(
+    connections: usize,
+    script: impl Fn(usize, Headers, WebSocket<TcpStream>) + Send + 'static,
+) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    let thread = thread::spawn(move || {
+        for n in 0..connections {
+            let (stream, _) = listener.accept().expect("a client connects");
+            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut headers = Headers::new();
+            // The callback's signature (with its large error type) is tungstenite's.
+            #[allow(clippy::result_large_err)]
+            let ws =
+                tungstenite::accept_hdr(stream, |request: &Request, mut response: Response| {
+                    for (name, value) in request.headers() {
+                        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                        headers.push((name.as_str().to_string(), value));
+                    }
+                    let answer = response.headers_mut();
+                    answer.insert("server", "scripted/1".parse().unwrap());
+                    if let Some(protocol) = request.headers().get("sec-websocket-protocol") {
+                        answer.insert("sec-websocket-protocol", protocol.clone());
+                    }
+                    Ok(response)
+                })
+                .expect("the handshake succeeds");
+            script(n, headers, ws);
+        }
+    });
+    (addr, thread)
+}
+
+/// Reads until the client has finished the close handshake (or gone).
+fn drain(ws: &mut WebSocket<TcpStream>) {
+    while ws.read().is_ok() {}
+}
