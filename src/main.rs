@@ -90,6 +90,10 @@ struct ServerArgs {
     /// Seconds a shutdown waits for clients to finish closing before exiting anyway.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     drain_timeout: f64,
+    /// Broadcasts to big rooms (64+ members on a shard) leave at most once per this many
+    /// microseconds, coalescing messages into fewer writes per socket (0: every loop turn).
+    #[arg(long, default_value_t = 10_000, value_name = "MICROSECONDS")]
+    coalesce_us: u64,
     /// Origin allowed to open a WebSocket (repeatable; exact, or *) [default: any origin].
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
@@ -152,6 +156,7 @@ impl ServerArgs {
             close_timeout: seconds(self.close_timeout, "--close-timeout")?,
             drain_timeout: seconds(self.drain_timeout, "--drain-timeout")?,
             allowed_origins: self.allowed_origins,
+            coalesce: Duration::from_micros(self.coalesce_us),
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,
