@@ -180,6 +180,14 @@ pub enum Conn {
 }
 
 impl Conn {
+    /// A plain connection, or a TLS one when `tls` is given.
+    pub fn new(sock: TcpStream, tls: Option<&Arc<rustls::ServerConfig>>) -> io::Result<Conn> {
+        Ok(match tls {
+            None => Conn::Plain(sock),
+            Some(config) => Conn::Tls(Box::new(TlsStream::new(sock, config.clone())?)),
+        })
+    }
+
     /// The socket, for registering with a poll.
     pub fn socket_mut(&mut self) -> &mut TcpStream {
         match self {

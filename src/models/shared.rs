@@ -30,7 +30,7 @@ use crate::session::{Ctx, Delivery, Event, Progress, Session};
 use crate::shard::timers::Timers;
 use crate::shard::{Handoff, WAKER};
 use crate::stats::ServerStats;
-use crate::tls::{Conn, TlsStream};
+use crate::tls::Conn;
 
 /// Size of each thread's read buffer.
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -231,16 +231,13 @@ impl Worker {
             return;
         }
         let stream = TcpStream::from_std(handoff.stream);
-        let conn = match &self.parts.tls {
-            None => Conn::Plain(stream),
-            Some(tls) => match TlsStream::new(stream, tls.clone()) {
-                Ok(t) => Conn::Tls(Box::new(t)),
-                Err(e) => {
-                    log::warn!("worker {}: cannot start TLS: {e}", self.parts.id);
-                    release(&self.parts);
-                    return;
-                }
-            },
+        let conn = match Conn::new(stream, self.parts.tls.as_ref()) {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::warn!("worker {}: cannot start TLS: {e}", self.parts.id);
+                release(&self.parts);
+                return;
+            }
         };
         let mut session = Session::new(conn, handoff.counted_ip, &self.parts.config, self.now);
         let key = self.sessions.vacant_key();

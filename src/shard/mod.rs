@@ -42,7 +42,7 @@ use crate::metrics::{Counter, Counters};
 use crate::room::{LocalPresence, RoomId, RoomTable, SessionKey};
 use crate::session::{Ctx, Delivery, Event, Progress, Session};
 use crate::stats::ServerStats;
-use crate::tls::{Conn, TlsStream};
+use crate::tls::Conn;
 use timers::Timers;
 
 /// The token of the shard's waker (session tokens are slab keys, far below it).
@@ -270,16 +270,13 @@ impl Shard {
             return;
         }
         let stream = TcpStream::from_std(handoff.stream);
-        let conn = match &self.tls {
-            None => Conn::Plain(stream),
-            Some(tls) => match TlsStream::new(stream, tls.clone()) {
-                Ok(t) => Conn::Tls(Box::new(t)),
-                Err(e) => {
-                    log::warn!("shard {}: cannot start TLS: {e}", self.id.0);
-                    self.release_ip(handoff.counted_ip);
-                    return;
-                }
-            },
+        let conn = match Conn::new(stream, self.tls.as_ref()) {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::warn!("shard {}: cannot start TLS: {e}", self.id.0);
+                self.release_ip(handoff.counted_ip);
+                return;
+            }
         };
         let mut session = Session::new(conn, handoff.counted_ip, &self.config, self.now);
         let entry = self.sessions.vacant_entry();
