@@ -11,7 +11,6 @@ import os
 import resource
 import select
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -114,15 +113,3 @@ def raise_nofile() -> int:
         except (ValueError, OSError):
             pass
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = ""):
-    """Polls `predicate` until it returns something truthy (returned), or fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(interval)

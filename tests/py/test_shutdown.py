@@ -19,8 +19,9 @@ import time
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from procs import make_certificate, raise_nofile, start_server, wait_for
-from wire import OP_CLOSE, Conn, get, read_frame, upgrade_request, ws_connect as raw_ws_connect
+from procs import make_certificate, raise_nofile, start_server
+from wire import OP_CLOSE, Conn, get, read_frame, upgrade_request, wait_for
+from wire import ws_connect as raw_ws_connect
 
 CLIENTS = 1000
 ROOMS = 5
