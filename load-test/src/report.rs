@@ -106,20 +106,15 @@ impl TrafficReport {
         let mut s = String::new();
         let l = &self.latency_ms;
         let _ = writeln!(s, "{}", self.label);
-        let _ = writeln!(
-            s,
-            "  connections  {} opened, {} failed in {:.2} s ({:.0} handshakes/s; connect p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+        write_connections(
+            &mut s,
             self.opened,
             self.connect_failures,
             self.connect_secs,
             self.handshakes_per_sec,
-            self.connect_ms.p50,
-            self.connect_ms.p99,
-            self.connect_ms.max
+            &self.connect_ms,
+            self.first_failure.as_deref(),
         );
-        if let Some(reason) = &self.first_failure {
-            let _ = writeln!(s, "  first failure  {reason}");
-        }
         if self.publishers > 0 {
             let _ = writeln!(
                 s,
@@ -235,6 +230,26 @@ impl TrafficReport {
             ),
             ("client_cpu_secs", format!("{:.2}", self.client_cpu_secs)),
         ]
+    }
+}
+
+/// The summary lines about opening connections, shared by every scenario's report.
+pub fn write_connections(
+    s: &mut String,
+    opened: u64,
+    failed: u64,
+    secs: f64,
+    handshakes_per_sec: f64,
+    connect_ms: &Quantiles,
+    first_failure: Option<&str>,
+) {
+    let _ = writeln!(
+        s,
+        "  connections  {opened} opened, {failed} failed in {secs:.2} s ({handshakes_per_sec:.0} handshakes/s; connect p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+        connect_ms.p50, connect_ms.p99, connect_ms.max
+    );
+    if let Some(reason) = first_failure {
+        let _ = writeln!(s, "  first failure  {reason}");
     }
 }
 

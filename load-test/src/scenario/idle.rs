@@ -10,7 +10,7 @@ use crate::clock::secs_to_ns;
 use crate::engine::run_plan;
 use crate::error::LoadError;
 use crate::plan::{Role, Room};
-use crate::report::mib;
+use crate::report::{mib, write_connections};
 use crate::scenario::{Base, add_room};
 use crate::stats::Quantiles;
 
@@ -93,20 +93,15 @@ impl IdleReport {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{}", self.label);
-        let _ = writeln!(
-            s,
-            "  connections  {} opened, {} failed in {:.2} s: {:.0} handshakes/s (connect p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+        write_connections(
+            &mut s,
             self.opened,
             self.connect_failures,
             self.connect_secs,
             self.handshakes_per_sec,
-            self.connect_ms.p50,
-            self.connect_ms.p99,
-            self.connect_ms.max
+            &self.connect_ms,
+            self.first_failure.as_deref(),
         );
-        if let Some(reason) = &self.first_failure {
-            let _ = writeln!(s, "  first failure  {reason}");
-        }
         let _ = writeln!(
             s,
             "  held         {:.1} s; {} closed by the server meanwhile",
