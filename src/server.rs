@@ -15,7 +15,7 @@ use crate::http::assets::Assets;
 use crate::limits::PerIpLimit;
 use crate::mesh::{MeshLinks, PeerHandle, ShardId};
 use crate::models::shared::{Registry, Worker, WorkerParts};
-use crate::shard::{Shard, ShardParts, WAKER};
+use crate::shard::{LoopCommon, Shard, ShardParts, WAKER};
 use crate::stats::ServerStats;
 
 /// Capacity of each shard's channel of new connections.
@@ -116,6 +116,13 @@ impl Server {
 
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin_core = |i: usize| (config.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
+        let common = LoopCommon {
+            config: config.clone(),
+            site: site.clone(),
+            stats: stats.clone(),
+            tls: tls.clone(),
+            per_ip: per_ip.clone(),
+        };
         let mut threads = Vec::new();
         let mut listener = Some(listener);
         match config.model {
@@ -134,11 +141,7 @@ impl Server {
                         },
                         inbox,
                         mesh: MeshLinks::new(ShardId(i), peers.clone()),
-                        config: config.clone(),
-                        site: site.clone(),
-                        stats: stats.clone(),
-                        tls: tls.clone(),
-                        per_ip: per_ip.clone(),
+                        common: common.clone(),
                     };
                     threads.push(spawn_pinned(
                         format!("shard-{i}"),
@@ -155,11 +158,7 @@ impl Server {
                         poll,
                         connections,
                         registry: registry.clone(),
-                        config: config.clone(),
-                        site: site.clone(),
-                        stats: stats.clone(),
-                        tls: tls.clone(),
-                        per_ip: per_ip.clone(),
+                        common: common.clone(),
                     };
                     threads.push(spawn_pinned(
                         format!("worker-{i}"),

@@ -20,16 +20,12 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::config::Config;
-use crate::http::Site;
-use crate::limits::PerIpLimit;
 use crate::mesh::SharedFrame;
 use crate::metrics::{Counter, Counters};
 use crate::room::RoomId;
 use crate::session::{Ctx, Delivery, Event, Progress, Session};
 use crate::shard::timers::Timers;
-use crate::shard::{Handoff, WAKER};
-use crate::stats::ServerStats;
+use crate::shard::{Handoff, LoopCommon, WAKER};
 use crate::tls::Conn;
 
 /// Size of each thread's read buffer.
@@ -93,16 +89,8 @@ pub struct WorkerParts {
     pub connections: Receiver<Handoff>,
     /// The shared registry.
     pub registry: Arc<Registry>,
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// The HTTP side.
-    pub site: Site,
-    /// Published figures and the draining flag.
-    pub stats: Arc<ServerStats>,
-    /// TLS settings, when serving TLS.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// The per-address limit, when configured.
-    pub per_ip: Option<Arc<PerIpLimit>>,
+    /// What every event-loop thread is given.
+    pub common: LoopCommon,
 }
 
 /// One worker thread of the shared model.
@@ -156,7 +144,7 @@ impl Worker {
             self.now = Instant::now();
             self.counters.bump(Counter::LoopTurns);
             let acceptor_alive = self.adopt_connections();
-            if self.drain_until.is_none() && self.parts.stats.is_draining() {
+            if self.drain_until.is_none() && self.parts.common.stats.is_draining() {
                 self.begin_drain();
             }
             self.attend();
@@ -183,6 +171,7 @@ impl Worker {
             }
             self.reap_finished();
             self.parts
+                .common
                 .stats
                 .shard(self.parts.id)
                 .publish(&self.counters);
@@ -221,7 +210,7 @@ impl Worker {
 
     fn adopt(&mut self, handoff: Handoff) {
         let release = |parts: &WorkerParts| {
-            if let (Some(limit), Some(ip)) = (&parts.per_ip, handoff.counted_ip) {
+            if let (Some(limit), Some(ip)) = (&parts.common.per_ip, handoff.counted_ip) {
                 limit.release(ip);
             }
         };
@@ -231,7 +220,7 @@ impl Worker {
             return;
         }
         let stream = TcpStream::from_std(handoff.stream);
-        let conn = match Conn::new(stream, self.parts.tls.as_ref()) {
+        let conn = match Conn::new(stream, self.parts.common.tls.as_ref()) {
             Ok(conn) => conn,
             Err(e) => {
                 log::warn!("worker {}: cannot start TLS: {e}", self.parts.id);
@@ -239,7 +228,12 @@ impl Worker {
                 return;
             }
         };
-        let mut session = Session::new(conn, handoff.counted_ip, &self.parts.config, self.now);
+        let mut session = Session::new(
+            conn,
+            handoff.counted_ip,
+            &self.parts.common.config,
+            self.now,
+        );
         let key = self.sessions.vacant_key();
         let registered = self.parts.poll.registry().register(
             session.stream_mut().socket_mut(),
@@ -263,13 +257,13 @@ impl Worker {
     }
 
     fn begin_drain(&mut self) {
-        self.drain_until = Some(self.now + self.parts.config.drain_timeout);
+        self.drain_until = Some(self.now + self.parts.common.config.drain_timeout);
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
             let progress = {
                 let mut cx = Ctx {
-                    config: &self.parts.config,
-                    site: &self.parts.site,
+                    config: &self.parts.common.config,
+                    site: &self.parts.common.site,
                     now: self.now,
                     counters: &mut self.counters,
                 };
@@ -310,8 +304,8 @@ impl Worker {
         let mut events = Vec::new();
         let (progress, room) = {
             let mut cx = Ctx {
-                config: &self.parts.config,
-                site: &self.parts.site,
+                config: &self.parts.common.config,
+                site: &self.parts.common.site,
                 now: self.now,
                 counters: &mut self.counters,
             };
@@ -361,8 +355,8 @@ impl Worker {
         let mut delivered = 0;
         for member in &members {
             let mut cx = Ctx {
-                config: &self.parts.config,
-                site: &self.parts.site,
+                config: &self.parts.common.config,
+                site: &self.parts.common.site,
                 now: self.now,
                 counters: &mut self.counters,
             };
@@ -407,8 +401,8 @@ impl Worker {
             }
             s.timer_armed = None;
             let mut cx = Ctx {
-                config: &self.parts.config,
-                site: &self.parts.site,
+                config: &self.parts.common.config,
+                site: &self.parts.common.site,
                 now,
                 counters: &mut self.counters,
             };
@@ -467,9 +461,9 @@ impl Worker {
                 }
                 drop(rooms);
                 self.websockets -= 1;
-                self.parts.site.release();
+                self.parts.common.site.release();
             }
-            if let (Some(limit), Some(ip)) = (&self.parts.per_ip, ip) {
+            if let (Some(limit), Some(ip)) = (&self.parts.common.per_ip, ip) {
                 limit.release(ip);
             }
         }
@@ -478,6 +472,7 @@ impl Worker {
 
     fn publish_gauges(&self) {
         self.parts
+            .common
             .stats
             .shard(self.parts.id)
             .set_connections(self.sessions.len(), self.websockets);

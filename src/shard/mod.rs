@@ -86,6 +86,14 @@ pub struct ShardParts {
     pub inbox: Receiver<ShardMsg>,
     /// Links to the other shards.
     pub mesh: MeshLinks,
+    /// What every event-loop thread is given.
+    pub common: LoopCommon,
+}
+
+/// What every event-loop thread (a shard, or a worker of the `shared` model) is given: all
+/// read-only or internally synchronised, cloned once per thread at start.
+#[derive(Clone)]
+pub struct LoopCommon {
     /// The configuration.
     pub config: Arc<Config>,
     /// The HTTP side.
@@ -153,11 +161,11 @@ impl Shard {
             inbox_more: false,
             mesh: parts.mesh,
             mesh_backlog: false,
-            config: parts.config,
-            site: parts.site,
-            stats: parts.stats,
-            tls: parts.tls,
-            per_ip: parts.per_ip,
+            config: parts.common.config,
+            site: parts.common.site,
+            stats: parts.common.stats,
+            tls: parts.common.tls,
+            per_ip: parts.common.per_ip,
             sessions: Slab::new(),
             websockets: 0,
             rooms: RoomTable::default(),
