@@ -89,6 +89,13 @@ pub struct Config {
     /// Most messages one session may have processed per loop turn, so that one chatty peer
     /// cannot starve the others on its shard. Default 64.
     pub messages_per_turn: usize,
+    /// Send `join`/`leave` notices to v1 members (docs/protocol.md). Off (`--no-presence`)
+    /// for large broadcast rooms, where every arrival would cost a frame to each v1 member;
+    /// online counts are kept either way.
+    pub presence: bool,
+    /// This node's name in a cluster (`--node-id`): it prefixes session ids, so that they stay
+    /// unique across nodes. `None` when running alone.
+    pub node_id: Option<String>,
 }
 
 impl Default for Config {
@@ -116,6 +123,8 @@ impl Default for Config {
             coalesce: Duration::from_millis(10),
             mesh_capacity: 16 * 1024,
             messages_per_turn: 64,
+            presence: true,
+            node_id: None,
         }
     }
 }

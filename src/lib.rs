@@ -10,6 +10,7 @@
 //! session states and `docs/glossary.md` for the vocabulary.
 
 pub mod acceptor;
+pub mod chat;
 pub mod client;
 pub mod config;
 pub mod error;

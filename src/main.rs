@@ -103,6 +103,10 @@ struct ServerArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Send no join/leave notices to shardcast.v1 clients (for large broadcast rooms); online
+    /// counts are still kept.
+    #[arg(long)]
+    no_presence: bool,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -157,6 +161,7 @@ impl ServerArgs {
             drain_timeout: seconds(self.drain_timeout, "--drain-timeout")?,
             allowed_origins: self.allowed_origins,
             coalesce: Duration::from_micros(self.coalesce_us),
+            presence: !self.no_presence,
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,

@@ -8,7 +8,8 @@
 //! When an inbox is full, messages wait in the sender's per-peer backlog and are retried next
 //! turn. The backlog is bounded too: past [`MAX_BACKLOG`] messages, further *broadcasts* to that
 //! peer are dropped and counted (a shard that cannot keep up must not grow memory without
-//! bound); *interest* changes are never dropped, since losing one would silence a room.
+//! bound); *presence* changes are never dropped, since losing one would silence a room or
+//! leave its online count wrong.
 //!
 //! Only immutable data crosses: room names and frames are refcounted, never copied.
 
@@ -18,7 +19,8 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::Waker;
 
-use crate::room::RoomId;
+use crate::chat::Outgoing;
+use crate::room::{RoomId, Share};
 
 /// The index of a shard, `0..workers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,21 +36,23 @@ pub const MAX_BACKLOG: usize = 64 * 1024;
 /// What one shard tells another.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// Deliver `frame` to your members of `room`.
+    /// Deliver this message to your members of `room`.
     Broadcast {
         /// The room.
         room: RoomId,
-        /// The encoded frame.
-        frame: SharedFrame,
+        /// The message with its encoded renderings.
+        post: Arc<Outgoing>,
     },
-    /// Shard `from` now has (or no longer has) members in `room`.
-    Interest {
+    /// Shard `from` now has `share` members in `room` (after a join or a leave).
+    Presence {
         /// The room.
         room: RoomId,
         /// The shard whose membership changed.
         from: ShardId,
-        /// Whether it has members now.
-        present: bool,
+        /// Its members there now.
+        share: Share,
+        /// The `join`/`leave` envelope for v1 members, unless presence notices are off.
+        notice: Option<SharedFrame>,
     },
 }
 

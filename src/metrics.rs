@@ -60,6 +60,8 @@ pub enum Counter {
     /// See [`Counter::Close1000`].
     Close1002,
     /// See [`Counter::Close1000`].
+    Close1003,
+    /// See [`Counter::Close1000`].
     Close1007,
     /// See [`Counter::Close1000`].
     Close1008,
@@ -75,6 +77,12 @@ pub enum Counter {
     TimerIdle,
     /// See [`Counter::TimerHandshake`].
     TimerClose,
+    /// See [`Counter::TimerHandshake`] (a v1 client that sent no valid `hello`).
+    TimerHello,
+    /// `error` envelopes sent to v1 clients.
+    EnvelopeErrors,
+    /// `join`/`leave` envelopes built (each shared by every v1 member of its room).
+    PresenceNotices,
     /// Broadcasts dropped because another shard's inbox and backlog were full.
     MeshDropped,
     /// Loop turns (published per shard).
@@ -147,6 +155,7 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ),
     ("shardcast_close_frames_sent_total", "code=\"1001\"", ""),
     ("shardcast_close_frames_sent_total", "code=\"1002\"", ""),
+    ("shardcast_close_frames_sent_total", "code=\"1003\"", ""),
     ("shardcast_close_frames_sent_total", "code=\"1007\"", ""),
     ("shardcast_close_frames_sent_total", "code=\"1008\"", ""),
     ("shardcast_close_frames_sent_total", "code=\"1009\"", ""),
@@ -159,6 +168,17 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ("shardcast_timer_closes_total", "timer=\"pong\"", ""),
     ("shardcast_timer_closes_total", "timer=\"idle\"", ""),
     ("shardcast_timer_closes_total", "timer=\"close\"", ""),
+    ("shardcast_timer_closes_total", "timer=\"hello\"", ""),
+    (
+        "shardcast_envelope_errors_total",
+        "",
+        "error envelopes sent to shardcast.v1 clients",
+    ),
+    (
+        "shardcast_presence_notices_total",
+        "",
+        "join and leave envelopes built, each shared by a room's v1 members",
+    ),
     (
         "shardcast_mesh_dropped_total",
         "",
@@ -200,6 +220,7 @@ impl Counters {
             1000 => Counter::Close1000,
             1001 => Counter::Close1001,
             1002 => Counter::Close1002,
+            1003 => Counter::Close1003,
             1007 => Counter::Close1007,
             1008 => Counter::Close1008,
             1009 => Counter::Close1009,

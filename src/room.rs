@@ -1,13 +1,17 @@
 //! Rooms: names, and each shard's table of who is in them.
 //!
-//! A [`RoomTable`] belongs to one shard. It knows the shard's own members of each room and
-//! which *other* shards have members there (their interest), so a broadcast is sent only to
-//! shards that will deliver it. Interest changes travel as `ShardMsg::Interest` on the mesh;
-//! every shard applies them in the order a peer sent them, so the latest state wins.
+//! A [`RoomTable`] belongs to one shard. It knows the shard's own members of each room (plain
+//! and v1 apart, since they get different renderings) and how many members each *other* shard
+//! has there (its share), so a broadcast is sent only to shards that will deliver it and the
+//! room's online count covers the whole server. Shares travel as `ShardMsg::Presence` on the
+//! mesh after every join and leave; every shard applies them in the order a peer sent them,
+//! so the latest count wins.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::chat::Dialect;
+use crate::chat::post::Needs;
 use crate::mesh::ShardId;
 
 /// Longest room name, in bytes (all of them ASCII).
@@ -42,30 +46,74 @@ impl RoomId {
 /// A slab key of a session on this shard.
 pub type SessionKey = usize;
 
+/// How many members one shard has in a room, by dialect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Share {
+    /// Plain members.
+    pub plain: u32,
+    /// v1 members.
+    pub v1: u32,
+}
+
+impl Share {
+    /// Members of both dialects.
+    pub fn total(self) -> u64 {
+        u64::from(self.plain) + u64::from(self.v1)
+    }
+}
+
+/// Another shard's share of a room, as last reported on the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteShare {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its members there.
+    pub share: Share,
+}
+
 /// One room as one shard sees it.
 #[derive(Debug, Default)]
 pub struct Room {
-    /// This shard's members, in join order until someone leaves (swap-remove).
-    pub members: Vec<SessionKey>,
-    /// Other shards that currently have members in this room.
-    pub remote: Vec<ShardId>,
+    /// This shard's plain members, in join order until someone leaves (swap-remove).
+    pub plain: Vec<SessionKey>,
+    /// This shard's v1 members, likewise.
+    pub v1: Vec<SessionKey>,
+    /// Other shards that currently have members in this room, with their counts.
+    pub remote: Vec<RemoteShare>,
 }
 
 impl Room {
     fn is_unused(&self) -> bool {
-        self.members.is_empty() && self.remote.is_empty()
+        self.plain.is_empty() && self.v1.is_empty() && self.remote.is_empty()
     }
-}
 
-/// What a join or leave changed, so the shard can tell its peers.
-#[derive(Debug, PartialEq, Eq)]
-pub enum LocalPresence {
-    /// The first local member arrived: peers must learn of this shard's interest.
-    Became,
-    /// The last local member left: peers may stop sending.
-    Ended,
-    /// Nothing the peers need to hear about.
-    Unchanged,
+    /// This shard's members.
+    pub fn local_share(&self) -> Share {
+        Share {
+            plain: self.plain.len() as u32,
+            v1: self.v1.len() as u32,
+        }
+    }
+
+    /// Members on every shard.
+    pub fn online(&self) -> u64 {
+        self.local_share().total() + self.remote.iter().map(|r| r.share.total()).sum::<u64>()
+    }
+
+    /// Which renderings of a message the room's members need, on any shard.
+    pub fn needs(&self) -> Needs {
+        Needs {
+            plain: !self.plain.is_empty() || self.remote.iter().any(|r| r.share.plain > 0),
+            v1: !self.v1.is_empty() || self.remote.iter().any(|r| r.share.v1 > 0),
+        }
+    }
+
+    fn list_mut(&mut self, dialect: Dialect) -> &mut Vec<SessionKey> {
+        match dialect {
+            Dialect::Plain => &mut self.plain,
+            Dialect::V1 => &mut self.v1,
+        }
+    }
 }
 
 /// One shard's rooms.
@@ -75,51 +123,48 @@ pub struct RoomTable {
 }
 
 impl RoomTable {
-    /// Adds `key` to `room`; returns its slot (for O(1) removal) and whether peers must hear.
-    pub fn join(&mut self, room: &RoomId, key: SessionKey) -> (usize, LocalPresence) {
-        let entry = self.rooms.entry(room.clone()).or_default();
-        entry.members.push(key);
-        let presence = if entry.members.len() == 1 {
-            LocalPresence::Became
-        } else {
-            LocalPresence::Unchanged
-        };
-        (entry.members.len() - 1, presence)
+    /// Adds `key` (speaking `dialect`) to `room`; returns its slot in that dialect's list (for
+    /// O(1) removal).
+    pub fn join(&mut self, room: &RoomId, dialect: Dialect, key: SessionKey) -> usize {
+        let list = self
+            .rooms
+            .entry(room.clone())
+            .or_default()
+            .list_mut(dialect);
+        list.push(key);
+        list.len() - 1
     }
 
-    /// Removes the member at `slot`. Returns the key of the member that moved into `slot`
-    /// (its stored slot must be updated) and whether peers must hear.
-    pub fn leave(&mut self, room: &RoomId, slot: usize) -> (Option<SessionKey>, LocalPresence) {
+    /// Removes the `dialect` member at `slot`. Returns the key of the member that moved into
+    /// `slot` (its stored slot must be updated).
+    pub fn leave(&mut self, room: &RoomId, dialect: Dialect, slot: usize) -> Option<SessionKey> {
         let Some(entry) = self.rooms.get_mut(room) else {
             debug_assert!(false, "leave from unknown room {room:?}");
-            return (None, LocalPresence::Unchanged);
+            return None;
         };
-        if slot >= entry.members.len() {
+        let list = entry.list_mut(dialect);
+        if slot >= list.len() {
             debug_assert!(false, "leave with a stale slot");
-            return (None, LocalPresence::Unchanged);
+            return None;
         }
-        entry.members.swap_remove(slot);
-        let moved = entry.members.get(slot).copied();
-        let presence = if entry.members.is_empty() {
-            LocalPresence::Ended
-        } else {
-            LocalPresence::Unchanged
-        };
+        list.swap_remove(slot);
+        let moved = list.get(slot).copied();
         if entry.is_unused() {
             self.rooms.remove(room);
         }
-        (moved, presence)
+        moved
     }
 
-    /// Records that `shard` does (or no longer does) have members in `room`.
-    pub fn set_remote_interest(&mut self, room: &RoomId, shard: ShardId, present: bool) {
-        if present {
+    /// Records `shard`'s latest share of `room` (zero: it has no members there now).
+    pub fn set_remote_share(&mut self, room: &RoomId, shard: ShardId, share: Share) {
+        if share.total() > 0 {
             let entry = self.rooms.entry(room.clone()).or_default();
-            if !entry.remote.contains(&shard) {
-                entry.remote.push(shard);
+            match entry.remote.iter_mut().find(|r| r.shard == shard) {
+                Some(remote) => remote.share = share,
+                None => entry.remote.push(RemoteShare { shard, share }),
             }
         } else if let Some(entry) = self.rooms.get_mut(room) {
-            entry.remote.retain(|s| *s != shard);
+            entry.remote.retain(|r| r.shard != shard);
             if entry.is_unused() {
                 self.rooms.remove(room);
             }
@@ -149,31 +194,46 @@ mod tests {
     }
 
     #[test]
-    fn join_and_leave_report_presence_and_moved_slots() {
+    fn join_and_leave_keep_slots_and_counts() {
         let mut t = RoomTable::default();
         let r = RoomId::parse("r").unwrap();
-        assert_eq!(t.join(&r, 10), (0, LocalPresence::Became));
-        assert_eq!(t.join(&r, 11), (1, LocalPresence::Unchanged));
-        assert_eq!(t.join(&r, 12), (2, LocalPresence::Unchanged));
+        assert_eq!(t.join(&r, Dialect::Plain, 10), 0);
+        assert_eq!(t.join(&r, Dialect::Plain, 11), 1);
+        assert_eq!(t.join(&r, Dialect::Plain, 12), 2);
+        assert_eq!(t.join(&r, Dialect::V1, 13), 0);
+        assert_eq!(t.get(&r).unwrap().online(), 4);
         // Removing slot 0 moves the last member (12) into it.
-        assert_eq!(t.leave(&r, 0), (Some(12), LocalPresence::Unchanged));
-        assert_eq!(t.get(&r).unwrap().members, vec![12, 11]);
-        assert_eq!(t.leave(&r, 1), (None, LocalPresence::Unchanged));
-        assert_eq!(t.leave(&r, 0), (None, LocalPresence::Ended));
+        assert_eq!(t.leave(&r, Dialect::Plain, 0), Some(12));
+        assert_eq!(t.get(&r).unwrap().plain, vec![12, 11]);
+        assert_eq!(t.leave(&r, Dialect::Plain, 1), None);
+        assert_eq!(t.leave(&r, Dialect::Plain, 0), None);
+        assert_eq!(t.get(&r).unwrap().local_share(), Share { plain: 0, v1: 1 });
+        assert_eq!(t.leave(&r, Dialect::V1, 0), None);
         assert!(t.get(&r).is_none());
     }
 
     #[test]
-    fn remote_interest_keeps_a_room_alive() {
+    fn remote_shares_count_and_keep_a_room_alive() {
         let mut t = RoomTable::default();
         let r = RoomId::parse("r").unwrap();
-        t.set_remote_interest(&r, ShardId(1), true);
-        t.set_remote_interest(&r, ShardId(1), true);
-        assert_eq!(t.get(&r).unwrap().remote, vec![ShardId(1)]);
-        t.join(&r, 1);
-        assert_eq!(t.leave(&r, 0).1, LocalPresence::Ended);
+        t.set_remote_share(&r, ShardId(1), Share { plain: 2, v1: 0 });
+        t.set_remote_share(&r, ShardId(1), Share { plain: 2, v1: 1 });
+        t.set_remote_share(&r, ShardId(2), Share { plain: 0, v1: 4 });
+        let room = t.get(&r).unwrap();
+        assert_eq!(room.remote.len(), 2);
+        assert_eq!(room.online(), 7);
+        assert_eq!(
+            room.needs(),
+            Needs {
+                plain: true,
+                v1: true
+            }
+        );
+        t.join(&r, Dialect::Plain, 1);
+        assert_eq!(t.leave(&r, Dialect::Plain, 0), None);
         assert!(t.get(&r).is_some());
-        t.set_remote_interest(&r, ShardId(1), false);
+        t.set_remote_share(&r, ShardId(1), Share::default());
+        t.set_remote_share(&r, ShardId(2), Share::default());
         assert!(t.get(&r).is_none());
     }
 }

@@ -33,8 +33,9 @@ impl Rejection {
     }
 }
 
-/// Checks an upgrade request and returns the `101 Switching Protocols` answer.
-pub fn accept(head: &RequestHead) -> Result<Vec<u8>, Rejection> {
+/// Checks an upgrade request and returns the `101 Switching Protocols` answer, naming
+/// `subprotocol` when one was chosen.
+pub fn accept(head: &RequestHead, subprotocol: Option<&str>) -> Result<Vec<u8>, Rejection> {
     if head.minor_version < 1 {
         return Err(Rejection::OldHttpVersion);
     }
@@ -52,9 +53,13 @@ pub fn accept(head: &RequestHead) -> Result<Vec<u8>, Rejection> {
         _ => return Err(Rejection::BadKey),
     };
     let accept = derive_accept_key(key.as_bytes());
+    let protocol = match subprotocol {
+        Some(name) => format!("Sec-WebSocket-Protocol: {name}\r\n"),
+        None => String::new(),
+    };
     Ok(format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\nServer: {SERVER_NAME}\r\n\r\n"
+         Sec-WebSocket-Accept: {accept}\r\n{protocol}Server: {SERVER_NAME}\r\n\r\n"
     )
     .into_bytes())
 }
@@ -88,9 +93,12 @@ mod tests {
 
     #[test]
     fn the_rfc_example_key_gets_the_rfc_accept_value() {
-        let answer = String::from_utf8(accept(&upgrade()).unwrap()).unwrap();
+        let answer = String::from_utf8(accept(&upgrade(), None).unwrap()).unwrap();
         assert!(answer.starts_with("HTTP/1.1 101 "));
         assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(!answer.contains("Sec-WebSocket-Protocol"));
+        let answer = String::from_utf8(accept(&upgrade(), Some("shardcast.v1")).unwrap()).unwrap();
+        assert!(answer.contains("\r\nSec-WebSocket-Protocol: shardcast.v1\r\n"));
     }
 
     #[test]
@@ -119,7 +127,7 @@ mod tests {
         for (spoil, expected) in cases {
             let mut head = upgrade();
             spoil(&mut head);
-            assert_eq!(accept(&head), Err(expected));
+            assert_eq!(accept(&head, None), Err(expected));
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod route;
 
 use std::sync::Arc;
 
+use crate::chat::{Dialect, SUBPROTOCOL};
 use crate::config::Config;
 use crate::metrics::{self, Counter, Counters};
 use crate::room::RoomId;
@@ -129,6 +130,10 @@ pub enum Dispatch {
     Upgrade {
         /// The room the path names.
         room: RoomId,
+        /// The dialect negotiated with `Sec-WebSocket-Protocol`.
+        dialect: Dialect,
+        /// The `?nick=` query parameter, unvalidated (v1 only).
+        nick: Option<String>,
         /// The `101 Switching Protocols` answer.
         response: Vec<u8>,
     },
@@ -208,7 +213,9 @@ impl Site {
             let Route::Room(room) = route else {
                 return Dispatch::Answer(error_response(Status::NotFound, &[]));
             };
-            let response = match handshake::accept(head) {
+            let dialect = Dialect::negotiate(head.ws_protocols.iter().map(String::as_str));
+            let subprotocol = (dialect == Dialect::V1).then_some(SUBPROTOCOL);
+            let response = match handshake::accept(head, subprotocol) {
                 Ok(response) => response,
                 Err(rejection) => return Dispatch::Answer(rejection.response()),
             };
@@ -221,7 +228,16 @@ impl Site {
                     &[("Retry-After", "5")],
                 ));
             }
-            return Dispatch::Upgrade { room, response };
+            let nick = match dialect {
+                Dialect::V1 => head.query_param("nick"),
+                Dialect::Plain => None,
+            };
+            return Dispatch::Upgrade {
+                room,
+                dialect,
+                nick,
+                response,
+            };
         }
         // While draining, answer and close so that clients move to another server.
         let keep_alive = head.keep_alive() && !self.stats.is_draining();

@@ -43,6 +43,8 @@ pub struct RequestHead {
     pub ws_version: Option<String>,
     /// `Origin`, if any.
     pub origin: Option<String>,
+    /// The values of every `Sec-WebSocket-Protocol` header (each a comma-separated list).
+    pub ws_protocols: Vec<String>,
     /// The request announces a body (`Content-Length` > 0 or `Transfer-Encoding`).
     pub has_body: bool,
     /// A header value was not valid for its header (e.g. a non-numeric Content-Length).
@@ -53,6 +55,14 @@ impl RequestHead {
     /// The path part of the target (before any `?`).
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")
+    }
+
+    /// The value of query parameter `name` (percent-decoded, `+` as space), if present.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let (_, query) = self.target.split_once('?')?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
     }
 
     /// Whether the connection may serve another request after this one.
@@ -137,6 +147,8 @@ fn summarize(req: &httparse::Request) -> RequestHead {
             head.ws_key = value.map(str::to_owned);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.ws_version = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            head.ws_protocols.extend(value.map(str::to_owned));
         } else if name.eq_ignore_ascii_case("origin") {
             head.origin = value.map(str::to_owned);
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -186,6 +198,23 @@ mod tests {
         assert_eq!(head.ws_key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
         assert_eq!(head.ws_version.as_deref(), Some("13"));
         assert!(head.keep_alive());
+        assert!(head.ws_protocols.is_empty());
+    }
+
+    #[test]
+    fn reads_subprotocols_and_query_parameters() {
+        let head = complete(
+            "GET /a?x=1&nick=Jos%C3%A9+R HTTP/1.1\r\nSec-WebSocket-Protocol: chat, shardcast.v1\r\n\
+             Sec-WebSocket-Protocol: other\r\n\r\n",
+        );
+        assert_eq!(head.ws_protocols, vec!["chat, shardcast.v1", "other"]);
+        assert_eq!(head.query_param("nick").as_deref(), Some("José R"));
+        assert_eq!(head.query_param("x").as_deref(), Some("1"));
+        assert_eq!(head.query_param("y"), None);
+        assert_eq!(
+            complete("GET /a HTTP/1.1\r\n\r\n").query_param("nick"),
+            None
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::chat::envelope::{self, Change};
+use crate::chat::post::Needs;
+use crate::chat::{Dialect, Outgoing, Post, SessionId};
 use crate::mesh::SharedFrame;
 use crate::metrics::{Counter, Counters};
 use crate::room::RoomId;
@@ -51,9 +54,29 @@ struct Member {
 /// One thread's list of `(session key, generation)` to look at, and its waker.
 type Attention = (Mutex<Vec<(usize, u64)>>, Arc<Waker>);
 
+/// A room's members, plain and v1 apart (they get different renderings).
+#[derive(Default)]
+struct SharedRoom {
+    plain: Vec<Member>,
+    v1: Vec<Member>,
+}
+
+impl SharedRoom {
+    fn list_mut(&mut self, dialect: Dialect) -> &mut Vec<Member> {
+        match dialect {
+            Dialect::Plain => &mut self.plain,
+            Dialect::V1 => &mut self.v1,
+        }
+    }
+
+    fn online(&self) -> u64 {
+        (self.plain.len() + self.v1.len()) as u64
+    }
+}
+
 /// What every thread shares.
 pub struct Registry {
-    rooms: Mutex<HashMap<RoomId, Vec<Member>>>,
+    rooms: Mutex<HashMap<RoomId, SharedRoom>>,
     /// Per thread: sessions another thread changed (a slow-consumer close, a failed write)
     /// that the owner must look at, and the owner's waker.
     attention: Vec<Attention>,
@@ -107,6 +130,9 @@ pub struct Worker {
     /// Sessions that stopped for fairness and read again next turn.
     ready: Vec<usize>,
     finished: Vec<usize>,
+    /// Members to look at for leaving their room, and whether that list is being worked.
+    departing: Vec<(usize, bool)>,
+    settling: bool,
     drain_until: Option<Instant>,
     now: Instant,
 }
@@ -126,6 +152,8 @@ impl Worker {
             flush_list: Vec::new(),
             ready: Vec::new(),
             finished: Vec::new(),
+            departing: Vec::new(),
+            settling: false,
             drain_until: None,
             now: Instant::now(),
         }
@@ -250,6 +278,10 @@ impl Worker {
         }
         self.next_generation += 1;
         session.generation = self.next_generation;
+        session.id = SessionId {
+            worker: self.parts.id as u16,
+            seq: self.next_generation,
+        };
         self.sessions.insert(Arc::new(Mutex::new(session)));
         self.generations.insert(self.next_generation);
         self.arm_timer(key);
@@ -274,6 +306,7 @@ impl Worker {
             }
             self.flush_list.push(key);
             self.arm_timer(key);
+            self.depart_if_gone(key);
         }
     }
 
@@ -284,6 +317,7 @@ impl Worker {
             if self.generations.get(key) == Some(&generation) {
                 self.flush_list.push(key);
                 self.arm_timer(key);
+                self.depart_if_gone(key);
             }
         }
     }
@@ -295,6 +329,7 @@ impl Worker {
             self.ready.push(key);
         }
         self.arm_timer(key);
+        self.depart_if_gone(key);
     }
 
     fn read_once(&mut self, key: usize) -> Progress {
@@ -319,23 +354,14 @@ impl Worker {
         // Our own lock is released: fanning out locks each member in turn, us included.
         for event in events {
             match event {
-                Event::Joined(room) => {
-                    let member = Member {
-                        session: session.clone(),
-                        owner: self.parts.id,
-                        key,
-                        generation: self.generations.get(key).copied().unwrap_or(0),
-                    };
-                    lock(&self.parts.registry.rooms)
-                        .entry(room)
-                        .or_default()
-                        .push(member);
+                Event::Upgraded => {
                     self.websockets += 1;
                     self.publish_gauges();
                 }
-                Event::Message(frame) => {
+                Event::Joined(room) => self.join(key, &session, room),
+                Event::Message(post) => {
                     if let Some(room) = &room {
-                        self.fan_out(room, &frame);
+                        self.fan_out(room, post);
                     }
                 }
             }
@@ -346,14 +372,166 @@ impl Worker {
         progress
     }
 
+    fn member(&self, key: usize, session: &SharedSession) -> Member {
+        Member {
+            session: session.clone(),
+            owner: self.parts.id,
+            key,
+            generation: self.generations.get(key).copied().unwrap_or(0),
+        }
+    }
+
+    /// The session joins `room`: it is welcomed (v1) and the room's v1 members are told.
+    fn join(&mut self, key: usize, session: &SharedSession, room: RoomId) {
+        let dialect = lock(session).dialect();
+        let member = self.member(key, session);
+        // The welcome is queued under the registry lock (registry, then session: the lock
+        // order), so that no broadcast from another thread can reach the client before it.
+        let (online, v1_members, id, nick) = {
+            let mut rooms = lock(&self.parts.registry.rooms);
+            let entry = rooms.entry(room.clone()).or_default();
+            entry.list_mut(dialect).push(member);
+            let online = entry.online();
+            let mut s = lock(session);
+            s.room_slot = Some(0); // a member (the registry's lists need no slots)
+            let id = s.id_text(&self.parts.common.config);
+            let nick = s.nick().map(|n| n.as_str().to_owned());
+            if dialect == Dialect::V1 {
+                let nick = nick.as_deref().unwrap_or("");
+                s.push_own(envelope::welcome(&id, room.as_str(), nick, online));
+            }
+            (online, entry.v1.clone(), id, nick)
+        };
+        self.flush_list.push(key);
+        self.announce(
+            Change::Join,
+            &id,
+            nick.as_deref(),
+            online,
+            &v1_members,
+            Some(session),
+        );
+    }
+
+    /// A member that stopped taking messages (closing, cut off, gone) leaves its room. Its
+    /// leave notice may cut off others, who leave in turn (a work list, not recursion).
+    fn depart_if_gone(&mut self, key: usize) {
+        self.depart(key, false);
+    }
+
+    /// Takes `key` out of its room now, or — with `ended` false — only if it stopped taking
+    /// messages.
+    fn depart(&mut self, key: usize, ended: bool) {
+        self.departing.push((key, ended));
+        if self.settling {
+            return;
+        }
+        self.settling = true;
+        while let Some((key, ended)) = self.departing.pop() {
+            self.depart_now(key, ended);
+        }
+        self.settling = false;
+    }
+
+    fn depart_now(&mut self, key: usize, ended: bool) {
+        let Some(session) = self.sessions.get(key).cloned() else {
+            return;
+        };
+        let (room, id, nick) = {
+            let mut s = lock(&session);
+            if s.room_slot.is_none() || (s.receives() && !ended) {
+                return;
+            }
+            s.room_slot = None;
+            let id = s.id_text(&self.parts.common.config);
+            (
+                s.room().cloned(),
+                id,
+                s.nick().map(|n| n.as_str().to_owned()),
+            )
+        };
+        let Some(room) = room else {
+            return;
+        };
+        let (online, v1_members) = {
+            let mut rooms = lock(&self.parts.registry.rooms);
+            let Some(entry) = rooms.get_mut(&room) else {
+                return;
+            };
+            entry.plain.retain(|m| !Arc::ptr_eq(&m.session, &session));
+            entry.v1.retain(|m| !Arc::ptr_eq(&m.session, &session));
+            let result = (entry.online(), entry.v1.clone());
+            if entry.online() == 0 {
+                rooms.remove(&room);
+            }
+            result
+        };
+        self.announce(
+            Change::Leave,
+            &id,
+            nick.as_deref(),
+            online,
+            &v1_members,
+            None,
+        );
+    }
+
+    /// Sends a `join`/`leave` notice to `v1_members` (but `except`), unless presence is off or
+    /// the server is shutting down.
+    fn announce(
+        &mut self,
+        change: Change,
+        id: &str,
+        nick: Option<&str>,
+        online: u64,
+        v1_members: &[Member],
+        except: Option<&SharedSession>,
+    ) {
+        let others = v1_members
+            .iter()
+            .any(|m| except.is_none_or(|e| !Arc::ptr_eq(&m.session, e)));
+        if !self.parts.common.config.presence || self.drain_until.is_some() || !others {
+            return;
+        }
+        self.counters.bump(Counter::PresenceNotices);
+        let notice = envelope::presence(change, id, nick, online);
+        self.deliver(v1_members, &notice, except);
+    }
+
     /// The sending thread writes to every member itself (the point of this model).
-    fn fan_out(&mut self, room: &RoomId, frame: &SharedFrame) {
-        let members = match lock(&self.parts.registry.rooms).get(room) {
-            Some(members) => members.clone(),
+    fn fan_out(&mut self, room: &RoomId, post: Post) {
+        let (plain, v1) = match lock(&self.parts.registry.rooms).get(room) {
+            Some(entry) => (entry.plain.clone(), entry.v1.clone()),
             None => return,
         };
+        let needs = Needs {
+            plain: !plain.is_empty(),
+            v1: !v1.is_empty(),
+        };
+        let out = Outgoing::new(post, needs);
         let mut delivered = 0;
-        for member in &members {
+        if needs.plain {
+            delivered += self.deliver(&plain, &out.frame(Dialect::Plain), None);
+        }
+        if needs.v1 {
+            delivered += self.deliver(&v1, &out.frame(Dialect::V1), None);
+        }
+        self.counters.add(Counter::Deliveries, delivered);
+    }
+
+    /// Queues and writes `frame` to each of `members` (but `except`); returns how many took
+    /// it. Members this cuts off are looked at by their owner.
+    fn deliver(
+        &mut self,
+        members: &[Member],
+        frame: &SharedFrame,
+        except: Option<&SharedSession>,
+    ) -> u64 {
+        let mut delivered = 0;
+        for member in members {
+            if except.is_some_and(|e| Arc::ptr_eq(&member.session, e)) {
+                continue;
+            }
             let mut cx = Ctx {
                 config: &self.parts.common.config,
                 site: &self.parts.common.site,
@@ -372,12 +550,13 @@ impl Worker {
                 if member.owner == self.parts.id {
                     self.flush_list.push(member.key);
                     self.arm_timer(member.key);
+                    self.departing.push((member.key, false));
                 } else {
                     self.parts.registry.call_attention(member);
                 }
             }
         }
-        self.counters.add(Counter::Deliveries, delivered);
+        delivered
     }
 
     fn flush(&mut self, key: usize) {
@@ -416,6 +595,7 @@ impl Worker {
                 self.flush_list.push(key);
             }
             self.arm_timer(key);
+            self.depart_if_gone(key);
         }
     }
 
@@ -437,6 +617,7 @@ impl Worker {
             return;
         }
         for key in std::mem::take(&mut self.finished) {
+            self.depart(key, true);
             let Some(session) = self.sessions.try_remove(key) else {
                 continue;
             };
@@ -451,15 +632,8 @@ impl Worker {
                     .deregister(s.stream_mut().socket_mut());
                 (s.room().cloned(), s.peer_ip())
             };
-            if let Some(room) = room {
-                let mut rooms = lock(&self.parts.registry.rooms);
-                if let Some(members) = rooms.get_mut(&room) {
-                    members.retain(|m| !Arc::ptr_eq(&m.session, &session));
-                    if members.is_empty() {
-                        rooms.remove(&room);
-                    }
-                }
-                drop(rooms);
+            if room.is_some() {
+                // It held a WebSocket place since its upgrade.
                 self.websockets -= 1;
                 self.parts.common.site.release();
             }

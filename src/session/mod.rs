@@ -28,12 +28,16 @@ mod wsio;
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
+use crate::chat::envelope::{ClientEnvelope, ErrorCode};
+use crate::chat::post::now_millis;
+use crate::chat::{Body, Dialect, Nick, Post, SessionId, envelope};
 use crate::config::Config;
 use crate::http::request::{self, Parsed};
 use crate::http::{Dispatch, Site, error_response, http_counter};
@@ -57,16 +61,25 @@ const WS_READ_CHUNK: usize = 64;
 /// Close code for a slow consumer (RFC 6455 "policy violation"), with reason "slow consumer".
 pub const CLOSE_SLOW_CONSUMER: u16 = 1008;
 
+/// Close code for a v1 client that sent no valid `hello` in time (also "policy violation").
+pub const CLOSE_NO_HELLO: u16 = 1008;
+
+/// Close code for a binary frame from a v1 client (RFC 6455 "unsupported data").
+pub const CLOSE_UNSUPPORTED: u16 = 1003;
+
 /// An empty ping frame (server frames are unmasked).
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
 
 /// Something the shard must act on.
 #[derive(Debug)]
 pub enum Event {
-    /// The session completed its upgrade into `RoomId`.
+    /// The session completed its upgrade: it holds a WebSocket place from now on.
+    Upgraded,
+    /// The session is now a member of `RoomId` (a plain client at once, a v1 client once it
+    /// has a nickname): add it, welcome it, announce it.
     Joined(RoomId),
-    /// The session sent a message: deliver this frame to its room (the sender included).
-    Message(SharedFrame),
+    /// The session sent a message: deliver it to its room (the sender included).
+    Message(Post),
 }
 
 /// What the shard should do with the session next.
@@ -103,6 +116,8 @@ enum Phase {
         liveness: Liveness,
         /// We sent a close frame and wait for the peer's, until this moment.
         closing_until: Option<Instant>,
+        /// A v1 client without a nickname must send a valid `hello` by then.
+        hello_until: Option<Instant>,
     },
     Discard {
         write_shut: bool,
@@ -135,9 +150,16 @@ pub struct Session<S> {
     /// The queue's buffer was given back after the upgrade.
     out_trimmed: bool,
     room: Option<RoomId>,
+    dialect: Dialect,
+    nick: Option<Nick>,
+    /// The id as clients see it, made at the first message (most sessions never need it).
+    id_text: Option<Arc<str>>,
     peer_ip: Option<IpAddr>,
-    /// Position in the shard's member list of `room` (the shard keeps it current).
-    pub room_slot: usize,
+    /// The session's id (set by its event loop when it adopts the connection).
+    pub id: SessionId,
+    /// Set while the session is a member of `room`: its position in the shard's member list
+    /// for its dialect (the shard keeps it current).
+    pub room_slot: Option<usize>,
     /// The shard's bookkeeping: already on this turn's flush list.
     pub flush_listed: bool,
     /// The shard's bookkeeping: on the list of sessions to resume next turn.
@@ -165,8 +187,12 @@ impl<S: Transport> Session<S> {
             peer_eof: false,
             out_trimmed: false,
             room: None,
+            dialect: Dialect::Plain,
+            nick: None,
+            id_text: None,
             peer_ip,
-            room_slot: 0,
+            id: SessionId::default(),
+            room_slot: None,
             flush_listed: false,
             ready_listed: false,
             timer_armed: None,
@@ -182,6 +208,38 @@ impl<S: Transport> Session<S> {
     /// The room, once upgraded (an upgraded session also holds a `max_connections` place).
     pub fn room(&self) -> Option<&RoomId> {
         self.room.as_ref()
+    }
+
+    /// The dialect the session speaks (plain until an upgrade negotiates v1).
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The nickname of a v1 member.
+    pub fn nick(&self) -> Option<&Nick> {
+        self.nick.as_ref()
+    }
+
+    /// The id as clients see it: `"<worker>.<seq>"`, after `"<node>."` in a cluster.
+    pub fn id_text(&mut self, config: &Config) -> Arc<str> {
+        id_text(&mut self.id_text, self.id, config)
+    }
+
+    /// Whether the session still takes messages (open, and not closing). A member that no
+    /// longer does has left its room, whatever remains of its connection.
+    pub fn receives(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Open {
+                closing_until: None,
+                ..
+            }
+        )
+    }
+
+    /// Queues a frame meant for this session alone (a `welcome`).
+    pub fn push_own(&mut self, frame: SharedFrame) {
+        self.out.push(Chunk::Shared(frame));
     }
 
     /// The peer's address, if a per-address limit counts it.
@@ -304,6 +362,17 @@ impl<S: Transport> Session<S> {
 
     fn expire(&mut self, cx: &mut Ctx) -> Progress {
         let now = cx.now;
+        if let Phase::Open {
+            hello_until: Some(until),
+            closing_until: None,
+            ..
+        } = &self.phase
+            && *until <= now
+        {
+            cx.counters.bump(Counter::TimerHello);
+            self.fail(CLOSE_NO_HELLO, "hello expected", cx);
+            return Progress::Idle;
+        }
         match &mut self.phase {
             Phase::Http { head, answered } => {
                 if self.deadline.is_some_and(|d| d <= now) {
@@ -459,7 +528,12 @@ impl<S: Transport> Session<S> {
                         return true;
                     }
                 }
-                Dispatch::Upgrade { room, response } => {
+                Dispatch::Upgrade {
+                    room,
+                    dialect,
+                    nick,
+                    response,
+                } => {
                     self.out.push(Chunk::Owned(response));
                     let ws_config = WebSocketConfig::default()
                         .read_buffer_size(WS_READ_CHUNK)
@@ -475,9 +549,15 @@ impl<S: Transport> Session<S> {
                             cx.now,
                         ),
                         closing_until: None,
+                        hello_until: None,
                     };
                     self.room = Some(room.clone());
-                    events.push(Event::Joined(room));
+                    self.dialect = dialect;
+                    events.push(Event::Upgraded);
+                    match dialect {
+                        Dialect::Plain => events.push(Event::Joined(room)),
+                        Dialect::V1 => self.v1_greet(nick, cx, events),
+                    }
                     return self.consume_ws(&rest, cx, events, budget);
                 }
             }
@@ -495,11 +575,13 @@ impl<S: Transport> Session<S> {
             ws,
             liveness,
             closing_until,
+            hello_until,
         } = &mut self.phase
         else {
             return true;
         };
         let closing = closing_until.is_some();
+        let v1 = self.dialect == Dialect::V1;
         let mut io = WsIo::new(input, &mut self.out);
         loop {
             if *budget == 0 {
@@ -510,21 +592,66 @@ impl<S: Transport> Session<S> {
             let failure = match ws.read(&mut io) {
                 Ok(message) => {
                     *budget -= 1;
-                    let opcode = match &message {
-                        Message::Text(_) => frame::OP_TEXT,
-                        Message::Binary(_) => frame::OP_BINARY,
-                        _ => 0,
-                    };
                     match message {
                         Message::Text(_) | Message::Binary(_) if closing => continue,
-                        Message::Text(data) => {
-                            let frame = frame::encode_shared(opcode, data.as_bytes());
-                            received(frame, liveness, cx, events);
+                        Message::Binary(_) if v1 => {
+                            Some((CLOSE_UNSUPPORTED, "shardcast.v1 takes text frames only"))
+                        }
+                        Message::Text(text) if v1 => {
+                            liveness.saw_message(cx.now);
+                            cx.counters.bump(Counter::MessagesIn);
+                            let said = ClientEnvelope::parse(&text);
+                            let refusal = match (said, &self.nick) {
+                                (None, _) => Some(ErrorCode::BadEnvelope),
+                                (Some(ClientEnvelope::Message { .. }), None) => {
+                                    Some(ErrorCode::HelloRequired)
+                                }
+                                (Some(ClientEnvelope::Message { text }), Some(_))
+                                    if text.is_empty() =>
+                                {
+                                    Some(ErrorCode::EmptyMessage)
+                                }
+                                (Some(ClientEnvelope::Message { text }), Some(nick)) => {
+                                    let sender = id_text(&mut self.id_text, self.id, cx.config);
+                                    events.push(Event::Message(Post {
+                                        sender,
+                                        nick: Some(nick.clone()),
+                                        body: Body::Text(text.into()),
+                                        ts: now_millis(),
+                                    }));
+                                    None
+                                }
+                                (Some(ClientEnvelope::Hello { .. }), Some(_)) => {
+                                    Some(ErrorCode::AlreadyJoined)
+                                }
+                                (Some(ClientEnvelope::Hello { nick }), None) => {
+                                    match Nick::parse(&nick) {
+                                        Some(nick) => {
+                                            self.nick = Some(nick);
+                                            *hello_until = None;
+                                            if let Some(room) = &self.room {
+                                                events.push(Event::Joined(room.clone()));
+                                            }
+                                            None
+                                        }
+                                        None => Some(ErrorCode::BadNick),
+                                    }
+                                }
+                            };
+                            if let Some(code) = refusal {
+                                cx.counters.bump(Counter::EnvelopeErrors);
+                                io.out().push(Chunk::Shared(envelope::error(code)));
+                            }
+                            continue;
+                        }
+                        Message::Text(text) => {
+                            let sender = id_text(&mut self.id_text, self.id, cx.config);
+                            received(sender, Body::Text(text), liveness, cx, events);
                             continue;
                         }
                         Message::Binary(data) => {
-                            let frame = frame::encode_shared(opcode, &data);
-                            received(frame, liveness, cx, events);
+                            let sender = id_text(&mut self.id_text, self.id, cx.config);
+                            received(sender, Body::Binary(data), liveness, cx, events);
                             continue;
                         }
                         Message::Close(close) => {
@@ -572,6 +699,27 @@ impl<S: Transport> Session<S> {
                 _ => self.enter_discard(cx),
             }
             return true;
+        }
+    }
+
+    /// A v1 client just upgraded: with a valid `?nick=` it joins now; otherwise it is told
+    /// why (a bad nickname) and has `handshake_timeout` to send a `hello`.
+    fn v1_greet(&mut self, nick: Option<String>, cx: &mut Ctx, events: &mut Vec<Event>) {
+        let parsed = nick.as_deref().map(Nick::parse);
+        if let Some(Some(nick)) = parsed {
+            self.nick = Some(nick);
+            if let Some(room) = &self.room {
+                events.push(Event::Joined(room.clone()));
+            }
+            return;
+        }
+        if parsed.is_some() {
+            cx.counters.bump(Counter::EnvelopeErrors);
+            self.out
+                .push(Chunk::Shared(envelope::error(ErrorCode::BadNick)));
+        }
+        if let Phase::Open { hello_until, .. } = &mut self.phase {
+            *hello_until = Some(cx.now + cx.config.handshake_timeout);
         }
     }
 
@@ -645,22 +793,45 @@ impl<S: Transport> Session<S> {
         if let Phase::Open {
             liveness,
             closing_until,
+            hello_until,
             ..
         } = &self.phase
         {
-            self.deadline = match closing_until {
-                Some(until) => Some(*until),
-                None => liveness.next_due(),
+            self.deadline = match (closing_until, hello_until) {
+                (Some(until), _) => Some(*until),
+                (None, Some(hello)) => Some(liveness.next_due().map_or(*hello, |d| d.min(*hello))),
+                (None, None) => liveness.next_due(),
             };
         }
     }
 }
 
-/// A complete data message arrived: it is a sign of life and a message for the room.
-fn received(frame: SharedFrame, liveness: &mut Liveness, cx: &mut Ctx, events: &mut Vec<Event>) {
+/// A complete data message from a plain client arrived: it is a sign of life and a message
+/// for the room.
+fn received(
+    sender: Arc<str>,
+    body: Body,
+    liveness: &mut Liveness,
+    cx: &mut Ctx,
+    events: &mut Vec<Event>,
+) {
     liveness.saw_message(cx.now);
     cx.counters.bump(Counter::MessagesIn);
-    events.push(Event::Message(frame));
+    events.push(Event::Message(Post {
+        sender,
+        nick: None,
+        body,
+        ts: now_millis(),
+    }));
+}
+
+/// The session's id as clients see it, made once (see [`Session::id_text`]).
+fn id_text(slot: &mut Option<Arc<str>>, id: SessionId, config: &Config) -> Arc<str> {
+    slot.get_or_insert_with(|| match &config.node_id {
+        Some(node) => Arc::from(format!("{node}.{id}")),
+        None => Arc::from(id.to_string()),
+    })
+    .clone()
 }
 
 /// The close code (and a short reason) for an error tungstenite reported on input.

@@ -176,8 +176,8 @@ fn upgraded() -> Harness {
     h.send(UPGRADE);
     assert_eq!(h.pump_reads(), Progress::Idle);
     let room = match h.events.as_slice() {
-        [Event::Joined(room)] => room.clone(),
-        other => panic!("expected one join, got {other:?}"),
+        [Event::Upgraded, Event::Joined(room)] => room.clone(),
+        other => panic!("expected an upgrade and a join, got {other:?}"),
     };
     assert_eq!(room.as_str(), "chat");
     h.events.clear();
@@ -203,11 +203,17 @@ fn handshake_and_messages_survive_byte_by_byte_input() {
     h.send(&input);
     assert_eq!(h.pump_reads(), Progress::Idle);
 
+    let plain_only = crate::chat::post::Needs {
+        plain: true,
+        v1: false,
+    };
     let frames: Vec<SharedFrame> = h
         .events
         .drain(..)
         .map(|e| match e {
-            Event::Message(frame) => frame,
+            Event::Message(post) => {
+                crate::chat::Outgoing::new(post, plain_only).frame(Dialect::Plain)
+            }
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -398,4 +404,125 @@ fn shutdown_sends_1001_and_waits_for_the_reply() {
     h.session.stream.eof = true;
     assert_eq!(h.pump_reads(), Progress::Finished);
     assert_eq!(h.counters.0[Counter::Close1001 as usize], 1);
+}
+
+/// The server frames in `bytes` (unmasked, unfragmented), as (opcode, payload).
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let opcode = bytes[0] & 0x0f;
+        let (len, start) = match bytes[1] & 0x7f {
+            126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        frames.push((opcode, bytes[start..start + len].to_vec()));
+        bytes = &bytes[start + len..];
+    }
+    frames
+}
+
+fn json(payload: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(payload).unwrap()
+}
+
+/// A v1 session upgraded with `query` after the room path; returns the harness and what was
+/// written after the 101.
+fn v1_upgraded(query: &str) -> (Harness, Vec<(u8, Vec<u8>)>) {
+    let mut h = Harness::new();
+    let request = format!(
+        "GET /chat{query} HTTP/1.1\r\nHost: example\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: chat, shardcast.v1\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    h.send(request.as_bytes());
+    assert_eq!(h.pump_reads(), Progress::Idle);
+    let written = h.pump_writes();
+    let end = written.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let answer = std::str::from_utf8(&written[..end]).unwrap();
+    assert!(answer.contains("\r\nSec-WebSocket-Protocol: shardcast.v1\r\n"));
+    assert_eq!(h.session.dialect(), Dialect::V1);
+    (h, server_frames(&written[end..]))
+}
+
+#[test]
+fn v1_with_a_nick_in_the_query_joins_at_once() {
+    let (mut h, after) = v1_upgraded("?nick=Jos%C3%A9");
+    assert!(
+        after.is_empty(),
+        "the shard sends the welcome, not the session"
+    );
+    assert!(matches!(
+        h.events.as_slice(),
+        [Event::Upgraded, Event::Joined(_)]
+    ));
+    assert_eq!(h.session.nick().map(Nick::as_str), Some("José"));
+    h.events.clear();
+    h.send(&client_frame(
+        true,
+        0x1,
+        br#"{"type":"message","text":"hi"}"#,
+    ));
+    h.pump_reads();
+    match h.events.as_slice() {
+        [Event::Message(post)] => {
+            assert_eq!(post.nick.as_ref().map(Nick::as_str), Some("José"));
+            assert!(matches!(&post.body, Body::Text(t) if t.as_str() == "hi"));
+        }
+        other => panic!("expected one message, got {other:?}"),
+    }
+}
+
+#[test]
+fn v1_without_a_nick_must_say_hello_first() {
+    let (mut h, after) = v1_upgraded("?nick=bad%20nick");
+    assert_eq!(json(&after[0].1)["code"], "bad_nick");
+    assert!(matches!(h.events.as_slice(), [Event::Upgraded]));
+    h.events.clear();
+    let say = |h: &mut Harness, text: &[u8]| {
+        h.send(&client_frame(true, 0x1, text));
+        h.pump_reads();
+        server_frames(&h.pump_writes())
+    };
+    let replies = say(&mut h, br#"{"type":"message","text":"too soon"}"#);
+    assert_eq!(json(&replies[0].1)["code"], "hello_required");
+    let replies = say(&mut h, b"not json");
+    assert_eq!(json(&replies[0].1)["code"], "bad_envelope");
+    assert!(h.events.is_empty());
+    let replies = say(&mut h, br#"{"type":"hello","nick":"ann","extra":true}"#);
+    assert!(replies.is_empty());
+    assert!(matches!(h.events.as_slice(), [Event::Joined(_)]));
+    let replies = say(&mut h, br#"{"type":"hello","nick":"bob"}"#);
+    assert_eq!(json(&replies[0].1)["code"], "already_joined");
+    let replies = say(&mut h, br#"{"type":"message","text":""}"#);
+    assert_eq!(json(&replies[0].1)["code"], "empty_message");
+    assert_eq!(h.counters.0[Counter::EnvelopeErrors as usize], 5);
+    assert!(h.session.receives());
+}
+
+#[test]
+fn v1_hello_has_the_handshake_timeout() {
+    let (mut h, _) = v1_upgraded("");
+    let due = h.session.deadline().expect("a hello deadline");
+    assert!(due <= Instant::now() + h.config.handshake_timeout);
+    h.at(due, |s, cx| s.on_deadline(cx));
+    let frames = server_frames(&h.pump_writes());
+    assert_eq!(frames[0].0, 0x8);
+    assert_eq!(&frames[0].1[..2], &1008u16.to_be_bytes());
+    assert_eq!(&frames[0].1[2..], b"hello expected");
+    assert!(!h.session.receives());
+}
+
+#[test]
+fn v1_binary_frames_close_with_1003() {
+    let (mut h, _) = v1_upgraded("?nick=ann");
+    h.send(&client_frame(true, 0x2, b"\x00\x01"));
+    h.pump_reads();
+    let frames = server_frames(&h.pump_writes());
+    assert_eq!(frames[0].0, 0x8);
+    assert_eq!(&frames[0].1[..2], &1003u16.to_be_bytes());
+    assert_eq!(h.counters.0[Counter::Close1003 as usize], 1);
 }

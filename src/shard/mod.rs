@@ -34,12 +34,14 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::acceptor::{Accepted, RESOURCE_BACKOFF, accept_ready};
+use crate::chat::envelope::{self, Change};
+use crate::chat::{Dialect, Outgoing, Post, SessionId};
 use crate::config::Config;
 use crate::http::Site;
 use crate::limits::PerIpLimit;
 use crate::mesh::{MeshLinks, ShardId, ShardMsg, SharedFrame, drain_inbox};
 use crate::metrics::{Counter, Counters};
-use crate::room::{LocalPresence, RoomId, RoomTable, SessionKey};
+use crate::room::{RoomId, RoomTable, SessionKey, Share};
 use crate::session::{Ctx, Delivery, Event, Progress, Session};
 use crate::stats::ServerStats;
 use crate::tls::Conn;
@@ -137,6 +139,8 @@ pub struct Shard {
     ready: Vec<SessionKey>,
     /// Sessions to remove at the end of this turn.
     finished: Vec<SessionKey>,
+    /// Members that stopped taking messages (closing, cut off) and must leave their room.
+    departures: Vec<SessionKey>,
     /// Set once shutdown began: the moment the shard stops regardless.
     drain_until: Option<Instant>,
     /// When the last flush ran, and when a flush held back for coalescing is due.
@@ -177,6 +181,7 @@ impl Shard {
             flush_list: Vec::new(),
             ready: Vec::new(),
             finished: Vec::new(),
+            departures: Vec::new(),
             drain_until: None,
             last_flush: Instant::now(),
             flush_due: None,
@@ -301,6 +306,10 @@ impl Shard {
         }
         self.next_generation += 1;
         session.generation = self.next_generation;
+        session.id = SessionId {
+            worker: self.id.0 as u16,
+            seq: self.next_generation,
+        };
         entry.insert(session);
         self.arm_timer(key);
         self.publish_gauges();
@@ -344,22 +353,31 @@ impl Shard {
             if session.begin_shutdown(&mut cx) == Progress::Finished {
                 self.finished.push(key);
             }
+            self.departures.push(key);
             self.list_for_flush(key);
             self.arm_timer(key);
         }
+        self.settle_departures();
     }
 
     fn drain_inbox(&mut self) {
         let inbox = self.inbox.clone();
         let (_, more) = drain_inbox(&inbox, INBOX_BUDGET, |msg| match msg {
-            ShardMsg::Broadcast { room, frame } => self.deliver_local(&room, &frame),
-            ShardMsg::Interest {
+            ShardMsg::Broadcast { room, post } => self.deliver_local(&room, &post),
+            ShardMsg::Presence {
                 room,
                 from,
-                present,
-            } => self.rooms.set_remote_interest(&room, from, present),
+                share,
+                notice,
+            } => {
+                self.rooms.set_remote_share(&room, from, share);
+                if let Some(notice) = notice {
+                    self.push_to_members(&room, Dialect::V1, &notice, None);
+                }
+            }
         });
         self.inbox_more = more;
+        self.settle_departures();
     }
 
     fn dispatch(&mut self, events: &Events) -> io::Result<()> {
@@ -416,11 +434,17 @@ impl Shard {
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
             match event {
+                Event::Upgraded => {
+                    self.websockets += 1;
+                    self.publish_gauges();
+                }
                 Event::Joined(room) => self.join(key, room),
-                Event::Message(frame) => self.fan_out(key, frame),
+                Event::Message(post) => self.fan_out(key, post),
             }
         }
         self.events = events;
+        self.departures.push(key);
+        self.settle_departures();
         if has_output {
             self.list_for_flush(key);
         }
@@ -432,70 +456,150 @@ impl Shard {
         self.arm_timer(key);
     }
 
+    /// Session `key` becomes a member of `room`: it is welcomed (v1), the others are told.
     fn join(&mut self, key: SessionKey, room: RoomId) {
-        let (slot, presence) = self.rooms.join(&room, key);
-        if let Some(session) = self.sessions.get_mut(key) {
-            session.room_slot = slot;
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let dialect = session.dialect();
+        let slot = self.rooms.join(&room, dialect, key);
+        session.room_slot = Some(slot);
+        let online = self.rooms.get(&room).map_or(0, |r| r.online());
+        if dialect == Dialect::V1 {
+            let id = session.id_text(&self.config);
+            let nick = session.nick().map_or("", |n| n.as_str());
+            session.push_own(envelope::welcome(&id, room.as_str(), nick, online));
+            self.list_for_flush(key);
         }
-        self.websockets += 1;
-        self.publish_gauges();
-        if presence == LocalPresence::Became {
-            self.tell_peers(&room, true);
+        self.announce(&room, Change::Join, key, online);
+    }
+
+    /// Members that stopped taking messages leave their rooms (which may cut off others as
+    /// slow consumers, who then leave in turn).
+    fn settle_departures(&mut self) {
+        while let Some(key) = self.departures.pop() {
+            let gone = self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.room_slot.is_some() && !s.receives());
+            if gone {
+                self.depart(key);
+            }
         }
     }
 
-    fn leave(&mut self, room: &RoomId, slot: usize) {
-        let (moved, presence) = self.rooms.leave(room, slot);
-        if let Some(moved) = moved
-            && let Some(session) = self.sessions.get_mut(moved)
+    /// Session `key` leaves its room; the others are told.
+    fn depart(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let (Some(slot), Some(room)) = (session.room_slot.take(), session.room().cloned()) else {
+            return;
+        };
+        let dialect = session.dialect();
+        if let Some(moved) = self.rooms.leave(&room, dialect, slot)
+            && let Some(other) = self.sessions.get_mut(moved)
         {
-            session.room_slot = slot;
+            other.room_slot = Some(slot);
         }
-        self.websockets -= 1;
-        self.site.release();
-        if presence == LocalPresence::Ended {
-            self.tell_peers(room, false);
-        }
+        let online = self.rooms.get(&room).map_or(0, |r| r.online());
+        self.announce(&room, Change::Leave, key, online);
     }
 
-    fn tell_peers(&mut self, room: &RoomId, present: bool) {
+    /// Tells the room (local v1 members, other than `key`, get a notice unless presence is
+    /// off or the server is shutting down) and every other shard (this shard's new share,
+    /// with the notice for theirs) that `key` joined or left.
+    fn announce(&mut self, room: &RoomId, change: Change, key: SessionKey, online: u64) {
+        let (share, needs) = match self.rooms.get(room) {
+            Some(entry) => (entry.local_share(), entry.needs()),
+            None => (Share::default(), Default::default()),
+        };
+        let notice = match self.sessions.get_mut(key) {
+            Some(session) if self.config.presence && self.drain_until.is_none() && needs.v1 => {
+                let id = session.id_text(&self.config);
+                let nick = session.nick().map(|n| n.as_str());
+                self.counters.bump(Counter::PresenceNotices);
+                Some(envelope::presence(change, &id, nick, online))
+            }
+            _ => None,
+        };
+        if let Some(notice) = &notice {
+            self.push_to_members(room, Dialect::V1, notice, Some(key));
+        }
         let me = self.id;
         let others: Vec<ShardId> = self.mesh.others().collect();
         for to in others {
             self.mesh.send(
                 to,
-                ShardMsg::Interest {
+                ShardMsg::Presence {
                     room: room.clone(),
                     from: me,
-                    present,
+                    share,
+                    notice: notice.clone(),
                 },
             );
         }
     }
 
-    /// Sends `frame` from session `from` to its room: local members now, other shards that
-    /// have members through the mesh.
-    fn fan_out(&mut self, from: SessionKey, frame: SharedFrame) {
-        let Some(room) = self.sessions.get(from).and_then(|s| s.room().cloned()) else {
+    /// Sends `post` from session `from` to its room: local members now, other shards that
+    /// have members through the mesh. Each rendering is encoded once, here.
+    fn fan_out(&mut self, from: SessionKey, post: Post) {
+        let Some(session) = self.sessions.get(from) else {
             return;
         };
-        self.deliver_local(&room, &frame);
-        if let Some(entry) = self.rooms.get(&room) {
-            for &to in &entry.remote {
-                self.mesh.send(
-                    to,
-                    ShardMsg::Broadcast {
-                        room: room.clone(),
-                        frame: frame.clone(),
-                    },
-                );
-            }
+        let (Some(room), Some(_)) = (session.room().cloned(), session.room_slot) else {
+            return;
+        };
+        let Some(entry) = self.rooms.get(&room) else {
+            return;
+        };
+        let out = Outgoing::new(post, entry.needs());
+        for remote in &entry.remote {
+            self.mesh.send(
+                remote.shard,
+                ShardMsg::Broadcast {
+                    room: room.clone(),
+                    post: out.clone(),
+                },
+            );
         }
+        self.deliver_local(&room, &out);
     }
 
-    fn deliver_local(&mut self, room: &RoomId, frame: &SharedFrame) {
+    /// Queues `out` for this shard's members of `room`, each in its dialect.
+    fn deliver_local(&mut self, room: &RoomId, out: &Outgoing) {
         let Some(entry) = self.rooms.get(room) else {
             return;
+        };
+        let plain = (!entry.plain.is_empty()).then(|| out.frame(Dialect::Plain));
+        let v1 = (!entry.v1.is_empty()).then(|| out.frame(Dialect::V1));
+        let mut delivered = 0;
+        if let Some(frame) = plain {
+            delivered += self.push_to_members(room, Dialect::Plain, &frame, None);
+        }
+        if let Some(frame) = v1 {
+            delivered += self.push_to_members(room, Dialect::V1, &frame, None);
+        }
+        self.counters.add(Counter::Deliveries, delivered);
+        self.pending_broadcasts += 1;
+        self.pending_deliveries += delivered;
+    }
+
+    /// Queues `frame` for this shard's `dialect` members of `room` (but `except`); returns
+    /// how many took it. Members cut off as slow consumers are listed for departure.
+    fn push_to_members(
+        &mut self,
+        room: &RoomId,
+        dialect: Dialect,
+        frame: &SharedFrame,
+        except: Option<SessionKey>,
+    ) -> u64 {
+        let Some(entry) = self.rooms.get(room) else {
+            return 0;
+        };
+        let members = match dialect {
+            Dialect::Plain => &entry.plain,
+            Dialect::V1 => &entry.v1,
         };
         let mut cx = Ctx {
             config: &self.config,
@@ -504,7 +608,10 @@ impl Shard {
             counters: &mut self.counters,
         };
         let mut delivered = 0;
-        for &key in &entry.members {
+        for &key in members {
+            if Some(key) == except {
+                continue;
+            }
             let Some(session) = self.sessions.get_mut(key) else {
                 debug_assert!(false, "room member {key} has no session");
                 continue;
@@ -517,6 +624,7 @@ impl Shard {
                         "shard {}: session {key} closed as a slow consumer",
                         self.id.0
                     );
+                    self.departures.push(key);
                     if let Some(when) = session.deadline() {
                         session.timer_armed = Some(when);
                         self.timers.arm(when, key, session.generation);
@@ -528,9 +636,7 @@ impl Shard {
                 self.flush_list.push(key);
             }
         }
-        cx.counters.add(Counter::Deliveries, delivered);
-        self.pending_broadcasts += 1;
-        self.pending_deliveries += delivered;
+        delivered
     }
 
     fn list_for_flush(&mut self, key: SessionKey) {
@@ -587,6 +693,13 @@ impl Shard {
             return;
         }
         for key in std::mem::take(&mut self.finished) {
+            if self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.room_slot.is_some())
+            {
+                self.depart(key);
+            }
             let Some(mut session) = self.sessions.try_remove(key) else {
                 continue; // listed twice in one turn
             };
@@ -595,8 +708,10 @@ impl Shard {
                 .poll
                 .registry()
                 .deregister(session.stream_mut().socket_mut());
-            if let Some(room) = session.room().cloned() {
-                self.leave(&room, session.room_slot);
+            if session.room().is_some() {
+                // It held a WebSocket place since its upgrade.
+                self.websockets -= 1;
+                self.site.release();
             }
             self.release_ip(session.peer_ip());
         }
@@ -633,8 +748,10 @@ impl Shard {
             if session.has_output() {
                 self.list_for_flush(key);
             }
+            self.departures.push(key);
             self.arm_timer(key);
         }
+        self.settle_departures();
     }
 
     fn arm_timer(&mut self, key: SessionKey) {

@@ -43,8 +43,12 @@ COUNTERS = {
     "shardcast_bytes_sent_total": None,
     "shardcast_broadcast_deliveries_total": None,
     "shardcast_slow_consumer_closes_total": None,
-    "shardcast_close_frames_sent_total": ("code", {"1000", "1001", "1002", "1007", "1008", "1009", "1011"}),
-    "shardcast_timer_closes_total": ("timer", {"handshake", "pong", "idle", "close"}),
+    "shardcast_close_frames_sent_total": (
+        "code", {"1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011"}
+    ),
+    "shardcast_timer_closes_total": ("timer", {"handshake", "pong", "idle", "close", "hello"}),
+    "shardcast_envelope_errors_total": None,
+    "shardcast_presence_notices_total": None,
     "shardcast_mesh_dropped_total": None,
     "shardcast_loop_iterations_total": ("shard", SHARD_LABELS),
     "shardcast_per_ip_refused_total": None,

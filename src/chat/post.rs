@@ -1,0 +1,201 @@
+//! A message on its way to a room, and its renderings for each dialect.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tungstenite::{Bytes, Utf8Bytes};
+
+use crate::chat::envelope;
+use crate::chat::{Dialect, Nick};
+use crate::mesh::SharedFrame;
+use crate::session::frame::{OP_BINARY, OP_TEXT, encode_shared};
+
+/// A session's id, unique on the server: its event-loop thread and its sequence number there.
+/// Written `"<worker>.<seq>"`, or `"<node>.<worker>.<seq>"` in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SessionId {
+    /// The shard (or shared-model worker) that owns the session.
+    pub worker: u16,
+    /// Its sequence number on that thread.
+    pub seq: u64,
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.worker, self.seq)
+    }
+}
+
+/// What a message carries.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// A text message (tungstenite's bytes, shared, not copied).
+    Text(Utf8Bytes),
+    /// A binary message (plain clients only).
+    Binary(Bytes),
+}
+
+/// A message a member sent to its room.
+#[derive(Debug, Clone)]
+pub struct Post {
+    /// The sender's id as v1 clients see it (with the node prefix in a cluster).
+    pub sender: Arc<str>,
+    /// The sender's nickname; `None` for a plain client.
+    pub nick: Option<Nick>,
+    /// The content.
+    pub body: Body,
+    /// When the server received it, in milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Which renderings a room's members need, as far as the sending shard knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Some plain member somewhere.
+    pub plain: bool,
+    /// Some v1 member somewhere.
+    pub v1: bool,
+}
+
+/// A post with the frames its recipients need, encoded once and shared by every shard.
+///
+/// The sending shard encodes the renderings its view of the room calls for. A shard whose
+/// members need one that is missing (a v1 member joined there while the post was in flight)
+/// encodes it for itself: correct, merely not shared.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The message.
+    pub post: Post,
+    plain: Option<SharedFrame>,
+    v1: Option<SharedFrame>,
+}
+
+impl Outgoing {
+    /// Encodes `post` for the dialects in `needs`.
+    pub fn new(post: Post, needs: Needs) -> Arc<Outgoing> {
+        let plain = needs.plain.then(|| render(&post, Dialect::Plain));
+        // A binary frame is the same for both dialects.
+        let v1 = match (&post.body, needs.v1) {
+            (Body::Binary(_), true) => plain.clone().or_else(|| Some(render(&post, Dialect::V1))),
+            (Body::Text(_), true) => Some(render(&post, Dialect::V1)),
+            (_, false) => None,
+        };
+        Arc::new(Outgoing { post, plain, v1 })
+    }
+
+    /// The frame for members speaking `dialect`.
+    pub fn frame(&self, dialect: Dialect) -> SharedFrame {
+        let cached = match dialect {
+            Dialect::Plain => &self.plain,
+            Dialect::V1 => &self.v1,
+        };
+        match cached {
+            Some(frame) => frame.clone(),
+            None => render(&self.post, dialect),
+        }
+    }
+}
+
+/// One rendering of `post` (docs/protocol.md, "Between dialects").
+fn render(post: &Post, dialect: Dialect) -> SharedFrame {
+    match (&post.body, dialect) {
+        (Body::Binary(data), _) => encode_shared(OP_BINARY, data),
+        (Body::Text(text), Dialect::Plain) => match &post.nick {
+            None => encode_shared(OP_TEXT, text.as_bytes()),
+            Some(nick) => {
+                let mut line = String::with_capacity(nick.as_str().len() + 2 + text.len());
+                line.push_str(nick.as_str());
+                line.push_str(": ");
+                line.push_str(text);
+                encode_shared(OP_TEXT, line.as_bytes())
+            }
+        },
+        (Body::Text(text), Dialect::V1) => envelope::message(
+            &post.sender,
+            post.nick.as_ref().map(Nick::as_str),
+            text,
+            post.ts,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(nick: Option<&str>, body: Body) -> Post {
+        Post {
+            sender: Arc::from("0.7"),
+            nick: nick.and_then(Nick::parse),
+            body,
+            ts: 42,
+        }
+    }
+
+    #[test]
+    fn plain_text_from_plain_is_byte_exact_and_v1_gets_an_envelope() {
+        let out = Outgoing::new(
+            post(None, Body::Text("hi".into())),
+            Needs {
+                plain: true,
+                v1: true,
+            },
+        );
+        assert_eq!(&out.frame(Dialect::Plain)[..], b"\x81\x02hi");
+        let v1 = out.frame(Dialect::V1);
+        assert_eq!(
+            std::str::from_utf8(&v1[2..]).unwrap(),
+            r#"{"type":"message","id":"0.7","nick":null,"text":"hi","ts":42}"#
+        );
+    }
+
+    #[test]
+    fn v1_text_reaches_plain_clients_as_nick_colon_text() {
+        let out = Outgoing::new(post(Some("ann"), Body::Text("hi".into())), Needs::default());
+        assert_eq!(&out.frame(Dialect::Plain)[..], b"\x81\x07ann: hi");
+    }
+
+    #[test]
+    fn renderings_are_shared_when_needed_and_made_late_when_not() {
+        let out = Outgoing::new(
+            post(None, Body::Text("x".into())),
+            Needs {
+                plain: true,
+                v1: false,
+            },
+        );
+        assert!(Arc::ptr_eq(
+            &out.frame(Dialect::Plain),
+            &out.frame(Dialect::Plain)
+        ));
+        // Not encoded up front: each late call encodes afresh.
+        assert!(!Arc::ptr_eq(
+            &out.frame(Dialect::V1),
+            &out.frame(Dialect::V1)
+        ));
+    }
+
+    #[test]
+    fn binary_is_one_frame_for_both_dialects() {
+        let out = Outgoing::new(
+            post(None, Body::Binary(Bytes::from_static(b"\x00\x01"))),
+            Needs {
+                plain: true,
+                v1: true,
+            },
+        );
+        assert_eq!(&out.frame(Dialect::V1)[..], b"\x82\x02\x00\x01");
+        assert!(Arc::ptr_eq(
+            &out.frame(Dialect::V1),
+            &out.frame(Dialect::Plain)
+        ));
+    }
+}
