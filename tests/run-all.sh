@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every shardcast test, installing what the tests need first:
 #   format and lint → Rust unit and integration tests → Python `websockets` and websocat tests
-#   → the Autobahn TestSuite (fuzzingclient, cases 1.*–10.*) against the release build.
+#   → the chat page in a real Chromium (playwright-core) → the Autobahn TestSuite (fuzzingclient, cases 1.*–10.*) against the release build.
 # Works on a fresh Debian machine with only the Rust toolchain (as root, or with sudo).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -51,6 +51,11 @@ done
 for model in "${models[@]}"; do
   step "python tests (websockets, websocat), $model model"
   SHARDCAST_MODEL=$model WEBSOCAT=$websocat .venv/bin/python -m pytest tests/py -q
+done
+
+for model in "${models[@]}"; do
+  step "browser test (Debian chromium driven by playwright-core), $model model"
+  SHARDCAST_MODEL=$model bash tests/browser/run.sh
 done
 
 for model in "${models[@]}"; do
