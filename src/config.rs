@@ -96,6 +96,8 @@ pub struct Config {
     /// This node's name in a cluster (`--node-id`): it prefixes session ids, so that they stay
     /// unique across nodes. `None` when running alone.
     pub node_id: Option<String>,
+    /// The Redis server that makes this node a cluster member (`--redis`); `None` runs alone.
+    pub redis: Option<String>,
 }
 
 impl Default for Config {
@@ -125,6 +127,7 @@ impl Default for Config {
             messages_per_turn: 64,
             presence: true,
             node_id: None,
+            redis: None,
         }
     }
 }
@@ -225,6 +228,14 @@ impl Config {
             && !dir.is_dir()
         {
             return Err(ConfigError::StaticDir(dir.clone()));
+        }
+        if let Some(id) = &self.node_id
+            && !crate::cluster::valid_node_id(id)
+        {
+            return Err(ConfigError::NodeId(id.clone()));
+        }
+        if self.redis.is_some() && self.model == Model::Shared {
+            return Err(ConfigError::RedisModel);
         }
         Ok(())
     }

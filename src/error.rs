@@ -35,6 +35,12 @@ pub enum ConfigError {
     /// `--static-dir` does not name a folder.
     #[error("--static-dir {0:?} is not a directory")]
     StaticDir(PathBuf),
+    /// `--node-id` breaks the rule.
+    #[error("--node-id must be 1-32 of A-Z a-z 0-9 - _, got {0:?}")]
+    NodeId(String),
+    /// `--redis` was given with the shared model, which has no bridge.
+    #[error("--redis needs the sharded or single model")]
+    RedisModel,
 }
 
 /// The TLS certificate or key cannot be used.
@@ -87,6 +93,17 @@ pub enum ServerError {
     /// The acceptor thread could not be started.
     #[error("cannot start the acceptor: {0}")]
     Acceptor(io::Error),
+    /// The `--redis` URL is not one the redis client accepts.
+    #[error("invalid --redis URL {url}: {reason}")]
+    Redis {
+        /// The URL given.
+        url: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// A bridge thread could not be started.
+    #[error("cannot start the Redis bridge: {0}")]
+    Bridge(io::Error),
     /// A shard or the acceptor stopped with an I/O error.
     #[error("{name} stopped: {source}")]
     Thread {

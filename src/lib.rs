@@ -10,8 +10,10 @@
 //! session states and `docs/glossary.md` for the vocabulary.
 
 pub mod acceptor;
+pub mod backoff;
 pub mod chat;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

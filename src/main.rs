@@ -103,6 +103,13 @@ struct ServerArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Join a cluster through this Redis server (e.g. redis://127.0.0.1:6379): rooms span
+    /// every node using the same Redis [default: run alone].
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's name in the cluster (1-32 of A-Z a-z 0-9 - _) [default: random, logged].
+    #[arg(long, value_name = "ID", requires = "redis")]
+    node_id: Option<String>,
     /// Send no join/leave notices to shardcast.v1 clients (for large broadcast rooms); online
     /// counts are still kept.
     #[arg(long)]
@@ -162,6 +169,11 @@ impl ServerArgs {
             allowed_origins: self.allowed_origins,
             coalesce: Duration::from_micros(self.coalesce_us),
             presence: !self.no_presence,
+            node_id: match (&self.redis, self.node_id) {
+                (Some(_), None) => Some(shardcast::cluster::random_node_id()),
+                (_, id) => id,
+            },
+            redis: self.redis,
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,

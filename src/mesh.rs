@@ -54,6 +54,15 @@ pub enum ShardMsg {
         /// The `join`/`leave` envelope for v1 members, unless presence notices are off.
         notice: Option<SharedFrame>,
     },
+    /// From the Redis bridge: `room` has `others` members on other nodes now.
+    Cluster {
+        /// The room.
+        room: RoomId,
+        /// Its members on every other node.
+        others: u64,
+        /// The `join`/`leave`/`online` envelope for v1 members, when presence is on.
+        notice: Option<SharedFrame>,
+    },
 }
 
 /// The sending side of one shard's inbox, as held by its peers.

@@ -80,11 +80,13 @@ pub struct Room {
     pub v1: Vec<SessionKey>,
     /// Other shards that currently have members in this room, with their counts.
     pub remote: Vec<RemoteShare>,
+    /// Members on other nodes of a cluster (`--redis`), as the bridge last said.
+    pub others: u64,
 }
 
 impl Room {
     fn is_unused(&self) -> bool {
-        self.plain.is_empty() && self.v1.is_empty() && self.remote.is_empty()
+        self.plain.is_empty() && self.v1.is_empty() && self.remote.is_empty() && self.others == 0
     }
 
     /// This shard's members.
@@ -95,9 +97,11 @@ impl Room {
         }
     }
 
-    /// Members on every shard.
+    /// Members on every shard (and, in a cluster, every node).
     pub fn online(&self) -> u64 {
-        self.local_share().total() + self.remote.iter().map(|r| r.share.total()).sum::<u64>()
+        self.local_share().total()
+            + self.remote.iter().map(|r| r.share.total()).sum::<u64>()
+            + self.others
     }
 
     /// Which renderings of a message the room's members need, on any shard.
@@ -165,6 +169,18 @@ impl RoomTable {
             }
         } else if let Some(entry) = self.rooms.get_mut(room) {
             entry.remote.retain(|r| r.shard != shard);
+            if entry.is_unused() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// Records the room's members on other nodes.
+    pub fn set_others(&mut self, room: &RoomId, others: u64) {
+        if others > 0 {
+            self.rooms.entry(room.clone()).or_default().others = others;
+        } else if let Some(entry) = self.rooms.get_mut(room) {
+            entry.others = 0;
             if entry.is_unused() {
                 self.rooms.remove(room);
             }

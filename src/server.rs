@@ -74,7 +74,14 @@ impl Server {
                 source,
             })?;
         let config = Arc::new(config);
-        let stats = Arc::new(ServerStats::new(config.workers));
+        let cluster_stats = config
+            .redis
+            .as_ref()
+            .map(|_| Arc::new(crate::cluster::ClusterStats::default()));
+        let stats = Arc::new(match &cluster_stats {
+            Some(cluster) => ServerStats::with_cluster(config.workers, cluster.clone()),
+            None => ServerStats::new(config.workers),
+        });
         let site = Site::new(
             Assets::new(config.static_dir.clone()),
             config.clone(),
@@ -123,6 +130,19 @@ impl Server {
             tls: tls.clone(),
             per_ip: per_ip.clone(),
         };
+        let cluster = match (&config.redis, &config.node_id, cluster_stats) {
+            (Some(url), Some(node), Some(cluster_stats)) => {
+                log::info!("cluster member {node} through Redis at {url}");
+                Some(crate::cluster::start(
+                    url,
+                    node,
+                    config.presence,
+                    peers.clone(),
+                    cluster_stats,
+                )?)
+            }
+            _ => None,
+        };
         let mut threads = Vec::new();
         let mut listener = Some(listener);
         match config.model {
@@ -142,6 +162,7 @@ impl Server {
                         inbox,
                         mesh: MeshLinks::new(ShardId(i), peers.clone()),
                         common: common.clone(),
+                        cluster: cluster.clone(),
                     };
                     threads.push(spawn_pinned(
                         format!("shard-{i}"),

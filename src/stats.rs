@@ -5,8 +5,10 @@
 //! the count of admitted WebSocket sessions (checked against `max_connections` once per
 //! upgrade, never per message) and the draining flag set on shutdown.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use crate::cluster::ClusterStats;
 use crate::metrics::{COUNTERS, Counters, ShardSnapshot};
 
 /// One shard's published figures.
@@ -62,6 +64,8 @@ pub struct ServerStats {
     admitted: AtomicUsize,
     draining: AtomicBool,
     per_ip_refused: AtomicU64,
+    /// The Redis bridge's figures, when this node is a cluster member.
+    cluster: Option<Arc<ClusterStats>>,
 }
 
 impl ServerStats {
@@ -72,7 +76,21 @@ impl ServerStats {
             admitted: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             per_ip_refused: AtomicU64::new(0),
+            cluster: None,
         }
+    }
+
+    /// Zeroed figures for `shards` shards of a cluster member, with the bridge's `cluster`.
+    pub fn with_cluster(shards: usize, cluster: Arc<ClusterStats>) -> Self {
+        ServerStats {
+            cluster: Some(cluster),
+            ..ServerStats::new(shards)
+        }
+    }
+
+    /// The bridge's figures, in a cluster.
+    pub fn cluster(&self) -> Option<&ClusterStats> {
+        self.cluster.as_deref()
     }
 
     /// Number of shards.

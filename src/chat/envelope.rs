@@ -105,6 +105,9 @@ enum ServerEnvelope<'a> {
         code: &'a str,
         text: &'a str,
     },
+    Online {
+        online: u64,
+    },
 }
 
 fn frame(envelope: &ServerEnvelope) -> SharedFrame {
@@ -135,6 +138,12 @@ pub fn presence(change: Change, id: &str, nick: Option<&str>, online: u64) -> Sh
         Change::Join => ServerEnvelope::Join { id, nick, online },
         Change::Leave => ServerEnvelope::Leave { id, nick, online },
     })
+}
+
+/// `online`: the room's count changed without a known member (a cluster node was lost, or
+/// its counts were corrected by a heartbeat).
+pub fn online(online: u64) -> SharedFrame {
+    frame(&ServerEnvelope::Online { online })
 }
 
 /// `error` with `code`.

@@ -20,7 +20,6 @@
 //! shardcast client --origin https://chat.example           # interactive, every connection
 //! ```
 
-pub mod backoff;
 pub mod connect;
 pub mod console;
 pub mod error;

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll};
 use tungstenite::Message;
 
-use super::backoff::Backoff;
 use super::connect;
 use super::error::ClientError;
 use super::mailbox::{self, CloseNote, Inbox, Mailbox, Request};
 use super::options::{ConnectOptions, LinkSettings};
 use super::pump::{Ending, Observer, Pump, Side, WAKER};
 use super::target::Target;
+use crate::backoff::Backoff;
 
 /// What pipe mode does beyond connecting.
 #[derive(Debug, Clone, Copy, Default)]

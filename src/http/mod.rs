@@ -271,13 +271,22 @@ impl Site {
                 Status::Ok,
                 "text/plain; version=0.0.4; charset=utf-8",
                 &[("Cache-Control", "no-store")],
-                metrics::render(&self.stats.snapshot(), self.stats.per_ip_refusals()).as_bytes(),
+                self.metrics_text().as_bytes(),
                 keep_alive,
                 head_only,
             ),
             Route::Room(_) => self.asset("/index.html", keep_alive, head_only),
             Route::Asset(path) => self.asset(path, keep_alive, head_only),
         })
+    }
+
+    /// The Prometheus text: every shard's figures, and the bridge's in a cluster.
+    fn metrics_text(&self) -> String {
+        let mut text = metrics::render(&self.stats.snapshot(), self.stats.per_ip_refusals());
+        if let Some(cluster) = self.stats.cluster() {
+            cluster.render(&mut text);
+        }
+        text
     }
 
     /// With no allow-list, or no `Origin` (not a browser), any origin; else an exact

@@ -5,7 +5,7 @@
 //! 1. **poll** for readiness (the timeout comes from the next deadline, or zero if work waits);
 //! 2. **adopt** connections the acceptor handed over;
 //! 3. **drain the inbox** of messages from other shards — before reading sockets, so that an
-//!    interest notice sent before a client's `101` is applied before that client's peers'
+//!    presence notice sent before a client's `101` is applied before that client's peers'
 //!    messages are routed (no lost first message across shards);
 //! 4. **dispatch** readiness events to sessions; complete messages fan out at once;
 //! 5. **resume** sessions that stopped for fairness last turn;
@@ -36,6 +36,7 @@ use slab::Slab;
 use crate::acceptor::{Accepted, RESOURCE_BACKOFF, accept_ready};
 use crate::chat::envelope::{self, Change};
 use crate::chat::{Dialect, Outgoing, Post, SessionId};
+use crate::cluster::{ClusterLink, MemberChange};
 use crate::config::Config;
 use crate::http::Site;
 use crate::limits::PerIpLimit;
@@ -90,6 +91,8 @@ pub struct ShardParts {
     pub mesh: MeshLinks,
     /// What every event-loop thread is given.
     pub common: LoopCommon,
+    /// The Redis bridge, when this node is a cluster member.
+    pub cluster: Option<ClusterLink>,
 }
 
 /// What every event-loop thread (a shard, or a worker of the `shared` model) is given: all
@@ -120,6 +123,7 @@ pub struct Shard {
     inbox_more: bool,
     mesh: MeshLinks,
     mesh_backlog: bool,
+    cluster: Option<ClusterLink>,
     config: Arc<Config>,
     site: Site,
     stats: Arc<ServerStats>,
@@ -165,6 +169,7 @@ impl Shard {
             inbox_more: false,
             mesh: parts.mesh,
             mesh_backlog: false,
+            cluster: parts.cluster,
             config: parts.common.config,
             site: parts.common.site,
             stats: parts.common.stats,
@@ -375,6 +380,16 @@ impl Shard {
                     self.push_to_members(&room, Dialect::V1, &notice, None);
                 }
             }
+            ShardMsg::Cluster {
+                room,
+                others,
+                notice,
+            } => {
+                self.rooms.set_others(&room, others);
+                if let Some(notice) = notice {
+                    self.push_to_members(&room, Dialect::V1, &notice, None);
+                }
+            }
         });
         self.inbox_more = more;
         self.settle_departures();
@@ -523,6 +538,16 @@ impl Shard {
             }
             _ => None,
         };
+        if let Some(cluster) = &self.cluster
+            && let Some(session) = self.sessions.get_mut(key)
+        {
+            let member = MemberChange {
+                change,
+                id: session.id_text(&self.config),
+                nick: session.nick().cloned(),
+            };
+            cluster.presence(room, self.id, share, Some(member));
+        }
         if let Some(notice) = &notice {
             self.push_to_members(room, Dialect::V1, notice, Some(key));
         }
@@ -554,6 +579,9 @@ impl Shard {
             return;
         };
         let out = Outgoing::new(post, entry.needs());
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(&room, &out.post);
+        }
         for remote in &entry.remote {
             self.mesh.send(
                 remote.shard,

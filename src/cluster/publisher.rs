@@ -1,0 +1,205 @@
+//! `bridge-pub`: publishes what the shards hand over, pipelined, and the node's heartbeat.
+//!
+//! The loop blocks on the shards' queue (or until the next heartbeat), then takes everything
+//! that is waiting — up to [`BATCH`] — and sends it as one pipeline: one round trip however
+//! many messages arrived during the previous one. While Redis is down it keeps draining the
+//! queue (membership changes still update the table; messages are dropped and counted), so
+//! shards never wait on Redis and the table stays exact for the heartbeat after recovery.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::backoff::Backoff;
+use crate::cluster::wire::{self, Member};
+use crate::cluster::{
+    ClusterStats, HEARTBEAT, LocalShare, Outbound, PRESENCE_CHANNEL, RECONNECT_CAP,
+    RECONNECT_FIRST, room_channel,
+};
+use crate::room::{RoomId, Share};
+
+/// Most envelopes in one pipeline.
+pub const BATCH: usize = 1024;
+
+/// Connecting, reading a reply and writing may each take this long before Redis counts as
+/// gone (a hung server must not stall the bridge for ever).
+pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The publishing thread.
+pub struct Publisher {
+    client: redis::Client,
+    node: Arc<str>,
+    rx: Receiver<Outbound>,
+    share_tx: Sender<LocalShare>,
+    stats: Arc<ClusterStats>,
+    /// This node's members: room → share per shard.
+    table: HashMap<RoomId, Vec<Share>>,
+    workers: usize,
+    conn: Option<redis::Connection>,
+    backoff: Backoff,
+    /// While disconnected: when to try again.
+    retry_at: Instant,
+    next_heartbeat: Instant,
+}
+
+impl Publisher {
+    /// A publisher for a node of `workers` shards.
+    pub fn new(
+        client: redis::Client,
+        node: Arc<str>,
+        workers: usize,
+        rx: Receiver<Outbound>,
+        share_tx: Sender<LocalShare>,
+        stats: Arc<ClusterStats>,
+    ) -> Self {
+        let seed = workers as u64 ^ node.len() as u64 ^ 0x9e37_79b9;
+        Publisher {
+            client,
+            node,
+            rx,
+            share_tx,
+            stats,
+            table: HashMap::new(),
+            workers,
+            conn: None,
+            backoff: Backoff::with(RECONNECT_FIRST, RECONNECT_CAP, u32::MAX, seed),
+            retry_at: Instant::now(),
+            next_heartbeat: Instant::now(),
+        }
+    }
+
+    /// Runs until every shard is gone.
+    pub fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            let wait = self.next_heartbeat.saturating_duration_since(now);
+            let first = match self.rx.recv_timeout(wait) {
+                Ok(item) => Some(item),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut pipe = redis::pipe();
+            let mut count = 0;
+            let rx = self.rx.clone();
+            for item in first.into_iter().chain(rx.try_iter().take(BATCH)) {
+                count += self.add(item, &mut pipe);
+            }
+            let now = Instant::now();
+            if now >= self.next_heartbeat {
+                self.next_heartbeat = now + HEARTBEAT;
+                let rows = self.table.iter().flat_map(|(room, shares)| {
+                    shares
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, share)| share.total() > 0)
+                        .map(move |(shard, share)| (room.as_str(), shard as u16, *share))
+                });
+                let rows: Vec<_> = rows.collect();
+                pipe.cmd("PUBLISH")
+                    .arg(PRESENCE_CHANNEL)
+                    .arg(wire::heartbeat(&self.node, rows.into_iter()))
+                    .ignore();
+                count += 1;
+            }
+            if count > 0 {
+                self.send(&pipe, count);
+            }
+        }
+    }
+
+    /// Adds one item to the pipeline; returns how many envelopes it added.
+    fn add(&mut self, item: Outbound, pipe: &mut redis::Pipeline) -> u64 {
+        match item {
+            Outbound::Message { room, bytes } => {
+                pipe.cmd("PUBLISH")
+                    .arg(room_channel(room.as_str()))
+                    .arg(bytes)
+                    .ignore();
+                1
+            }
+            Outbound::Presence {
+                room,
+                shard,
+                share,
+                member,
+            } => {
+                let shares = self
+                    .table
+                    .entry(room.clone())
+                    .or_insert_with(|| vec![Share::default(); self.workers]);
+                if let Some(slot) = shares.get_mut(shard.0) {
+                    *slot = share;
+                }
+                if shares.iter().all(|s| s.total() == 0) {
+                    self.table.remove(&room);
+                }
+                // The subscriber learns of it before the envelope (whose echo wakes it).
+                let _ = self.share_tx.send(LocalShare {
+                    room: room.clone(),
+                    shard,
+                    share,
+                });
+                let member = member.as_ref().map(|m| Member {
+                    change: m.change,
+                    id: &m.id,
+                    nick: m.nick.as_ref().map(|n| n.as_str()),
+                });
+                let bytes =
+                    wire::presence(&self.node, room.as_str(), shard.0 as u16, share, member);
+                pipe.cmd("PUBLISH")
+                    .arg(PRESENCE_CHANNEL)
+                    .arg(bytes)
+                    .ignore();
+                1
+            }
+            Outbound::HeartbeatNow => {
+                self.next_heartbeat = Instant::now();
+                0
+            }
+        }
+    }
+
+    /// Sends the pipeline, connecting first if need be; counts what could not be sent.
+    fn send(&mut self, pipe: &redis::Pipeline, count: u64) {
+        if self.conn.is_none() && Instant::now() >= self.retry_at {
+            match self.connect() {
+                Ok(conn) => {
+                    log::info!("redis publisher connected");
+                    self.conn = Some(conn);
+                    self.backoff.reset();
+                }
+                Err(e) => {
+                    self.retry_later(&e);
+                }
+            }
+        }
+        let Some(conn) = &mut self.conn else {
+            self.stats.dropped(count);
+            return;
+        };
+        match pipe.exec(conn) {
+            Ok(()) => self.stats.published(count),
+            Err(e) => {
+                self.conn = None;
+                self.stats.dropped(count);
+                log::warn!("redis publisher: {e}; reconnecting");
+                self.retry_later(&e);
+            }
+        }
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let conn = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
+        conn.set_read_timeout(Some(IO_TIMEOUT))?;
+        conn.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(conn)
+    }
+
+    fn retry_later(&mut self, error: &redis::RedisError) {
+        let delay = self.backoff.next_delay().unwrap_or(RECONNECT_CAP);
+        log::debug!("redis publisher: {error}; next attempt in {delay:?}");
+        self.retry_at = Instant::now() + delay;
+    }
+}

@@ -1,0 +1,116 @@
+//! The bridge's figures: written by its two threads with relaxed atomics, read by `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// What the bridge counts.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    up: AtomicBool,
+    outages: AtomicU64,
+    down_millis: AtomicU64,
+    published: AtomicU64,
+    publish_round_trips: AtomicU64,
+    publish_dropped: AtomicU64,
+    received: AtomicU64,
+    nodes: AtomicU64,
+}
+
+impl ClusterStats {
+    /// The subscription connection is up (cross-node delivery works) or not.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Relaxed);
+    }
+
+    /// Whether cross-node delivery works now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    /// An outage ended after `down`.
+    pub fn outage_ended(&self, down: Duration) {
+        self.outages.fetch_add(1, Relaxed);
+        self.down_millis.fetch_add(down.as_millis() as u64, Relaxed);
+    }
+
+    /// `messages` were published in one pipelined round trip.
+    pub fn published(&self, messages: u64) {
+        self.published.fetch_add(messages, Relaxed);
+        self.publish_round_trips.fetch_add(1, Relaxed);
+    }
+
+    /// `messages` could not be published (Redis down, or the queue to the bridge full).
+    pub fn dropped(&self, messages: u64) {
+        self.publish_dropped.fetch_add(messages, Relaxed);
+    }
+
+    /// A Redis message from another node was taken in.
+    pub fn received(&self) {
+        self.received.fetch_add(1, Relaxed);
+    }
+
+    /// Other nodes currently heard from.
+    pub fn set_nodes(&self, nodes: usize) {
+        self.nodes.store(nodes as u64, Relaxed);
+    }
+
+    /// Appends the Prometheus families.
+    pub fn render(&self, out: &mut String) {
+        let mut one = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        let get = |a: &AtomicU64| a.load(Relaxed).to_string();
+        one(
+            "shardcast_cluster_up",
+            "gauge",
+            "1 while the Redis subscription works (cross-node delivery is on)",
+            u8::from(self.is_up()).to_string(),
+        );
+        one(
+            "shardcast_cluster_outages_total",
+            "counter",
+            "Redis outages that ended (cross-node delivery restored)",
+            get(&self.outages),
+        );
+        one(
+            "shardcast_cluster_down_seconds_total",
+            "counter",
+            "Seconds cross-node delivery was down, over ended outages",
+            format!("{:.3}", self.down_millis.load(Relaxed) as f64 / 1000.0),
+        );
+        one(
+            "shardcast_cluster_published_total",
+            "counter",
+            "Envelopes published to Redis (messages, presence, heartbeats)",
+            get(&self.published),
+        );
+        one(
+            "shardcast_cluster_publish_round_trips_total",
+            "counter",
+            "Pipelined PUBLISH batches (one round trip each)",
+            get(&self.publish_round_trips),
+        );
+        one(
+            "shardcast_cluster_publish_dropped_total",
+            "counter",
+            "Envelopes not published: Redis down or the bridge queue full",
+            get(&self.publish_dropped),
+        );
+        one(
+            "shardcast_cluster_received_total",
+            "counter",
+            "Envelopes received from other nodes",
+            get(&self.received),
+        );
+        one(
+            "shardcast_cluster_nodes",
+            "gauge",
+            "Other nodes heard from within the expiry time",
+            get(&self.nodes),
+        );
+    }
+}

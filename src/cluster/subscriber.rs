@@ -1,0 +1,440 @@
+//! `bridge-sub`: the subscription connection, and what other nodes' envelopes mean here.
+//!
+//! It keeps two tables: this node's shares per room (forwarded by the publisher, used to
+//! subscribe, to render messages for the right dialects and to count), and every other node's
+//! shares (from their presence envelopes and heartbeats). A room's `others` — its members on
+//! other nodes — goes to every local shard in a `ShardMsg::Cluster`, with the `join`, `leave`
+//! or `online` envelope for v1 members when presence notices are on.
+//!
+//! A node not heard from for [`NODE_EXPIRY`] leaves every count. When Redis goes away the
+//! thread retries with backoff (capped at [`RECONNECT_CAP`]), keeps the local table current
+//! meanwhile, and on return resubscribes, asks for an immediate heartbeat, and logs and
+//! counts how long cross-node delivery was down.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tungstenite::{Bytes, Utf8Bytes};
+
+use crate::backoff::Backoff;
+use crate::chat::envelope::{self, Change};
+use crate::chat::post::Needs;
+use crate::chat::{Body, Nick, Outgoing, Post};
+use crate::cluster::publisher::IO_TIMEOUT;
+use crate::cluster::wire::{self, Envelope, Member};
+use crate::cluster::{
+    ClusterStats, HEARTBEAT, LocalShare, NODE_EXPIRY, Outbound, PRESENCE_CHANNEL, RECONNECT_CAP,
+    RECONNECT_FIRST, room_channel,
+};
+use crate::mesh::{MeshLinks, PeerHandle, ShardId, ShardMsg};
+use crate::room::{RoomId, Share};
+
+/// Silence on the subscription longer than this means Redis hangs: our own heartbeat should
+/// have come back well within it.
+const SILENCE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Another node, as last heard.
+struct RemoteNode {
+    last_seen: Instant,
+    /// Room → (its shard → share).
+    rooms: HashMap<RoomId, HashMap<u16, Share>>,
+}
+
+impl RemoteNode {
+    fn total(&self, room: &RoomId) -> u64 {
+        self.rooms
+            .get(room)
+            .map_or(0, |shards| shards.values().map(|s| s.total()).sum())
+    }
+}
+
+/// The subscribing thread.
+pub struct Subscriber {
+    client: redis::Client,
+    node: Arc<str>,
+    presence: bool,
+    mesh: MeshLinks,
+    workers: usize,
+    share_rx: Receiver<LocalShare>,
+    publisher: Sender<Outbound>,
+    stats: Arc<ClusterStats>,
+    /// This node's members: room → share per local shard.
+    local: HashMap<RoomId, Vec<Share>>,
+    remote: HashMap<String, RemoteNode>,
+    /// The `others` count each room's shards were last told.
+    told: HashMap<RoomId, u64>,
+    subscribed: HashSet<RoomId>,
+    backoff: Backoff,
+}
+
+enum Exit {
+    /// The connection failed (or never came up).
+    Lost(redis::RedisError),
+    /// Every shard is gone: the server is stopping.
+    Stopped,
+}
+
+impl Subscriber {
+    /// A subscriber that hands messages to `shards`.
+    pub fn new(
+        client: redis::Client,
+        node: Arc<str>,
+        presence: bool,
+        shards: Vec<PeerHandle>,
+        share_rx: Receiver<LocalShare>,
+        publisher: Sender<Outbound>,
+        stats: Arc<ClusterStats>,
+    ) -> Self {
+        let workers = shards.len();
+        let seed = workers as u64 ^ (node.len() as u64) << 7;
+        Subscriber {
+            client,
+            node,
+            presence,
+            // An id beyond every shard's: every shard is a peer.
+            mesh: MeshLinks::new(ShardId(usize::MAX), shards),
+            workers,
+            share_rx,
+            publisher,
+            stats,
+            local: HashMap::new(),
+            remote: HashMap::new(),
+            told: HashMap::new(),
+            subscribed: HashSet::new(),
+            backoff: Backoff::with(RECONNECT_FIRST, RECONNECT_CAP, u32::MAX, seed),
+        }
+    }
+
+    /// Runs until the server stops: connected, or waiting to reconnect.
+    pub fn run(mut self) {
+        let mut down_since: Option<Instant> = None;
+        loop {
+            match self.connected(&mut down_since) {
+                Exit::Stopped => return,
+                Exit::Lost(e) => {
+                    self.stats.set_up(false);
+                    if down_since.is_none() {
+                        log::warn!("redis: cross-node delivery down: {e}");
+                        down_since = Some(Instant::now());
+                    } else {
+                        log::debug!("redis: still down: {e}");
+                    }
+                }
+            }
+            let delay = self.backoff.next_delay().unwrap_or(RECONNECT_CAP);
+            if !self.wait(delay) {
+                return;
+            }
+        }
+    }
+
+    /// Waits `delay`, keeping the local table current and expiring silent nodes. False once
+    /// the server is stopping.
+    fn wait(&mut self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            match self.share_rx.recv_timeout(left) {
+                Ok(share) => self.apply_share(share),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+            self.expire_nodes();
+            self.mesh.flush();
+        }
+    }
+
+    /// One connection's life: subscribe, then take messages until it fails.
+    fn connected(&mut self, down_since: &mut Option<Instant>) -> Exit {
+        let mut conn = match self.client.get_connection_with_timeout(IO_TIMEOUT) {
+            Ok(conn) => conn,
+            Err(e) => return Exit::Lost(e),
+        };
+        if let Err(e) = conn.set_write_timeout(Some(IO_TIMEOUT)) {
+            return Exit::Lost(e);
+        }
+        let mut pubsub = conn.as_pubsub();
+        if let Err(e) = pubsub.set_read_timeout(Some(SILENCE_LIMIT)) {
+            return Exit::Lost(e);
+        }
+        // Whatever was subscribed before is gone with the old connection.
+        self.subscribed.clear();
+        if let Err(e) = pubsub.subscribe(PRESENCE_CHANNEL) {
+            return Exit::Lost(e);
+        }
+        if let Err(e) = self.sync_subscriptions(&mut pubsub) {
+            return Exit::Lost(e);
+        }
+        self.stats.set_up(true);
+        self.backoff.reset();
+        match down_since.take() {
+            Some(since) => {
+                let down = since.elapsed();
+                self.stats.outage_ended(down);
+                log::info!(
+                    "redis: cross-node delivery restored after {:.1} s",
+                    down.as_secs_f64()
+                );
+            }
+            None => log::info!("redis: node {} subscribed", self.node),
+        }
+        // Let the others know of us (and we of them) without waiting for a tick.
+        let _ = self.publisher.send(Outbound::HeartbeatNow);
+        loop {
+            let msg = match pubsub.get_message() {
+                Ok(msg) => msg,
+                Err(e) => return Exit::Lost(e),
+            };
+            self.handle(msg.get_channel_name(), msg.get_payload_bytes());
+            loop {
+                match self.share_rx.try_recv() {
+                    Ok(share) => self.apply_share(share),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => return Exit::Stopped,
+                }
+            }
+            if let Err(e) = self.sync_subscriptions(&mut pubsub) {
+                return Exit::Lost(e);
+            }
+            self.expire_nodes();
+            self.mesh.flush();
+        }
+    }
+
+    /// Subscribes to rooms that gained local members and leaves those that lost them all.
+    fn sync_subscriptions(&mut self, pubsub: &mut redis::PubSub) -> redis::RedisResult<()> {
+        let wanted: Vec<RoomId> = self
+            .local
+            .keys()
+            .filter(|room| !self.subscribed.contains(*room))
+            .cloned()
+            .collect();
+        for room in wanted {
+            pubsub.subscribe(room_channel(room.as_str()))?;
+            self.subscribed.insert(room);
+        }
+        let unwanted: Vec<RoomId> = self
+            .subscribed
+            .iter()
+            .filter(|room| !self.local.contains_key(*room))
+            .cloned()
+            .collect();
+        for room in unwanted {
+            pubsub.unsubscribe(room_channel(room.as_str()))?;
+            self.subscribed.remove(&room);
+        }
+        Ok(())
+    }
+
+    fn apply_share(&mut self, LocalShare { room, shard, share }: LocalShare) {
+        let shares = self
+            .local
+            .entry(room.clone())
+            .or_insert_with(|| vec![Share::default(); self.workers]);
+        if let Some(slot) = shares.get_mut(shard.0) {
+            *slot = share;
+        }
+        if shares.iter().all(|s| s.total() == 0) {
+            self.local.remove(&room);
+        }
+    }
+
+    fn local_share(&self, room: &RoomId) -> Share {
+        self.local
+            .get(room)
+            .map_or(Share::default(), |shares| Share {
+                plain: shares.iter().map(|s| s.plain).sum(),
+                v1: shares.iter().map(|s| s.v1).sum(),
+            })
+    }
+
+    /// What one Redis message means here.
+    fn handle(&mut self, channel: &str, payload: &[u8]) {
+        let Some(envelope) = wire::decode(payload) else {
+            log::debug!("redis: ignoring a malformed envelope on {channel}");
+            return;
+        };
+        match envelope {
+            Envelope::Message { node, .. }
+            | Envelope::Presence { node, .. }
+            | Envelope::Heartbeat { node, .. }
+                if node == &*self.node => {} // our own echo (it woke us, which was the point)
+            Envelope::Message {
+                node,
+                sender,
+                nick,
+                binary,
+                ts,
+                payload,
+            } => {
+                let Some(room) = channel
+                    .strip_prefix("shardcast:room:")
+                    .and_then(RoomId::parse)
+                else {
+                    return;
+                };
+                if !self.subscribed.contains(&room) {
+                    return; // sent before we unsubscribed
+                }
+                self.stats.received();
+                self.heard_from(node);
+                let body = if binary {
+                    Body::Binary(Bytes::copy_from_slice(payload))
+                } else {
+                    // `decode` checked the UTF-8 already.
+                    match String::from_utf8(payload.to_vec()) {
+                        Ok(text) => Body::Text(Utf8Bytes::from(text)),
+                        Err(_) => return,
+                    }
+                };
+                let post = Post {
+                    sender: Arc::from(sender),
+                    nick: nick.and_then(Nick::parse),
+                    body,
+                    ts,
+                };
+                let share = self.local_share(&room);
+                let needs = Needs {
+                    plain: share.plain > 0,
+                    v1: share.v1 > 0,
+                };
+                let out = Outgoing::new(post, needs);
+                for shard in 0..self.workers {
+                    self.mesh.send(
+                        ShardId(shard),
+                        ShardMsg::Broadcast {
+                            room: room.clone(),
+                            post: out.clone(),
+                        },
+                    );
+                }
+            }
+            Envelope::Presence {
+                node,
+                room,
+                shard,
+                share,
+                member,
+            } => {
+                let Some(room) = RoomId::parse(room) else {
+                    return;
+                };
+                self.stats.received();
+                let remote = self.heard_from(node);
+                let shards = remote.rooms.entry(room.clone()).or_default();
+                if share.total() > 0 {
+                    shards.insert(shard, share);
+                } else {
+                    shards.remove(&shard);
+                    if shards.is_empty() {
+                        remote.rooms.remove(&room);
+                    }
+                }
+                self.tell_room(&room, member);
+            }
+            Envelope::Heartbeat { node, shares } => {
+                self.stats.received();
+                let mut rooms: HashMap<RoomId, HashMap<u16, Share>> = HashMap::new();
+                for (room, shard, share) in shares {
+                    if let Some(room) = RoomId::parse(room)
+                        && share.total() > 0
+                    {
+                        rooms.entry(room).or_default().insert(shard, share);
+                    }
+                }
+                let remote = self.heard_from(node);
+                let old = std::mem::replace(&mut remote.rooms, rooms);
+                let affected: HashSet<RoomId> = old
+                    .into_keys()
+                    .chain(remote.rooms.keys().cloned())
+                    .collect();
+                for room in affected {
+                    self.tell_room(&room, None);
+                }
+            }
+        }
+    }
+
+    /// Marks `node` alive; a node not known before gets our heartbeat at once.
+    fn heard_from(&mut self, node: &str) -> &mut RemoteNode {
+        if !self.remote.contains_key(node) {
+            log::info!("cluster: node {node} appeared");
+            let _ = self.publisher.send(Outbound::HeartbeatNow);
+            self.stats.set_nodes(self.remote.len() + 1);
+        }
+        let remote = self.remote.entry(node.to_owned()).or_insert(RemoteNode {
+            last_seen: Instant::now(),
+            rooms: HashMap::new(),
+        });
+        remote.last_seen = Instant::now();
+        remote
+    }
+
+    /// Takes nodes not heard from for [`NODE_EXPIRY`] out of every count.
+    fn expire_nodes(&mut self) {
+        let now = Instant::now();
+        let silent: Vec<String> = self
+            .remote
+            .iter()
+            .filter(|(_, n)| now.duration_since(n.last_seen) >= NODE_EXPIRY)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in silent {
+            let Some(node) = self.remote.remove(&name) else {
+                continue;
+            };
+            let members: u64 = node.rooms.keys().map(|r| node.total(r)).sum();
+            log::warn!(
+                "cluster: node {name} not heard from for {} s; its {members} member(s) leave \
+                 the counts",
+                NODE_EXPIRY.as_secs()
+            );
+            self.stats.set_nodes(self.remote.len());
+            for room in node.rooms.keys() {
+                self.tell_room(room, None);
+            }
+        }
+    }
+
+    /// Tells every local shard the room's new `others` count, with the notice for its v1
+    /// members: `join`/`leave` for a known member, `online` when only the count changed.
+    fn tell_room(&mut self, room: &RoomId, member: Option<Member<'_>>) {
+        let others: u64 = self.remote.values().map(|n| n.total(room)).sum();
+        let before = self.told.get(room).copied().unwrap_or(0);
+        if others == before && member.is_none() {
+            return;
+        }
+        if others > 0 {
+            self.told.insert(room.clone(), others);
+        } else {
+            self.told.remove(room);
+        }
+        let local = self.local_share(room);
+        let online = local.total() + others;
+        let notice = (self.presence && local.v1 > 0).then(|| match &member {
+            Some(m) => envelope::presence(m.change, m.id, m.nick, online),
+            None => envelope::online(online),
+        });
+        for shard in 0..self.workers {
+            self.mesh.send(
+                ShardId(shard),
+                ShardMsg::Cluster {
+                    room: room.clone(),
+                    others,
+                    notice: notice.clone(),
+                },
+            );
+        }
+        if member.is_some_and(|m| m.change == Change::Join) {
+            log::debug!("cluster: {room:?} has {online} member(s)");
+        }
+    }
+}
+
+// HEARTBEAT is referenced in docs; keep the silence limit meaningfully above it.
+const _: () = assert!(SILENCE_LIMIT.as_secs() > 2 * HEARTBEAT.as_secs());

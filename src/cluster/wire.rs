@@ -1,0 +1,389 @@
+//! What a node publishes to Redis: compact, binary-safe envelopes, one per Redis message.
+//!
+//! ```text
+//! message   'M' 1 opcode  node  sender  nick  ts:u64  payload…          on shardcast:room:<name>
+//! presence  'P' 1 node  room  shard:u16  plain:u32  v1:u32  change  [id  nick]   on shardcast:presence
+//! heartbeat 'H' 1 node  count:u32  (room  shard:u16  plain:u32  v1:u32)*       on shardcast:presence
+//! ```
+//!
+//! Strings are a length byte and UTF-8 (a nick of length 0 is "none", as no nickname is
+//! empty); integers are big-endian; `change` is 0 (none), 1 (join) or 2 (leave). The payload
+//! runs to the end, so any byte may appear in it. Decoding checks every length and never
+//! panics: another node's bytes are input like any other.
+
+use crate::chat::envelope::Change;
+use crate::chat::{Body, Post};
+use crate::room::Share;
+
+/// The envelope format version; a node ignores envelopes of other versions.
+pub const VERSION: u8 = 1;
+
+const MESSAGE: u8 = b'M';
+const PRESENCE: u8 = b'P';
+const HEARTBEAT: u8 = b'H';
+const OP_TEXT: u8 = 1;
+const OP_BINARY: u8 = 2;
+
+/// A presence change with the member it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member<'a> {
+    /// Joined or left.
+    pub change: Change,
+    /// The member's session id (with its node prefix).
+    pub id: &'a str,
+    /// Its nickname (`None` for a plain client).
+    pub nick: Option<&'a str>,
+}
+
+/// One decoded envelope, borrowing from the Redis message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Envelope<'a> {
+    /// A message for the room the channel names.
+    Message {
+        /// The node it came from.
+        node: &'a str,
+        /// The sender's session id.
+        sender: &'a str,
+        /// The sender's nickname (v1 senders).
+        nick: Option<&'a str>,
+        /// Binary (true) or text.
+        binary: bool,
+        /// When the origin node received it (ms since the epoch).
+        ts: u64,
+        /// The content (valid UTF-8 when text).
+        payload: &'a [u8],
+    },
+    /// A shard of `node` now has `share` members in `room`.
+    Presence {
+        /// The node.
+        node: &'a str,
+        /// The room.
+        room: &'a str,
+        /// The shard on that node.
+        shard: u16,
+        /// Its members there now.
+        share: Share,
+        /// Who arrived or left, if this was a join or leave (not a correction).
+        member: Option<Member<'a>>,
+    },
+    /// The whole table of `node`'s members: `(room, shard, share)` for every room it has
+    /// members in. Replaces whatever was known of that node.
+    Heartbeat {
+        /// The node.
+        node: &'a str,
+        /// Its shares.
+        shares: Vec<(&'a str, u16, Share)>,
+    },
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Node ids, session ids, nicknames and room names are all far below 256 bytes.
+    let len = s.len().min(255);
+    out.push(len as u8);
+    out.extend_from_slice(&s.as_bytes()[..len]);
+}
+
+fn put_share(out: &mut Vec<u8>, share: Share) {
+    out.extend_from_slice(&share.plain.to_be_bytes());
+    out.extend_from_slice(&share.v1.to_be_bytes());
+}
+
+/// The envelope of a message a local member sent.
+pub fn message(node: &str, post: &Post) -> Vec<u8> {
+    let (opcode, payload): (u8, &[u8]) = match &post.body {
+        Body::Text(text) => (OP_TEXT, text.as_bytes()),
+        Body::Binary(data) => (OP_BINARY, data),
+    };
+    let mut out = Vec::with_capacity(16 + node.len() + post.sender.len() + 32 + payload.len());
+    out.extend_from_slice(&[MESSAGE, VERSION, opcode]);
+    put_str(&mut out, node);
+    put_str(&mut out, &post.sender);
+    put_str(&mut out, post.nick.as_ref().map_or("", |n| n.as_str()));
+    out.extend_from_slice(&post.ts.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The envelope of a change in a local shard's share of `room`.
+pub fn presence(
+    node: &str,
+    room: &str,
+    shard: u16,
+    share: Share,
+    member: Option<Member<'_>>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&[PRESENCE, VERSION]);
+    put_str(&mut out, node);
+    put_str(&mut out, room);
+    out.extend_from_slice(&shard.to_be_bytes());
+    put_share(&mut out, share);
+    match member {
+        None => out.push(0),
+        Some(m) => {
+            out.push(match m.change {
+                Change::Join => 1,
+                Change::Leave => 2,
+            });
+            put_str(&mut out, m.id);
+            put_str(&mut out, m.nick.unwrap_or(""));
+        }
+    }
+    out
+}
+
+/// A heartbeat with every `(room, shard, share)` of this node.
+pub fn heartbeat<'a>(
+    node: &str,
+    shares: impl ExactSizeIterator<Item = (&'a str, u16, Share)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + node.len() + shares.len() * 24);
+    out.extend_from_slice(&[HEARTBEAT, VERSION]);
+    put_str(&mut out, node);
+    out.extend_from_slice(&(shares.len() as u32).to_be_bytes());
+    for (room, shard, share) in shares {
+        put_str(&mut out, room);
+        out.extend_from_slice(&shard.to_be_bytes());
+        put_share(&mut out, share);
+    }
+    out
+}
+
+/// Reads fields off the front of a byte slice; every read checks the length.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let len = self.u8()? as usize;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+
+    fn share(&mut self) -> Option<Share> {
+        Some(Share {
+            plain: self.u32()?,
+            v1: self.u32()?,
+        })
+    }
+}
+
+fn optional(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Decodes one envelope; `None` for anything malformed or of another version.
+pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
+    let mut r = Reader(bytes);
+    let kind = r.u8()?;
+    if r.u8()? != VERSION {
+        return None;
+    }
+    match kind {
+        MESSAGE => {
+            let binary = match r.u8()? {
+                OP_TEXT => false,
+                OP_BINARY => true,
+                _ => return None,
+            };
+            let node = r.str()?;
+            let sender = r.str()?;
+            let nick = optional(r.str()?);
+            let ts = r.u64()?;
+            let payload = r.0;
+            if !binary && std::str::from_utf8(payload).is_err() {
+                return None;
+            }
+            Some(Envelope::Message {
+                node,
+                sender,
+                nick,
+                binary,
+                ts,
+                payload,
+            })
+        }
+        PRESENCE => {
+            let node = r.str()?;
+            let room = r.str()?;
+            let shard = r.u16()?;
+            let share = r.share()?;
+            let change = match r.u8()? {
+                0 => None,
+                1 => Some(Change::Join),
+                2 => Some(Change::Leave),
+                _ => return None,
+            };
+            let member = match change {
+                None => None,
+                Some(change) => Some(Member {
+                    change,
+                    id: r.str()?,
+                    nick: optional(r.str()?),
+                }),
+            };
+            Some(Envelope::Presence {
+                node,
+                room,
+                shard,
+                share,
+                member,
+            })
+        }
+        HEARTBEAT => {
+            let node = r.str()?;
+            let count = r.u32()? as usize;
+            // Each entry takes at least 11 bytes: a claimed count cannot outgrow the input.
+            let mut shares = Vec::with_capacity(count.min(r.0.len() / 11));
+            for _ in 0..count {
+                shares.push((r.str()?, r.u16()?, r.share()?));
+            }
+            Some(Envelope::Heartbeat { node, shares })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::chat::Nick;
+
+    #[test]
+    fn messages_round_trip_any_payload() {
+        let post = Post {
+            sender: Arc::from("n1.0.7"),
+            nick: Nick::parse("ann"),
+            body: Body::Text("hé \0 x".into()),
+            ts: 1234,
+        };
+        let bytes = message("n1", &post);
+        assert_eq!(
+            decode(&bytes),
+            Some(Envelope::Message {
+                node: "n1",
+                sender: "n1.0.7",
+                nick: Some("ann"),
+                binary: false,
+                ts: 1234,
+                payload: "hé \0 x".as_bytes(),
+            })
+        );
+        let post = Post {
+            nick: None,
+            body: Body::Binary(tungstenite::Bytes::from_static(&[0xff, 0, 1])),
+            ..post
+        };
+        match decode(&message("n1", &post)) {
+            Some(Envelope::Message {
+                binary: true,
+                nick: None,
+                payload,
+                ..
+            }) => assert_eq!(payload, &[0xff, 0, 1]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn presence_and_heartbeats_round_trip() {
+        let share = Share {
+            plain: 3,
+            v1: 70_000,
+        };
+        let member = Member {
+            change: Change::Leave,
+            id: "n2.1.9",
+            nick: None,
+        };
+        let bytes = presence("n2", "lobby", 1, share, Some(member.clone()));
+        assert_eq!(
+            decode(&bytes),
+            Some(Envelope::Presence {
+                node: "n2",
+                room: "lobby",
+                shard: 1,
+                share,
+                member: Some(member),
+            })
+        );
+        let table = [("a", 0, share), ("b", 3, Share::default())];
+        let bytes = heartbeat("n2", table.iter().copied());
+        assert_eq!(
+            decode(&bytes),
+            Some(Envelope::Heartbeat {
+                node: "n2",
+                shares: table.to_vec(),
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_envelopes_are_refused_without_panicking() {
+        let share = Share { plain: 1, v1: 1 };
+        let good = [
+            presence("n", "r", 0, share, None),
+            heartbeat("n", [("r", 0, share)].into_iter()),
+            message(
+                "n",
+                &Post {
+                    sender: Arc::from("n.0.1"),
+                    nick: None,
+                    body: Body::Text("x".into()),
+                    ts: 0,
+                },
+            ),
+        ];
+        for bytes in &good {
+            assert!(decode(bytes).is_some());
+            // Every truncation of a presence or heartbeat, and of a message before its
+            // payload, is refused.
+            let fixed = if bytes[0] == MESSAGE {
+                bytes.len() - 1
+            } else {
+                bytes.len()
+            };
+            for cut in 0..fixed {
+                assert_eq!(decode(&bytes[..cut]), None, "cut at {cut} of {bytes:?}");
+            }
+            let mut other_version = bytes.clone();
+            other_version[1] = 2;
+            assert_eq!(decode(&other_version), None);
+        }
+        // A text payload must be UTF-8; a huge claimed heartbeat count is just short input.
+        let mut bad_text = good[2].clone();
+        bad_text.push(0xff);
+        assert_eq!(decode(&bad_text), None);
+        assert_eq!(decode(b"H\x01\x01n\xff\xff\xff\xff"), None);
+        assert_eq!(decode(b"Z\x01"), None);
+    }
+}
