@@ -126,6 +126,10 @@ pub struct FanoutShape {
     /// Room to use instead of the URL's path.
     #[arg(long, value_name = "NAME")]
     pub room: Option<String>,
+    /// Connect the publishers to this URL only, and the subscribers to the --url list: with
+    /// cluster nodes, every delivery to a subscriber then crosses nodes.
+    #[arg(long, value_name = "URL")]
+    pub publisher_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

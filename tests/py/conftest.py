@@ -37,6 +37,8 @@ class Server:
     port: int
     process: subprocess.Popen
     log_path: Path
+    # Set by a test that kills the server on purpose (teardown then does not call it a crash).
+    expected_exit: bool = False
 
     def __iter__(self):
         # Lets a test write `host, port, proc = server()`.
@@ -137,7 +139,7 @@ def server(tmp_path):
 
     yield start
 
-    crashed = [s for s in started if s.process.poll() is not None]
+    crashed = [s for s in started if s.process.poll() is not None and not s.expected_exit]
     for s in started:
         if s.process.poll() is None:
             s.process.kill()
@@ -146,3 +148,64 @@ def server(tmp_path):
     if crashed:
         s = crashed[0]
         pytest.fail(f"server exited early with {s.process.returncode}; log:\n{s.log()}")
+
+
+@dataclass
+class Redis:
+    """A redis-server of the test's own, on a free loopback port."""
+
+    port: int
+    process: subprocess.Popen | None
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Starts (or restarts, on the same port) the server and waits until it answers."""
+        assert self.process is None or self.process.poll() is not None
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--protected-mode", "no"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )  # fmt: skip
+        wire.wait_for(lambda: self.ping(), START_TIMEOUT, f"redis on port {self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL, by PID, and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def command(self, *args: str) -> list[str]:
+        """Runs one command with redis-cli; its output lines."""
+        out = subprocess.run(
+            [REDIS_CLI, "-p", str(self.port), *args], capture_output=True, timeout=5, text=True
+        )
+        return out.stdout.split()
+
+    def ping(self) -> bool:
+        try:
+            return self.command("PING") == ["PONG"]
+        except subprocess.TimeoutExpired:
+            return False
+
+
+REDIS_BIN = os.environ.get("REDIS_SERVER", "redis-server")
+REDIS_CLI = os.environ.get("REDIS_CLI", "redis-cli")
+
+
+@pytest.fixture
+def redis(tmp_path):
+    """A fresh redis-server on a random free loopback port, stopped by PID at teardown."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    r = Redis(port, None, tmp_path / "redis.log")
+    r.start()
+    yield r
+    r.kill()

@@ -6,6 +6,7 @@ use crate::error::LoadError;
 use crate::plan::{Plan, Role, Room};
 use crate::report::TrafficReport;
 use crate::scenario::{Base, add_room, positive_rate};
+use crate::target::Target;
 
 pub fn run(args: &FanoutArgs) -> Result<TrafficReport, LoadError> {
     let base = Base::new(&args.common)?;
@@ -41,14 +42,42 @@ pub(crate) fn plan(base: &Base, shape: &FanoutShape, rate: f64) -> Result<Plan, 
             offset_ns: k * interval_ns / publishers,
         })
         .chain((0..shape.subscribers).map(|_| Role::Subscriber));
-    add_room(
-        &mut plan,
-        targets,
-        Room {
-            first_publisher: 0,
-            publishers: publishers as u32,
-        },
-        roles,
-    );
+    let room = Room {
+        first_publisher: 0,
+        publishers: publishers as u32,
+    };
+    match &shape.publisher_url {
+        None => add_room(&mut plan, targets, room, roles),
+        Some(url) => {
+            // Publishers on one target, subscribers round-robin over the others: the target
+            // list is [publisher target, subscriber targets...].
+            let publisher_target = Target::parse(url)?;
+            let publisher_target = match &shape.room {
+                Some(name) => publisher_target.with_room(name),
+                None => publisher_target,
+            };
+            let room_index = plan.rooms.len() as u32;
+            plan.rooms.push(room);
+            let first = plan.targets.len() as u32;
+            plan.targets.push(publisher_target);
+            let count = targets.len() as u32;
+            plan.targets.extend(targets);
+            let mut subscriber = 0;
+            for role in roles {
+                let target = match role {
+                    Role::Subscriber => {
+                        subscriber += 1;
+                        first + 1 + (subscriber - 1) % count
+                    }
+                    _ => first,
+                };
+                plan.connections.push(crate::plan::ConnSpec {
+                    target,
+                    room: room_index,
+                    role,
+                });
+            }
+        }
+    }
     Ok(plan)
 }
