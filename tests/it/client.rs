@@ -154,6 +154,28 @@ fn pipe_mode_sends_lines_and_prints_the_rooms_messages() {
 }
 
 #[test]
+fn pipe_mode_speaks_shardcast_v1_with_the_server() {
+    let server = ServerProcess::start(&[]);
+    let mut plain = server.client("v1");
+    let url = format!("{}?nick=term", server.url("v1"));
+    let mut client = PipeClient::start(&[&url, "--subprotocol", "shardcast.v1"]);
+    let welcome = client.recv_line();
+    assert!(
+        welcome.starts_with(r#"{"type":"welcome","#) && welcome.contains(r#""nick":"term""#),
+        "{welcome}"
+    );
+    client.send_line(r#"{"type":"message","text":"from the terminal"}"#);
+    assert!(client.recv_line().contains(r#""text":"from the terminal""#));
+    // Plain members see the v1 message as `nick: text`.
+    assert_eq!(
+        recv_data(&mut plain),
+        Message::text("term: from the terminal")
+    );
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+#[test]
 fn pipe_mode_exits_zero_when_the_server_closes() {
     let (addr, server) = scripted_server(1, |_, _, mut ws| {
         ws.send(Message::text("welcome")).unwrap();
@@ -265,7 +287,8 @@ fn the_negotiated_subprotocol_and_server_header_are_reported() {
 
 #[test]
 fn a_subprotocol_the_server_ignores_fails_the_connection() {
-    // shardcast speaks no subprotocol; like browsers, the client refuses to go on.
+    // shardcast speaks only shardcast.v1; like browsers, the client refuses to go on when the
+    // server accepts none of the subprotocols it asked for.
     let server = ServerProcess::start(&[]);
     let output = run_client(&[&server.url("r"), "--subprotocol", "chat"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
