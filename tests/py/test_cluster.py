@@ -270,6 +270,8 @@ def test_presence_spans_nodes(server, redis):
                                               "online": 2}
         await ann.close()
         await plain.close()
+        # The last local member gone, each node unsubscribes from the room's channel.
+        wait_subscribed(redis, "p", 0)
 
     run(main(), timeout=30)
 
