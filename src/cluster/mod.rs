@@ -25,6 +25,7 @@
 pub mod publisher;
 pub mod stats;
 pub mod subscriber;
+pub mod table;
 pub mod wire;
 
 use std::sync::Arc;
@@ -58,9 +59,12 @@ pub const RECONNECT_CAP: Duration = Duration::from_secs(2);
 /// The channel carrying presence and heartbeats of every node.
 pub const PRESENCE_CHANNEL: &str = "shardcast:presence";
 
+/// The channel of a room is this prefix and the room's name.
+pub const ROOM_CHANNEL_PREFIX: &str = "shardcast:room:";
+
 /// The channel of room `room`.
 pub fn room_channel(room: &str) -> String {
-    format!("shardcast:room:{room}")
+    format!("{ROOM_CHANNEL_PREFIX}{room}")
 }
 
 /// A valid node id: 1–32 of `A-Z a-z 0-9 - _` (it prefixes session ids seen by clients).

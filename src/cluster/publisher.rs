@@ -6,19 +6,18 @@
 //! queue (membership changes still update the table; messages are dropped and counted), so
 //! shards never wait on Redis and the table stays exact for the heartbeat after recovery.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::backoff::Backoff;
+use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Member};
 use crate::cluster::{
     ClusterStats, HEARTBEAT, LocalShare, Outbound, PRESENCE_CHANNEL, RECONNECT_CAP,
     RECONNECT_FIRST, room_channel,
 };
-use crate::room::{RoomId, Share};
 
 /// Most envelopes in one pipeline.
 pub const BATCH: usize = 1024;
@@ -34,9 +33,8 @@ pub struct Publisher {
     rx: Receiver<Outbound>,
     share_tx: Sender<LocalShare>,
     stats: Arc<ClusterStats>,
-    /// This node's members: room → share per shard.
-    table: HashMap<RoomId, Vec<Share>>,
-    workers: usize,
+    /// This node's members.
+    table: NodeTable,
     conn: Option<redis::Connection>,
     backoff: Backoff,
     /// While disconnected: when to try again.
@@ -61,8 +59,7 @@ impl Publisher {
             rx,
             share_tx,
             stats,
-            table: HashMap::new(),
-            workers,
+            table: NodeTable::new(workers),
             conn: None,
             backoff: Backoff::with(RECONNECT_FIRST, RECONNECT_CAP, u32::MAX, seed),
             retry_at: Instant::now(),
@@ -89,14 +86,7 @@ impl Publisher {
             let now = Instant::now();
             if now >= self.next_heartbeat {
                 self.next_heartbeat = now + HEARTBEAT;
-                let rows = self.table.iter().flat_map(|(room, shares)| {
-                    shares
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, share)| share.total() > 0)
-                        .map(move |(shard, share)| (room.as_str(), shard as u16, *share))
-                });
-                let rows: Vec<_> = rows.collect();
+                let rows = self.table.rows();
                 pipe.cmd("PUBLISH")
                     .arg(PRESENCE_CHANNEL)
                     .arg(wire::heartbeat(&self.node, rows.into_iter()))
@@ -125,16 +115,7 @@ impl Publisher {
                 share,
                 member,
             } => {
-                let shares = self
-                    .table
-                    .entry(room.clone())
-                    .or_insert_with(|| vec![Share::default(); self.workers]);
-                if let Some(slot) = shares.get_mut(shard.0) {
-                    *slot = share;
-                }
-                if shares.iter().all(|s| s.total() == 0) {
-                    self.table.remove(&room);
-                }
+                self.table.set(&room, shard, share);
                 // The subscriber learns of it before the envelope (whose echo wakes it).
                 let _ = self.share_tx.send(LocalShare {
                     room: room.clone(),

@@ -23,10 +23,11 @@ use crate::chat::envelope::{self, Change};
 use crate::chat::post::Needs;
 use crate::chat::{Body, Nick, Outgoing, Post};
 use crate::cluster::publisher::IO_TIMEOUT;
+use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Envelope, Member};
 use crate::cluster::{
     ClusterStats, HEARTBEAT, LocalShare, NODE_EXPIRY, Outbound, PRESENCE_CHANNEL, RECONNECT_CAP,
-    RECONNECT_FIRST, room_channel,
+    RECONNECT_FIRST, ROOM_CHANNEL_PREFIX, room_channel,
 };
 use crate::mesh::{MeshLinks, PeerHandle, ShardId, ShardMsg};
 use crate::room::{RoomId, Share};
@@ -60,8 +61,8 @@ pub struct Subscriber {
     share_rx: Receiver<LocalShare>,
     publisher: Sender<Outbound>,
     stats: Arc<ClusterStats>,
-    /// This node's members: room → share per local shard.
-    local: HashMap<RoomId, Vec<Share>>,
+    /// This node's members.
+    local: NodeTable,
     remote: HashMap<String, RemoteNode>,
     /// The `others` count each room's shards were last told.
     told: HashMap<RoomId, u64>,
@@ -99,7 +100,7 @@ impl Subscriber {
             share_rx,
             publisher,
             stats,
-            local: HashMap::new(),
+            local: NodeTable::new(workers),
             remote: HashMap::new(),
             told: HashMap::new(),
             subscribed: HashSet::new(),
@@ -210,7 +211,7 @@ impl Subscriber {
     fn sync_subscriptions(&mut self, pubsub: &mut redis::PubSub) -> redis::RedisResult<()> {
         let wanted: Vec<RoomId> = self
             .local
-            .keys()
+            .rooms()
             .filter(|room| !self.subscribed.contains(*room))
             .cloned()
             .collect();
@@ -221,7 +222,7 @@ impl Subscriber {
         let unwanted: Vec<RoomId> = self
             .subscribed
             .iter()
-            .filter(|room| !self.local.contains_key(*room))
+            .filter(|room| !self.local.contains(room))
             .cloned()
             .collect();
         for room in unwanted {
@@ -232,25 +233,7 @@ impl Subscriber {
     }
 
     fn apply_share(&mut self, LocalShare { room, shard, share }: LocalShare) {
-        let shares = self
-            .local
-            .entry(room.clone())
-            .or_insert_with(|| vec![Share::default(); self.workers]);
-        if let Some(slot) = shares.get_mut(shard.0) {
-            *slot = share;
-        }
-        if shares.iter().all(|s| s.total() == 0) {
-            self.local.remove(&room);
-        }
-    }
-
-    fn local_share(&self, room: &RoomId) -> Share {
-        self.local
-            .get(room)
-            .map_or(Share::default(), |shares| Share {
-                plain: shares.iter().map(|s| s.plain).sum(),
-                v1: shares.iter().map(|s| s.v1).sum(),
-            })
+        self.local.set(&room, shard, share);
     }
 
     /// What one Redis message means here.
@@ -273,7 +256,7 @@ impl Subscriber {
                 payload,
             } => {
                 let Some(room) = channel
-                    .strip_prefix("shardcast:room:")
+                    .strip_prefix(ROOM_CHANNEL_PREFIX)
                     .and_then(RoomId::parse)
                 else {
                     return;
@@ -298,7 +281,7 @@ impl Subscriber {
                     body,
                     ts,
                 };
-                let share = self.local_share(&room);
+                let share = self.local.total(&room);
                 let needs = Needs {
                     plain: share.plain > 0,
                     v1: share.v1 > 0,
@@ -414,7 +397,7 @@ impl Subscriber {
         } else {
             self.told.remove(room);
         }
-        let local = self.local_share(room);
+        let local = self.local.total(room);
         let online = local.total() + others;
         let notice = (self.presence && local.v1 > 0).then(|| match &member {
             Some(m) => envelope::presence(m.change, m.id, m.nick, online),
@@ -438,3 +421,200 @@ impl Subscriber {
 
 // HEARTBEAT is referenced in docs; keep the silence limit meaningfully above it.
 const _: () = assert!(SILENCE_LIMIT.as_secs() > 2 * HEARTBEAT.as_secs());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Dialect;
+    use crate::chat::envelope::Change;
+    use crate::cluster::wire::Member;
+    use crossbeam_channel::Receiver as Inbox;
+
+    struct Rig {
+        sub: Subscriber,
+        inboxes: Vec<Inbox<ShardMsg>>,
+        _polls: Vec<mio::Poll>,
+    }
+
+    fn rig(presence: bool) -> Rig {
+        let mut polls = Vec::new();
+        let mut handles = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..2 {
+            let poll = mio::Poll::new().unwrap();
+            let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            let (tx, rx) = crossbeam_channel::bounded(64);
+            handles.push(PeerHandle { tx, waker });
+            inboxes.push(rx);
+            polls.push(poll);
+        }
+        let (_share_tx, share_rx) = crossbeam_channel::unbounded();
+        let (publisher, _) = crossbeam_channel::unbounded();
+        let sub = Subscriber::new(
+            redis::Client::open("redis://127.0.0.1:1/").unwrap(),
+            Arc::from("me"),
+            presence,
+            handles,
+            share_rx,
+            publisher,
+            Arc::new(ClusterStats::default()),
+        );
+        Rig {
+            sub,
+            inboxes,
+            _polls: polls,
+        }
+    }
+
+    impl Rig {
+        /// What each shard was sent (after the mesh flush).
+        fn sent(&mut self) -> Vec<Vec<ShardMsg>> {
+            self.sub.mesh.flush();
+            self.inboxes
+                .iter()
+                .map(|rx| rx.try_iter().collect())
+                .collect()
+        }
+
+        fn local_member(&mut self, room: &RoomId, dialect: Dialect) {
+            let share = match dialect {
+                Dialect::Plain => Share { plain: 1, v1: 0 },
+                Dialect::V1 => Share { plain: 0, v1: 1 },
+            };
+            self.sub.apply_share(LocalShare {
+                room: room.clone(),
+                shard: ShardId(0),
+                share,
+            });
+            self.sub.subscribed.insert(room.clone());
+        }
+    }
+
+    fn text(frame: &[u8]) -> &str {
+        std::str::from_utf8(&frame[2..]).unwrap()
+    }
+
+    fn post(sender: &str, text: &str) -> Post {
+        Post {
+            sender: Arc::from(sender),
+            nick: Nick::parse("bob"),
+            body: Body::Text(text.into()),
+            ts: 5,
+        }
+    }
+
+    #[test]
+    fn other_nodes_messages_reach_every_shard_rendered_once_and_echoes_do_not() {
+        let mut rig = rig(true);
+        let room = RoomId::parse("r").unwrap();
+        let channel = room_channel("r");
+        // Not subscribed yet (no local member): ignored.
+        rig.sub.handle(
+            &channel,
+            &wire::message("other", &post("other.0.1", "early")),
+        );
+        assert!(rig.sent().iter().all(Vec::is_empty));
+        rig.local_member(&room, Dialect::V1);
+        rig.sub
+            .handle(&channel, &wire::message("me", &post("me.0.1", "echo")));
+        assert!(rig.sent().iter().all(Vec::is_empty), "own echo ignored");
+        rig.sub
+            .handle(&channel, &wire::message("other", &post("other.0.1", "hi")));
+        let sent = rig.sent();
+        let mut frames = Vec::new();
+        for msgs in &sent {
+            match msgs.as_slice() {
+                [ShardMsg::Broadcast { room: r, post }] => {
+                    assert_eq!(r, &room);
+                    frames.push(post.frame(Dialect::V1));
+                }
+                other => panic!("expected one broadcast, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            text(&frames[0]),
+            r#"{"type":"message","id":"other.0.1","nick":"bob","text":"hi","ts":5}"#
+        );
+        assert!(
+            Arc::ptr_eq(&frames[0], &frames[1]),
+            "rendered once for all shards"
+        );
+        let mut metrics = String::new();
+        rig.sub.stats.render(&mut metrics);
+        assert!(
+            metrics.contains("\nshardcast_cluster_received_total 1\n"),
+            "{metrics}"
+        );
+    }
+
+    fn cluster_msgs(sent: Vec<Vec<ShardMsg>>) -> Vec<(u64, Option<String>)> {
+        sent.into_iter()
+            .map(|msgs| match msgs.as_slice() {
+                [ShardMsg::Cluster { others, notice, .. }] => {
+                    (*others, notice.as_ref().map(|n| text(n).to_owned()))
+                }
+                other => panic!("expected one cluster message, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn presence_heartbeats_and_expiry_become_counts_and_notices() {
+        let mut rig = rig(true);
+        let room = RoomId::parse("r").unwrap();
+        rig.local_member(&room, Dialect::V1);
+        let join = Member {
+            change: Change::Join,
+            id: "n2.1.4",
+            nick: Some("bob"),
+        };
+        let two = Share { plain: 1, v1: 1 };
+        rig.sub.handle(
+            PRESENCE_CHANNEL,
+            &wire::presence("n2", "r", 1, two, Some(join)),
+        );
+        let expected = r#"{"type":"join","id":"n2.1.4","nick":"bob","online":3}"#;
+        assert_eq!(
+            cluster_msgs(rig.sent()),
+            vec![(2, Some(expected.to_owned())); 2]
+        );
+        // A heartbeat that agrees changes nothing; one that disagrees corrects the count.
+        rig.sub.handle(
+            PRESENCE_CHANNEL,
+            &wire::heartbeat("n2", [("r", 1, two)].into_iter()),
+        );
+        assert!(rig.sent().iter().all(Vec::is_empty));
+        let five = Share { plain: 5, v1: 0 };
+        rig.sub.handle(
+            PRESENCE_CHANNEL,
+            &wire::heartbeat("n2", [("r", 1, five)].into_iter()),
+        );
+        let online = r#"{"type":"online","online":6}"#;
+        assert_eq!(
+            cluster_msgs(rig.sent()),
+            vec![(5, Some(online.to_owned())); 2]
+        );
+        // Silent for NODE_EXPIRY: out of the counts.
+        rig.sub.remote.get_mut("n2").unwrap().last_seen -= NODE_EXPIRY;
+        rig.sub.expire_nodes();
+        let online = r#"{"type":"online","online":1}"#;
+        assert_eq!(
+            cluster_msgs(rig.sent()),
+            vec![(0, Some(online.to_owned())); 2]
+        );
+        assert!(rig.sub.remote.is_empty());
+    }
+
+    #[test]
+    fn without_local_v1_members_or_with_presence_off_only_counts_travel() {
+        for (presence, dialect) in [(true, Dialect::Plain), (false, Dialect::V1)] {
+            let mut rig = rig(presence);
+            let room = RoomId::parse("r").unwrap();
+            rig.local_member(&room, dialect);
+            let one = Share { plain: 1, v1: 0 };
+            rig.sub
+                .handle(PRESENCE_CHANNEL, &wire::presence("n2", "r", 0, one, None));
+            assert_eq!(cluster_msgs(rig.sent()), vec![(1, None); 2]);
+        }
+    }
+}
