@@ -9,14 +9,19 @@
 //   SHARDCAST_STATIC_DIR  serve the page from this folder (--static-dir) instead of the copy
 //                         embedded in the binary
 //   CHROMIUM              the browser (default: /usr/bin/chromium)
+//   OPENSSL               the openssl CLI, for the https test's throwaway certificate
+//                         (default: openssl)
 //
 // The tests run in order and share one browser and one server (restarted on the same port by
-// the reconnect test). They wait for conditions, never for fixed times; every wait is bounded.
+// the reconnect test); the https test starts its own TLS server. They wait for conditions,
+// never for fixed times; every wait is bounded.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
@@ -26,6 +31,7 @@ const BIN = process.env.SHARDCAST_BIN;
 const MODEL = process.env.SHARDCAST_MODEL || "sharded";
 const STATIC_DIR = process.env.SHARDCAST_STATIC_DIR || "";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const OPENSSL = process.env.OPENSSL || "openssl";
 
 /** How long any single condition may take to become true. */
 const WAIT_MS = 10_000;
@@ -47,11 +53,12 @@ process.on("exit", () => {
 });
 
 /**
- * Starts the server on `listen` and resolves to `{ child, port }` once it has printed
- * `listening on HOST:PORT`; rejects if it exits first or takes longer than START_MS.
+ * Starts the server on `listen` (with `extra` arguments) and resolves to `{ child, port }` once
+ * it has printed `listening on HOST:PORT`; rejects if it exits first or takes longer than
+ * START_MS.
  */
-function startServer(listen) {
-  const args = ["--listen", listen, "--no-pin", "--model", MODEL, "--workers", "2"];
+function startServer(listen, extra = []) {
+  const args = ["--listen", listen, "--no-pin", "--model", MODEL, "--workers", "2", ...extra];
   if (STATIC_DIR) args.push("--static-dir", STATIC_DIR);
   const child = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
@@ -115,10 +122,17 @@ let server; // { child, port }
 const contexts = [];
 
 /**
- * Opens `path` in a fresh browser context (its own localStorage) and returns the page with
- * `dialogs` and `errors` arrays recording any alert() and uncaught page error.
+ * Opens `path` on `origin` (default: the shared server) in a fresh browser context (its own
+ * localStorage; `extra` are more context options) and returns the page with `dialogs`,
+ * `errors` and `sockets` arrays recording any alert(), uncaught page error and the URL of every
+ * WebSocket it opens.
  */
-async function openPage(path, viewport = { width: 960, height: 640 }, extra = {}) {
+async function openPage(
+  path,
+  viewport = { width: 960, height: 640 },
+  extra = {},
+  origin = `http://127.0.0.1:${server.port}`,
+) {
   const context = await browser.newContext({ viewport, ...extra });
   context.setDefaultTimeout(WAIT_MS);
   contexts.push(context);
@@ -132,7 +146,7 @@ async function openPage(path, viewport = { width: 960, height: 640 }, extra = {}
   });
   page.on("pageerror", (err) => page.errors.push(err.message));
   page.on("websocket", (ws) => page.sockets.push(ws.url()));
-  await page.goto(`http://127.0.0.1:${server.port}${path}`);
+  await page.goto(`${origin}${path}`);
   return page;
 }
 
@@ -404,4 +418,79 @@ step("pages reconnect by themselves after a server restart", async () => {
   assert.equal(last.own, true, "own messages are marked with the new session id");
   assert.equal(await cy.getAttribute("#online", "data-count"), "1");
   for (const page of [ann, bob, cy]) assertClean(page);
+});
+
+// Independent of the steps above (never skipped because one failed): its own TLS server, its
+// own pages. Needs only the browser.
+test("the page works over https, connecting with wss", { timeout: TEST_MS }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "shardcast-tls-"));
+  const opened = [];
+  let tls = null;
+  try {
+    const cert = join(dir, "cert.pem");
+    const key = join(dir, "key.pem");
+    // A throwaway self-signed P-256 certificate for 127.0.0.1 and localhost.
+    await promisify(execFile)(
+      OPENSSL,
+      [
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "1", "-subj", "/CN=localhost",
+        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-keyout", key, "-out", cert,
+      ],
+      { timeout: WAIT_MS, killSignal: "SIGKILL" },
+    );
+    tls = await startServer("127.0.0.1:0", ["--tls-cert", cert, "--tls-key", key]);
+    const origin = `https://127.0.0.1:${tls.port}`;
+    // The certificate is self-signed: the contexts accept it (for the page and its socket).
+    const open = async () => {
+      const page = await openPage("/secure", undefined, { ignoreHTTPSErrors: true }, origin);
+      opened.push(page);
+      return page;
+    };
+
+    const eve = await open();
+    assert.equal(await eve.evaluate(() => location.protocol), "https:");
+    assert.equal(await textOf(eve, "#room"), "#secure");
+    await enter(eve, "eve");
+    await waitOnline(eve, 1);
+    assert.equal(await textOf(eve, "#state"), "connected");
+    const wss = new RegExp(`^wss://127\\.0\\.0\\.1:${tls.port}/secure\\?nick=`);
+    assert.match(eve.sockets[0] ?? "", wss);
+    assert.match(eve.sockets[0], /nick=eve$/);
+
+    const fay = await open();
+    await enter(fay, "fay");
+    assert.match(fay.sockets[0] ?? "", wss);
+    assert.match(fay.sockets[0], /nick=fay$/);
+    await waitOnline(fay, 2);
+    await waitItem(eve, "join", "fay");
+    await waitOnline(eve, 2);
+
+    await send(eve, "is this encrypted?");
+    await send(fay, "yes, wss all the way");
+    for (const page of [eve, fay]) {
+      await waitItem(page, "message", "is this encrypted?");
+      await waitItem(page, "message", "wss all the way");
+      assert.equal(await page.getAttribute("#state", "data-state"), "connected");
+      assert.equal(await textOf(page, "#state"), "connected");
+      assert.ok(
+        page.sockets.every((url) => url.startsWith("wss://")),
+        `only wss sockets: ${JSON.stringify(page.sockets)}`,
+      );
+      assertClean(page);
+    }
+    const seenByFay = (await items(fay)).filter((i) => i.kind === "message");
+    assert.deepEqual(
+      seenByFay.map(({ nick, text, own }) => ({ nick, text, own })),
+      [
+        { nick: "eve", text: "is this encrypted?", own: false },
+        { nick: "fay", text: "yes, wss all the way", own: true },
+      ],
+    );
+  } finally {
+    for (const page of opened) await page.context().close().catch(() => {});
+    if (tls) await killServer(tls.child);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

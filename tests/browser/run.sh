@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the chat page's end-to-end test (chat.test.mjs) in a real headless Chromium, installing
-# what it needs first: Debian's chromium, nodejs and npm (as root, or with sudo) and
+# what it needs first: Debian's chromium, nodejs, npm and openssl (as root, or with sudo) and
 # playwright-core (npm ci, from package-lock.json, into tests/browser/node_modules).
 #
 #   SHARDCAST_BIN=/path/to/shardcast bash tests/browser/run.sh   # default: target/release/shardcast
@@ -21,6 +21,7 @@ apt_install() {
 [ -x /usr/bin/chromium ] || apt_install chromium
 command -v node >/dev/null || apt_install nodejs
 command -v npm >/dev/null || apt_install npm
+command -v openssl >/dev/null || apt_install openssl  # the https test's certificate
 
 # npm ci when node_modules is missing or older than package.json or the lock file (npm writes
 # its own copy of the lock to node_modules/.package-lock.json on every install).

@@ -207,6 +207,10 @@
         setOnline(env.online);
         showNotice("leave", [nickNode(env.nick), " left"]);
         break;
+      case "online":
+        // The count changed with no member to name (a cluster node was lost or came back).
+        setOnline(env.online);
+        break;
       case "error":
         showError(env);
         break;
