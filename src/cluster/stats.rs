@@ -14,6 +14,7 @@ pub struct ClusterStats {
     publish_round_trips: AtomicU64,
     publish_dropped: AtomicU64,
     received: AtomicU64,
+    delivery_dropped: AtomicU64,
     nodes: AtomicU64,
 }
 
@@ -48,6 +49,11 @@ impl ClusterStats {
     /// A Redis message from another node was taken in.
     pub fn received(&self) {
         self.received.fetch_add(1, Relaxed);
+    }
+
+    /// `messages` from other nodes were dropped: a shard's inbox and backlog were full.
+    pub fn delivery_dropped(&self, messages: u64) {
+        self.delivery_dropped.fetch_add(messages, Relaxed);
     }
 
     /// Other nodes currently heard from.
@@ -105,6 +111,12 @@ impl ClusterStats {
             "counter",
             "Envelopes received from other nodes",
             get(&self.received),
+        );
+        one(
+            "shardcast_cluster_delivery_dropped_total",
+            "counter",
+            "Messages from other nodes dropped because a shard's inbox and backlog were full",
+            get(&self.delivery_dropped),
         );
         one(
             "shardcast_cluster_nodes",

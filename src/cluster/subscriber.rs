@@ -146,7 +146,7 @@ impl Subscriber {
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
             self.expire_nodes();
-            self.mesh.flush();
+            self.flush_to_shards();
         }
     }
 
@@ -203,8 +203,15 @@ impl Subscriber {
                 return Exit::Lost(e);
             }
             self.expire_nodes();
-            self.mesh.flush();
+            self.flush_to_shards();
         }
+    }
+
+    /// Hands what waits to the shards and wakes them; counts messages a full shard refused.
+    fn flush_to_shards(&mut self) {
+        self.mesh.flush();
+        self.stats
+            .delivery_dropped(std::mem::take(&mut self.mesh.dropped));
     }
 
     /// Subscribes to rooms that gained local members and leaves those that lost them all.
@@ -469,7 +476,7 @@ mod tests {
     impl Rig {
         /// What each shard was sent (after the mesh flush).
         fn sent(&mut self) -> Vec<Vec<ShardMsg>> {
-            self.sub.mesh.flush();
+            self.sub.flush_to_shards();
             self.inboxes
                 .iter()
                 .map(|rx| rx.try_iter().collect())
