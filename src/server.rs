@@ -132,7 +132,10 @@ impl Server {
         };
         let cluster = match (&config.redis, &config.node_id, cluster_stats) {
             (Some(url), Some(node), Some(cluster_stats)) => {
-                log::info!("cluster member {node} through Redis at {url}");
+                log::info!(
+                    "cluster member {node} through Redis at {}",
+                    crate::cluster::redacted(url)
+                );
                 Some(crate::cluster::start(
                     url,
                     node,

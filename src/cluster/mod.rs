@@ -67,6 +67,26 @@ pub fn room_channel(room: &str) -> String {
     format!("{ROOM_CHANNEL_PREFIX}{room}")
 }
 
+/// `url` fit for a log line: a password in it is replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{masked}@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// A valid node id: 1–32 of `A-Z a-z 0-9 - _` (it prefixes session ids seen by clients).
 pub fn valid_node_id(id: &str) -> bool {
     (1..=32).contains(&id.len())
@@ -186,7 +206,7 @@ pub fn start(
     stats: Arc<ClusterStats>,
 ) -> Result<ClusterLink, ServerError> {
     let client = redis::Client::open(url).map_err(|e| ServerError::Redis {
-        url: url.to_owned(),
+        url: redacted(url),
         reason: e.to_string(),
     })?;
     let node: Arc<str> = Arc::from(node);
@@ -220,4 +240,31 @@ pub fn start(
         .spawn(move || subscriber.run())
         .map_err(ServerError::Bridge)?;
     Ok(ClusterLink { tx, node, stats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.5:6379/2"),
+            "redis://:***@10.0.0.5:6379/2"
+        );
+        assert_eq!(
+            redacted("redis://app:s3cret@host:6379"),
+            "redis://app:***@host:6379"
+        );
+        assert_eq!(redacted("redis://token@host"), "redis://***@host");
+        assert_eq!(redacted("not a url"), "not a url");
+    }
+
+    #[test]
+    fn node_ids_follow_the_documented_rule() {
+        assert!(valid_node_id("a") && valid_node_id("node-1_B") && valid_node_id(&"x".repeat(32)));
+        assert!(!valid_node_id("") && !valid_node_id(&"x".repeat(33)) && !valid_node_id("a.b"));
+        assert!(valid_node_id(&random_node_id()));
+    }
 }
