@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::Waker;
 
 use crate::chat::Outgoing;
+use crate::cluster::ClusterNews;
 use crate::room::{RoomId, Share};
 
 /// The index of a shard, `0..workers`.
@@ -60,8 +61,10 @@ pub enum ShardMsg {
         room: RoomId,
         /// Its members on every other node.
         others: u64,
-        /// The `join`/`leave`/`online` envelope for v1 members, when presence is on.
-        notice: Option<SharedFrame>,
+        /// What the shard's v1 members are to be told (when presence is on). The shard renders
+        /// the notice itself, with its own `online` count, which also covers members that
+        /// joined it a moment ago (the bridge's view of this node may lag behind).
+        news: Option<ClusterNews>,
     },
 }
 

@@ -102,8 +102,8 @@ pub fn random_node_id() -> String {
     format!("{:08x}", seed as u32)
 }
 
-/// A membership change a shard hands to the bridge.
-#[derive(Debug)]
+/// A membership change a shard hands to the bridge (and the bridge to the shards).
+#[derive(Debug, Clone)]
 pub struct MemberChange {
     /// Joined or left.
     pub change: Change,
@@ -111,6 +111,16 @@ pub struct MemberChange {
     pub id: Arc<str>,
     /// Its nickname.
     pub nick: Option<Nick>,
+}
+
+/// What the bridge tells shards about a room on other nodes, for their v1 members.
+#[derive(Debug, Clone)]
+pub enum ClusterNews {
+    /// A member of another node joined or left: a `join` or `leave` notice.
+    Member(MemberChange),
+    /// The count changed with no member to name (a node lost, a heartbeat correction): an
+    /// `online` notice.
+    Count,
 }
 
 /// What shards hand to the publisher.

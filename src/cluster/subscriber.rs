@@ -3,8 +3,9 @@
 //! It keeps two tables: this node's shares per room (forwarded by the publisher, used to
 //! subscribe, to render messages for the right dialects and to count), and every other node's
 //! shares (from their presence envelopes and heartbeats). A room's `others` — its members on
-//! other nodes — goes to every local shard in a `ShardMsg::Cluster`, with the `join`, `leave`
-//! or `online` envelope for v1 members when presence notices are on.
+//! other nodes — goes to every local shard in a `ShardMsg::Cluster`, with the news (a member
+//! joined or left, or only the count changed) when presence notices are on; each shard renders
+//! the `join`, `leave` or `online` envelope for its v1 members with its own count.
 //!
 //! A node not heard from for [`NODE_EXPIRY`] leaves every count. When Redis goes away the
 //! thread retries with backoff (capped at [`RECONNECT_CAP`]), keeps the local table current
@@ -19,15 +20,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::backoff::Backoff;
-use crate::chat::envelope::{self, Change};
+use crate::chat::envelope::Change;
 use crate::chat::post::Needs;
 use crate::chat::{Body, Nick, Outgoing, Post};
 use crate::cluster::publisher::IO_TIMEOUT;
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Envelope, Member};
 use crate::cluster::{
-    ClusterStats, HEARTBEAT, LocalShare, NODE_EXPIRY, Outbound, PRESENCE_CHANNEL, RECONNECT_CAP,
-    RECONNECT_FIRST, ROOM_CHANNEL_PREFIX, room_channel,
+    ClusterNews, ClusterStats, HEARTBEAT, LocalShare, MemberChange, NODE_EXPIRY, Outbound,
+    PRESENCE_CHANNEL, RECONNECT_CAP, RECONNECT_FIRST, ROOM_CHANNEL_PREFIX, room_channel,
 };
 use crate::mesh::{MeshLinks, PeerHandle, ShardId, ShardMsg};
 use crate::room::{RoomId, Share};
@@ -404,11 +405,13 @@ impl Subscriber {
         } else {
             self.told.remove(room);
         }
-        let local = self.local.total(room);
-        let online = local.total() + others;
-        let notice = (self.presence && local.v1 > 0).then(|| match &member {
-            Some(m) => envelope::presence(m.change, m.id, m.nick, online),
-            None => envelope::online(online),
+        let news = self.presence.then(|| match &member {
+            Some(m) => ClusterNews::Member(MemberChange {
+                change: m.change,
+                id: Arc::from(m.id),
+                nick: m.nick.and_then(Nick::parse),
+            }),
+            None => ClusterNews::Count,
         });
         for shard in 0..self.workers {
             self.mesh.send(
@@ -416,12 +419,12 @@ impl Subscriber {
                 ShardMsg::Cluster {
                     room: room.clone(),
                     others,
-                    notice: notice.clone(),
+                    news: news.clone(),
                 },
             );
         }
         if member.is_some_and(|m| m.change == Change::Join) {
-            log::debug!("cluster: {room:?} has {online} member(s)");
+            log::debug!("cluster: {room:?} has {others} member(s) on other nodes");
         }
     }
 }
@@ -554,11 +557,21 @@ mod tests {
         );
     }
 
+    /// Each shard's one `Cluster` message, as (others, the news in short).
     fn cluster_msgs(sent: Vec<Vec<ShardMsg>>) -> Vec<(u64, Option<String>)> {
         sent.into_iter()
             .map(|msgs| match msgs.as_slice() {
-                [ShardMsg::Cluster { others, notice, .. }] => {
-                    (*others, notice.as_ref().map(|n| text(n).to_owned()))
+                [ShardMsg::Cluster { others, news, .. }] => {
+                    let news = news.as_ref().map(|n| match n {
+                        ClusterNews::Member(m) => format!(
+                            "{:?} {} {}",
+                            m.change,
+                            m.id,
+                            m.nick.as_ref().map_or("-", |n| n.as_str())
+                        ),
+                        ClusterNews::Count => "count".to_owned(),
+                    });
+                    (*others, news)
                 }
                 other => panic!("expected one cluster message, got {other:?}"),
             })
@@ -566,7 +579,7 @@ mod tests {
     }
 
     #[test]
-    fn presence_heartbeats_and_expiry_become_counts_and_notices() {
+    fn presence_heartbeats_and_expiry_become_counts_and_news() {
         let mut rig = rig(true);
         let room = RoomId::parse("r").unwrap();
         rig.local_member(&room, Dialect::V1);
@@ -580,11 +593,8 @@ mod tests {
             PRESENCE_CHANNEL,
             &wire::presence("n2", "r", 1, two, Some(join)),
         );
-        let expected = r#"{"type":"join","id":"n2.1.4","nick":"bob","online":3}"#;
-        assert_eq!(
-            cluster_msgs(rig.sent()),
-            vec![(2, Some(expected.to_owned())); 2]
-        );
+        let joined = Some("Join n2.1.4 bob".to_owned());
+        assert_eq!(cluster_msgs(rig.sent()), vec![(2, joined); 2]);
         // A heartbeat that agrees changes nothing; one that disagrees corrects the count.
         rig.sub.handle(
             PRESENCE_CHANNEL,
@@ -596,32 +606,30 @@ mod tests {
             PRESENCE_CHANNEL,
             &wire::heartbeat("n2", [("r", 1, five)].into_iter()),
         );
-        let online = r#"{"type":"online","online":6}"#;
-        assert_eq!(
-            cluster_msgs(rig.sent()),
-            vec![(5, Some(online.to_owned())); 2]
-        );
+        let count = Some("count".to_owned());
+        assert_eq!(cluster_msgs(rig.sent()), vec![(5, count.clone()); 2]);
         // Silent for NODE_EXPIRY: out of the counts.
         rig.sub.remote.get_mut("n2").unwrap().last_seen -= NODE_EXPIRY;
         rig.sub.expire_nodes();
-        let online = r#"{"type":"online","online":1}"#;
-        assert_eq!(
-            cluster_msgs(rig.sent()),
-            vec![(0, Some(online.to_owned())); 2]
-        );
+        assert_eq!(cluster_msgs(rig.sent()), vec![(0, count); 2]);
         assert!(rig.sub.remote.is_empty());
     }
 
     #[test]
-    fn without_local_v1_members_or_with_presence_off_only_counts_travel() {
-        for (presence, dialect) in [(true, Dialect::Plain), (false, Dialect::V1)] {
-            let mut rig = rig(presence);
-            let room = RoomId::parse("r").unwrap();
-            rig.local_member(&room, dialect);
-            let one = Share { plain: 1, v1: 0 };
-            rig.sub
-                .handle(PRESENCE_CHANNEL, &wire::presence("n2", "r", 0, one, None));
-            assert_eq!(cluster_msgs(rig.sent()), vec![(1, None); 2]);
-        }
+    fn with_presence_off_only_counts_travel() {
+        let mut rig = rig(false);
+        let room = RoomId::parse("r").unwrap();
+        rig.local_member(&room, Dialect::V1);
+        let one = Share { plain: 1, v1: 0 };
+        let join = Member {
+            change: Change::Join,
+            id: "n2.0.1",
+            nick: None,
+        };
+        rig.sub.handle(
+            PRESENCE_CHANNEL,
+            &wire::presence("n2", "r", 0, one, Some(join)),
+        );
+        assert_eq!(cluster_msgs(rig.sent()), vec![(1, None); 2]);
     }
 }

@@ -36,7 +36,7 @@ use slab::Slab;
 use crate::acceptor::{Accepted, RESOURCE_BACKOFF, accept_ready};
 use crate::chat::envelope::{self, Change};
 use crate::chat::{Dialect, Outgoing, Post, SessionId};
-use crate::cluster::{ClusterLink, MemberChange};
+use crate::cluster::{ClusterLink, ClusterNews, MemberChange};
 use crate::config::Config;
 use crate::http::Site;
 use crate::limits::PerIpLimit;
@@ -380,14 +380,10 @@ impl Shard {
                     self.push_to_members(&room, Dialect::V1, &notice, None);
                 }
             }
-            ShardMsg::Cluster {
-                room,
-                others,
-                notice,
-            } => {
+            ShardMsg::Cluster { room, others, news } => {
                 self.rooms.set_others(&room, others);
-                if let Some(notice) = notice {
-                    self.push_to_members(&room, Dialect::V1, &notice, None);
+                if let Some(news) = news {
+                    self.tell_cluster_news(&room, news);
                 }
             }
         });
@@ -564,6 +560,23 @@ impl Shard {
                 },
             );
         }
+    }
+
+    /// Renders a change on other nodes for this shard's v1 members of `room` (with this
+    /// shard's `online`, which counts its own newest members) and queues it.
+    fn tell_cluster_news(&mut self, room: &RoomId, news: ClusterNews) {
+        let online = match self.rooms.get(room) {
+            Some(entry) if !entry.v1.is_empty() && self.drain_until.is_none() => entry.online(),
+            _ => return,
+        };
+        let notice = match news {
+            ClusterNews::Member(m) => {
+                envelope::presence(m.change, &m.id, m.nick.as_ref().map(|n| n.as_str()), online)
+            }
+            ClusterNews::Count => envelope::online(online),
+        };
+        self.counters.bump(Counter::PresenceNotices);
+        self.push_to_members(room, Dialect::V1, &notice, None);
     }
 
     /// Sends `post` from session `from` to its room: local members now, other shards that

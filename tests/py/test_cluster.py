@@ -54,6 +54,22 @@ def wait_subscribed(redis, room: str, nodes: int) -> None:
     )
 
 
+async def welcome_until_online(ws, online: int, timeout: float = 5.0) -> dict:
+    """The welcome, then notices until `online` is reached. Across nodes counts are eventually
+    consistent (docs/protocol.md): a welcome given one Redis round trip after a join on another
+    node may not count it yet, and the `join` (or `online`) that follows corrects it."""
+    welcome = await expect(ws, "welcome", timeout)
+    count = welcome["online"]
+    deadline = time.monotonic() + timeout
+    while count != online:
+        left = deadline - time.monotonic()
+        assert left > 0, f"online stayed {count}, expected {online}"
+        env = json.loads(await recv(ws, left))
+        assert env["type"] in ("join", "online"), env
+        count = env["online"]
+    return welcome
+
+
 async def assert_nothing_more(ws, seconds: float = 0.5, ignore: str = "probe") -> None:
     """No further message but late ones starting with `ignore` (a duplicate would show up)."""
     deadline = time.monotonic() + seconds
@@ -236,7 +252,7 @@ def test_a_killed_node_leaves_the_counts_and_the_others_chat_on(server, redis):
         watcher = await connect(a.port, "kill?nick=watch", subprotocols=V1)
         assert (await expect(watcher, "welcome"))["online"] == 1
         on_b = await connect(b.port, "kill?nick=bee", subprotocols=V1)
-        assert (await expect(on_b, "welcome"))["online"] == 2
+        await welcome_until_online(on_b, 2)
         assert (await expect(watcher, "join"))["nick"] == "bee"
         doomed = [await connect(c.port, "kill") for _ in range(3)]
         for n in range(3, 6):
@@ -253,8 +269,9 @@ def test_a_killed_node_leaves_the_counts_and_the_others_chat_on(server, redis):
         online = await expect(watcher, "online", timeout=NODE_LOSS_BOUND)
         assert online["online"] == 2
         assert time.monotonic() - killed < NODE_LOSS_BOUND
+        # Node b drops node c on its own clock (within 8 s of c's last heartbeat).
         async with connect(b.port, "kill?nick=late", subprotocols=V1) as late:
-            assert (await expect(late, "welcome"))["online"] == 3
+            await welcome_until_online(late, 3, timeout=NODE_LOSS_BOUND)
         for ws in (watcher, on_b, *doomed):
             await ws.close()
 
@@ -270,8 +287,8 @@ def test_presence_spans_nodes(server, redis):
         wa = await expect(ann, "welcome")
         assert wa["id"].startswith("n1.")
         bob = await connect(b.port, "p?nick=bob", subprotocols=V1)
-        wb = await expect(bob, "welcome")
-        assert wb["id"].startswith("n2.") and wb["online"] == 2
+        wb = await welcome_until_online(bob, 2)
+        assert wb["id"].startswith("n2.")
         assert await expect(ann, "join") == {"type": "join", "id": wb["id"], "nick": "bob",
                                              "online": 2}
         plain = await connect(a.port, "p")
