@@ -304,12 +304,22 @@ pub fn render(shards: &[ShardSnapshot], per_ip_refused: u64) -> String {
             let _ = writeln!(out, "{name}{{{label}}} {total}");
         }
     }
-    let name = "shardcast_per_ip_refused_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Connections refused by max-connections-per-ip\n# TYPE {name} counter\n{name} {per_ip_refused}"
+    single(
+        &mut out,
+        "shardcast_per_ip_refused_total",
+        "counter",
+        "Connections refused by max-connections-per-ip",
+        per_ip_refused,
     );
     out
+}
+
+/// Appends a family of one unlabelled sample: its HELP and TYPE lines, then the value.
+pub fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 fn gauge(

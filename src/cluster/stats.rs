@@ -1,8 +1,9 @@
 //! The bridge's figures: written by its two threads with relaxed atomics, read by `/metrics`.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use crate::metrics::single;
 
 /// What the bridge counts.
 #[derive(Debug, Default)]
@@ -64,10 +65,7 @@ impl ClusterStats {
     /// Appends the Prometheus families.
     pub fn render(&self, out: &mut String) {
         let mut one = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            single(out, name, kind, help, value);
         };
         let get = |a: &AtomicU64| a.load(Relaxed).to_string();
         one(
