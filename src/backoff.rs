@@ -27,9 +27,7 @@ pub struct Backoff {
 impl Backoff {
     /// The default schedule with at most `max_retries` attempts in a row, randomly seeded.
     pub fn new(max_retries: u32) -> Backoff {
-        // RandomState is seeded randomly per process: a seed without another dependency.
-        let seed = RandomState::new().hash_one(std::process::id());
-        Backoff::with(FIRST_DELAY, MAX_DELAY, max_retries, seed)
+        Backoff::with(FIRST_DELAY, MAX_DELAY, max_retries, random_seed())
     }
 
     /// A schedule with explicit parameters and seed (for tests).
@@ -73,6 +71,13 @@ impl Backoff {
         let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
         (x >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// A seed that differs between processes and between calls (jitter, random names): no
+/// cryptographic quality, no dependency. RandomState's keys are random per process and per
+/// instance, and the time makes two calls differ even where they are not.
+pub fn random_seed() -> u64 {
+    RandomState::new().hash_one((std::process::id(), std::time::Instant::now()))
 }
 
 /// SplitMix64's finaliser: nearby seeds give unrelated states.

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::backoff::{Backoff, random_seed};
 use crate::chat::Nick;
 use crate::chat::Post;
 use crate::chat::envelope::Change;
@@ -50,6 +51,9 @@ pub const NODE_EXPIRY: Duration = Duration::from_secs(6);
 /// Most messages waiting for the publisher; past it, messages are dropped and counted
 /// (membership changes never are: losing one would leave counts wrong).
 pub const PUBLISH_QUEUE: usize = 64 * 1024;
+
+/// Connecting to Redis, and writing to it, may take this long before Redis counts as gone.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reconnection delays to Redis: from this, doubling, with jitter…
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -97,9 +101,25 @@ pub fn valid_node_id(id: &str) -> bool {
 
 /// A random node id: 8 hex digits.
 pub fn random_node_id() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let seed = RandomState::new().hash_one((std::process::id(), std::time::Instant::now()));
-    format!("{:08x}", seed as u32)
+    format!("{:08x}", crate::backoff::random_seed() as u32)
+}
+
+/// How the bridge threads wait between attempts to reach Redis: randomly seeded, so that
+/// nodes dropped together by one Redis restart do not return in step.
+fn reconnect_backoff() -> Backoff {
+    Backoff::with(RECONNECT_FIRST, RECONNECT_CAP, u32::MAX, random_seed())
+}
+
+/// Opens a connection to Redis for a bridge thread: connecting and writing may each take
+/// `IO_TIMEOUT` (a hung server must not stall the bridge for ever), a read `read_timeout`.
+fn connect(
+    client: &redis::Client,
+    read_timeout: Duration,
+) -> redis::RedisResult<redis::Connection> {
+    let conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    conn.set_read_timeout(Some(read_timeout))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(conn)
 }
 
 /// A membership change a shard hands to the bridge (and the bridge to the shards).

@@ -7,7 +7,7 @@
 //! shards never wait on Redis and the table stays exact for the heartbeat after recovery.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
@@ -15,16 +15,12 @@ use crate::backoff::Backoff;
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Member};
 use crate::cluster::{
-    ClusterStats, HEARTBEAT, LocalShare, Outbound, PRESENCE_CHANNEL, RECONNECT_CAP,
-    RECONNECT_FIRST, room_channel,
+    ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, Outbound, PRESENCE_CHANNEL, RECONNECT_CAP,
+    connect, reconnect_backoff, room_channel,
 };
 
 /// Most envelopes in one pipeline.
 pub const BATCH: usize = 1024;
-
-/// Connecting, reading a reply and writing may each take this long before Redis counts as
-/// gone (a hung server must not stall the bridge for ever).
-pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The publishing thread.
 pub struct Publisher {
@@ -52,7 +48,6 @@ impl Publisher {
         share_tx: Sender<LocalShare>,
         stats: Arc<ClusterStats>,
     ) -> Self {
-        let seed = workers as u64 ^ node.len() as u64 ^ 0x9e37_79b9;
         Publisher {
             client,
             node,
@@ -61,7 +56,7 @@ impl Publisher {
             stats,
             table: NodeTable::new(workers),
             conn: None,
-            backoff: Backoff::with(RECONNECT_FIRST, RECONNECT_CAP, u32::MAX, seed),
+            backoff: reconnect_backoff(),
             retry_at: Instant::now(),
             next_heartbeat: Instant::now(),
         }
@@ -145,7 +140,8 @@ impl Publisher {
     /// Sends the pipeline, connecting first if need be; counts what could not be sent.
     fn send(&mut self, pipe: &redis::Pipeline, count: u64) {
         if self.conn.is_none() && Instant::now() >= self.retry_at {
-            match self.connect() {
+            // A reply may take as long as a write.
+            match connect(&self.client, IO_TIMEOUT) {
                 Ok(conn) => {
                     log::info!("redis publisher connected");
                     self.conn = Some(conn);
@@ -169,13 +165,6 @@ impl Publisher {
                 self.retry_later(&e);
             }
         }
-    }
-
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let conn = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(conn)
     }
 
     fn retry_later(&mut self, error: &redis::RedisError) {

@@ -23,12 +23,11 @@ use crate::backoff::Backoff;
 use crate::chat::envelope::Change;
 use crate::chat::post::Needs;
 use crate::chat::{Body, Nick, Outgoing, Post};
-use crate::cluster::publisher::IO_TIMEOUT;
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Envelope, Member};
 use crate::cluster::{
     ClusterNews, ClusterStats, HEARTBEAT, LocalShare, MemberChange, NODE_EXPIRY, Outbound,
-    PRESENCE_CHANNEL, RECONNECT_CAP, RECONNECT_FIRST, ROOM_CHANNEL_PREFIX, room_channel,
+    PRESENCE_CHANNEL, RECONNECT_CAP, ROOM_CHANNEL_PREFIX, connect, reconnect_backoff, room_channel,
 };
 use crate::mesh::{MeshLinks, PeerHandle, ShardId, ShardMsg};
 use crate::room::{RoomId, Share};
@@ -90,7 +89,6 @@ impl Subscriber {
         stats: Arc<ClusterStats>,
     ) -> Self {
         let workers = shards.len();
-        let seed = workers as u64 ^ (node.len() as u64) << 7;
         Subscriber {
             client,
             node,
@@ -105,7 +103,7 @@ impl Subscriber {
             remote: HashMap::new(),
             told: HashMap::new(),
             subscribed: HashSet::new(),
-            backoff: Backoff::with(RECONNECT_FIRST, RECONNECT_CAP, u32::MAX, seed),
+            backoff: reconnect_backoff(),
         }
     }
 
@@ -153,17 +151,11 @@ impl Subscriber {
 
     /// One connection's life: subscribe, then take messages until it fails.
     fn connected(&mut self, down_since: &mut Option<Instant>) -> Exit {
-        let mut conn = match self.client.get_connection_with_timeout(IO_TIMEOUT) {
+        let mut conn = match connect(&self.client, SILENCE_LIMIT) {
             Ok(conn) => conn,
             Err(e) => return Exit::Lost(e),
         };
-        if let Err(e) = conn.set_write_timeout(Some(IO_TIMEOUT)) {
-            return Exit::Lost(e);
-        }
         let mut pubsub = conn.as_pubsub();
-        if let Err(e) = pubsub.set_read_timeout(Some(SILENCE_LIMIT)) {
-            return Exit::Lost(e);
-        }
         // Whatever was subscribed before is gone with the old connection.
         self.subscribed.clear();
         if let Err(e) = pubsub.subscribe(PRESENCE_CHANNEL) {
