@@ -26,7 +26,7 @@ use crate::chat::{Dialect, Outgoing, Post, SessionId};
 use crate::mesh::SharedFrame;
 use crate::metrics::{Counter, Counters};
 use crate::room::RoomId;
-use crate::session::{Ctx, Delivery, Event, Progress, Session};
+use crate::session::{Delivery, Event, Progress, Session};
 use crate::shard::timers::Timers;
 use crate::shard::{Handoff, LoopCommon, WAKER};
 use crate::tls::Conn;
@@ -293,12 +293,7 @@ impl Worker {
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
             let progress = {
-                let mut cx = Ctx {
-                    config: &self.parts.common.config,
-                    site: &self.parts.common.site,
-                    now: self.now,
-                    counters: &mut self.counters,
-                };
+                let mut cx = self.parts.common.ctx(self.now, &mut self.counters);
                 lock(&self.sessions[key]).begin_shutdown(&mut cx)
             };
             if progress == Progress::Finished {
@@ -338,12 +333,7 @@ impl Worker {
         };
         let mut events = Vec::new();
         let (progress, room) = {
-            let mut cx = Ctx {
-                config: &self.parts.common.config,
-                site: &self.parts.common.site,
-                now: self.now,
-                counters: &mut self.counters,
-            };
+            let mut cx = self.parts.common.ctx(self.now, &mut self.counters);
             let mut s = lock(&session);
             let progress = s.on_readable(&mut self.scratch, &mut cx, &mut events);
             if s.has_output() {
@@ -532,12 +522,7 @@ impl Worker {
             if except.is_some_and(|e| Arc::ptr_eq(&member.session, e)) {
                 continue;
             }
-            let mut cx = Ctx {
-                config: &self.parts.common.config,
-                site: &self.parts.common.site,
-                now: self.now,
-                counters: &mut self.counters,
-            };
+            let mut cx = self.parts.common.ctx(self.now, &mut self.counters);
             let mut s = lock(&member.session);
             let delivery = s.push_broadcast(frame, &mut cx);
             if delivery == Delivery::Refused {
@@ -579,12 +564,7 @@ impl Worker {
                 continue;
             }
             s.timer_armed = None;
-            let mut cx = Ctx {
-                config: &self.parts.common.config,
-                site: &self.parts.common.site,
-                now,
-                counters: &mut self.counters,
-            };
+            let mut cx = self.parts.common.ctx(now, &mut self.counters);
             if s.on_deadline(&mut cx) == Progress::Finished {
                 self.finished.push(key);
                 continue;

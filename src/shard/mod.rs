@@ -111,6 +111,19 @@ pub struct LoopCommon {
     pub per_ip: Option<Arc<PerIpLimit>>,
 }
 
+impl LoopCommon {
+    /// What a session call works with: this thread's limits and HTTP side, the time `now`,
+    /// and `counters` to count into.
+    pub fn ctx<'a>(&'a self, now: Instant, counters: &'a mut Counters) -> Ctx<'a> {
+        Ctx {
+            config: &self.config,
+            site: &self.site,
+            now,
+            counters,
+        }
+    }
+}
+
 /// A running shard.
 pub struct Shard {
     id: ShardId,
@@ -124,11 +137,8 @@ pub struct Shard {
     mesh: MeshLinks,
     mesh_backlog: bool,
     cluster: Option<ClusterLink>,
-    config: Arc<Config>,
-    site: Site,
-    stats: Arc<ServerStats>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    per_ip: Option<Arc<PerIpLimit>>,
+    /// Configuration, HTTP side, stats, TLS and per-address limit.
+    common: LoopCommon,
     sessions: Slab<Session<Conn>>,
     websockets: usize,
     rooms: RoomTable,
@@ -170,11 +180,7 @@ impl Shard {
             mesh: parts.mesh,
             mesh_backlog: false,
             cluster: parts.cluster,
-            config: parts.common.config,
-            site: parts.common.site,
-            stats: parts.common.stats,
-            tls: parts.common.tls,
-            per_ip: parts.common.per_ip,
+            common: parts.common,
             sessions: Slab::new(),
             websockets: 0,
             rooms: RoomTable::default(),
@@ -215,7 +221,7 @@ impl Shard {
             self.now = Instant::now();
             self.counters.bump(Counter::LoopTurns);
             let acceptor_alive = self.adopt_connections();
-            if self.drain_until.is_none() && self.stats.is_draining() {
+            if self.drain_until.is_none() && self.common.stats.is_draining() {
                 self.begin_drain();
             }
             self.drain_inbox();
@@ -230,7 +236,7 @@ impl Shard {
             self.mesh_backlog = self.mesh.flush();
             self.counters
                 .add(Counter::MeshDropped, std::mem::take(&mut self.mesh.dropped));
-            self.stats.shard(self.id.0).publish(&self.counters);
+            self.common.stats.shard(self.id.0).publish(&self.counters);
             let drained = match self.drain_until {
                 Some(until) => self.sessions.is_empty() || self.now >= until,
                 None => !acceptor_alive && self.sessions.is_empty(),
@@ -288,7 +294,7 @@ impl Shard {
             return;
         }
         let stream = TcpStream::from_std(handoff.stream);
-        let conn = match Conn::new(stream, self.tls.as_ref()) {
+        let conn = match Conn::new(stream, self.common.tls.as_ref()) {
             Ok(conn) => conn,
             Err(e) => {
                 log::warn!("shard {}: cannot start TLS: {e}", self.id.0);
@@ -296,7 +302,7 @@ impl Shard {
                 return;
             }
         };
-        let mut session = Session::new(conn, handoff.counted_ip, &self.config, self.now);
+        let mut session = Session::new(conn, handoff.counted_ip, &self.common.config, self.now);
         let entry = self.sessions.vacant_entry();
         let key = entry.key();
         let registered = self.poll.registry().register(
@@ -325,8 +331,8 @@ impl Shard {
         let Some(listener) = self.listener.take() else {
             return Ok(());
         };
-        let stats = self.stats.clone();
-        let per_ip = self.per_ip.clone();
+        let stats = self.common.stats.clone();
+        let per_ip = self.common.per_ip.clone();
         let outcome = accept_ready(&listener, per_ip.as_deref(), &stats, |handoff| {
             self.adopt(handoff);
             true
@@ -343,15 +349,10 @@ impl Shard {
             let _ = self.poll.registry().deregister(&mut listener);
             self.accept_paused_until = None;
         }
-        self.drain_until = Some(self.now + self.config.drain_timeout);
+        self.drain_until = Some(self.now + self.common.config.drain_timeout);
         let keys: Vec<SessionKey> = self.sessions.iter().map(|(key, _)| key).collect();
         for key in keys {
-            let mut cx = Ctx {
-                config: &self.config,
-                site: &self.site,
-                now: self.now,
-                counters: &mut self.counters,
-            };
+            let mut cx = self.common.ctx(self.now, &mut self.counters);
             let Some(session) = self.sessions.get_mut(key) else {
                 continue;
             };
@@ -428,12 +429,7 @@ impl Shard {
 
     /// Lets session `key` read, then acts on what it reported.
     fn read_session(&mut self, key: SessionKey) {
-        let mut cx = Ctx {
-            config: &self.config,
-            site: &self.site,
-            now: self.now,
-            counters: &mut self.counters,
-        };
+        let mut cx = self.common.ctx(self.now, &mut self.counters);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -477,7 +473,7 @@ impl Shard {
         session.room_slot = Some(slot);
         let online = self.rooms.get(&room).map_or(0, |r| r.online());
         if dialect == Dialect::V1 {
-            let id = session.id_text(&self.config);
+            let id = session.id_text(&self.common.config);
             let nick = session.nick().map_or("", |n| n.as_str());
             session.push_own(envelope::welcome(&id, room.as_str(), nick, online));
             self.list_for_flush(key);
@@ -525,24 +521,23 @@ impl Shard {
             Some(entry) => (entry.local_share(), entry.needs()),
             None => (Share::default(), Default::default()),
         };
-        let notice = match self.sessions.get_mut(key) {
-            Some(session) if self.config.presence && self.drain_until.is_none() && needs.v1 => {
-                let id = session.id_text(&self.config);
-                let nick = session.nick().map(|n| n.as_str());
-                self.counters.bump(Counter::PresenceNotices);
-                Some(envelope::presence(change, &id, nick, online))
-            }
+        let wants_notice = self.common.config.presence && self.drain_until.is_none() && needs.v1;
+        // Only made when someone will hear of it: most sessions never need their id text.
+        let member = match self.sessions.get_mut(key) {
+            Some(session) if wants_notice || self.cluster.is_some() => Some(MemberChange {
+                change,
+                id: session.id_text(&self.common.config),
+                nick: session.nick().cloned(),
+            }),
             _ => None,
         };
-        if let Some(cluster) = &self.cluster
-            && let Some(session) = self.sessions.get_mut(key)
-        {
-            let member = MemberChange {
-                change,
-                id: session.id_text(&self.config),
-                nick: session.nick().cloned(),
-            };
-            cluster.presence(room, self.id, share, Some(member));
+        let notice = member.as_ref().filter(|_| wants_notice).map(|m| {
+            self.counters.bump(Counter::PresenceNotices);
+            let nick = m.nick.as_ref().map(|n| n.as_str());
+            envelope::presence(change, &m.id, nick, online)
+        });
+        if let Some(cluster) = &self.cluster {
+            cluster.presence(room, self.id, share, member);
         }
         if let Some(notice) = &notice {
             self.push_to_members(room, Dialect::V1, notice, Some(key));
@@ -642,12 +637,7 @@ impl Shard {
             Dialect::Plain => &entry.plain,
             Dialect::V1 => &entry.v1,
         };
-        let mut cx = Ctx {
-            config: &self.config,
-            site: &self.site,
-            now: self.now,
-            counters: &mut self.counters,
-        };
+        let mut cx = self.common.ctx(self.now, &mut self.counters);
         let mut delivered = 0;
         for &key in members {
             if Some(key) == except {
@@ -700,7 +690,7 @@ impl Shard {
             self.flush_due = None;
             return;
         }
-        let window = self.config.coalesce;
+        let window = self.common.config.coalesce;
         let big_rooms =
             self.pending_deliveries >= COALESCE_MIN_ROOM * self.pending_broadcasts.max(1);
         if !window.is_zero() && big_rooms && self.drain_until.is_none() {
@@ -752,7 +742,7 @@ impl Shard {
             if session.room().is_some() {
                 // It held a WebSocket place since its upgrade.
                 self.websockets -= 1;
-                self.site.release();
+                self.common.site.release();
             }
             self.release_ip(session.peer_ip());
         }
@@ -761,7 +751,7 @@ impl Shard {
     }
 
     fn release_ip(&self, ip: Option<IpAddr>) {
-        if let (Some(limit), Some(ip)) = (&self.per_ip, ip) {
+        if let (Some(limit), Some(ip)) = (&self.common.per_ip, ip) {
             limit.release(ip);
         }
     }
@@ -769,12 +759,7 @@ impl Shard {
     fn expire_timers(&mut self) {
         let now = Instant::now();
         while let Some((key, generation)) = self.timers.pop_due(now) {
-            let mut cx = Ctx {
-                config: &self.config,
-                site: &self.site,
-                now,
-                counters: &mut self.counters,
-            };
+            let mut cx = self.common.ctx(now, &mut self.counters);
             let Some(session) = self.sessions.get_mut(key) else {
                 continue;
             };
@@ -808,7 +793,8 @@ impl Shard {
     }
 
     fn publish_gauges(&self) {
-        self.stats
+        self.common
+            .stats
             .shard(self.id.0)
             .set_connections(self.sessions.len(), self.websockets);
     }
