@@ -75,7 +75,7 @@ impl Acceptor {
                 Err(e) => return Err(e),
             }
             if self.stats.is_draining() {
-                log::info!("acceptor: no longer accepting");
+                tracing::info!("acceptor: no longer accepting");
                 return Ok(());
             }
             // New connections wake the poll during a pause too: keep pausing regardless.
@@ -154,7 +154,7 @@ pub fn accept_ready(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accepted::Drained),
             Err(e) => match e.raw_os_error() {
                 Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                    log::warn!("accept: {e}; pausing {RESOURCE_BACKOFF:?}");
+                    tracing::warn!("accept: {e}; pausing {RESOURCE_BACKOFF:?}");
                     return Ok(Accepted::Backoff);
                 }
                 // The peer gave up between SYN and accept, or a signal arrived.

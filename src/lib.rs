@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod logging;
 pub mod mesh;
 pub mod metrics;
 pub mod models;

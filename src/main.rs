@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shardcast::config::{Model, TlsFiles, default_max_connections, raise_fd_limit};
+use shardcast::logging::{self, LogFormat};
 use shardcast::{Config, Server, client};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -117,6 +118,26 @@ struct ServerArgs {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Log line format: `text`, or `json` (one object per line with time, level, target and
+    /// fields).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormatArg,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 /// `--model` values.
@@ -281,11 +302,17 @@ impl ClientArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (log_level, prefix) = match &cli.command {
-        None => (cli.server.log_level.as_str(), "shardcast"),
-        Some(Subcommand::Client(args)) => (args.log_level.as_str(), "shardcast client"),
+    let (log_level, format, prefix) = match &cli.command {
+        None => (
+            cli.server.log_level.as_str(),
+            cli.server.log_format.into(),
+            "shardcast",
+        ),
+        Some(Subcommand::Client(args)) => {
+            (args.log_level.as_str(), LogFormat::Text, "shardcast client")
+        }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(log_level)).init();
+    logging::init(log_level, format);
     let outcome = match cli.command {
         None => run(cli.server),
         Some(Subcommand::Client(args)) => args.run(),
@@ -302,8 +329,8 @@ fn main() -> ExitCode {
 fn run(cli: ServerArgs) -> anyhow::Result<()> {
     // Before the config: the default connection limit is sized from the raised limit.
     match raise_fd_limit() {
-        Some(limit) => log::info!("descriptor limit (RLIMIT_NOFILE): {limit}"),
-        None => log::warn!("cannot read the descriptor limit"),
+        Some(limit) => tracing::info!("descriptor limit (RLIMIT_NOFILE): {limit}"),
+        None => tracing::warn!("cannot read the descriptor limit"),
     }
     let config = cli.into_config()?;
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
@@ -315,16 +342,16 @@ fn run(cli: ServerArgs) -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                log::info!("signal {signal}: shutting down (a second signal exits at once)");
+                tracing::info!("signal {signal}: shutting down (a second signal exits at once)");
                 stop.shutdown();
             }
             if let Some(signal) = signals.forever().next() {
-                log::warn!("signal {signal} again: exiting now");
+                tracing::warn!("signal {signal} again: exiting now");
                 std::process::exit(1);
             }
         })
         .context("cannot start the signal thread")?;
     server.wait()?;
-    log::info!("shardcast stopped");
+    tracing::info!("shardcast stopped");
     Ok(())
 }

@@ -55,7 +55,7 @@ impl Server {
     pub fn start(mut config: Config) -> Result<Server, ServerError> {
         config.validate()?;
         if config.model == Model::Single && config.workers != 1 {
-            log::info!(
+            tracing::info!(
                 "the single model runs one thread; --workers {} ignored",
                 config.workers
             );
@@ -132,7 +132,7 @@ impl Server {
         };
         let cluster = match (&config.redis, &config.node_id, cluster_stats) {
             (Some(url), Some(node), Some(cluster_stats)) => {
-                log::info!(
+                tracing::info!(
                     "cluster member {node} through Redis at {}",
                     crate::cluster::redacted(url)
                 );
@@ -208,7 +208,7 @@ impl Server {
                 .map_err(ServerError::Acceptor)?;
             threads.push(handle);
         }
-        log::info!(
+        tracing::info!(
             "shardcast listening on {local_addr} ({}), {:?} model with {} thread(s), pinning {}; \
              max message {} B, max buffered {} B, max connections {}{}; timeouts: handshake \
              {:?}, ping {:?}, pong {:?}, idle {:?}, close {:?}, drain {:?}; allowed origins: {}",
@@ -259,7 +259,7 @@ impl Server {
             match handle.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    log::error!("{name} stopped: {e}");
+                    tracing::error!("{name} stopped: {e}");
                     first_error.get_or_insert(ServerError::Thread { name, source: e });
                 }
                 Err(_) => {
@@ -285,7 +285,7 @@ fn spawn_pinned(
             if let Some(core) = core
                 && !core_affinity::set_for_current(core)
             {
-                log::warn!("{thread_name}: could not pin to core {}", core.id);
+                tracing::warn!("{thread_name}: could not pin to core {}", core.id);
             }
             run()
         })

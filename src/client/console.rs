@@ -50,7 +50,7 @@ impl Console {
                 Ok(()) => return,
                 // The terminal went away under us: fall back for good.
                 Err(e) => {
-                    log::debug!("external printer failed ({e}); printing to stdout");
+                    tracing::debug!("external printer failed ({e}); printing to stdout");
                     *sink = Sink::Stdout;
                 }
             }

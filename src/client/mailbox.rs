@@ -152,7 +152,7 @@ impl Mailbox {
     fn wake(&self) {
         // A failed wake means the poll is gone, and with it the thread: nothing to tell.
         if let Err(e) = self.waker.0.wake() {
-            log::debug!("cannot wake a connection thread: {e}");
+            tracing::debug!("cannot wake a connection thread: {e}");
         }
     }
 }

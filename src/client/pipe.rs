@@ -131,7 +131,7 @@ impl Observer for StdoutLines {
     }
 
     fn closing(&mut self, initiator: Side, note: &CloseNote) {
-        log::debug!("closing ({initiator:?} first): {note}");
+        tracing::debug!("closing ({initiator:?} first): {note}");
     }
 }
 

@@ -208,7 +208,7 @@ impl<'a, O: Observer> Pump<'a, O> {
     fn send(&mut self, message: Message) -> ControlFlow<Ending> {
         if self.initiator.is_some() {
             // Tungstenite refuses data after a close frame; the close decides.
-            log::debug!("not sending a message: the connection is closing");
+            tracing::debug!("not sending a message: the connection is closing");
             return Continue(());
         }
         match self.ws.write(message.clone()) {
@@ -273,7 +273,7 @@ impl<'a, O: Observer> Pump<'a, O> {
         match &message {
             Message::Text(_) | Message::Binary(_) => {
                 if let Err(e) = self.observer.received(&message) {
-                    log::debug!("output failed ({e}): closing");
+                    tracing::debug!("output failed ({e}): closing");
                     return self.start_close(CloseNote::going_away("output closed"));
                 }
             }
@@ -342,7 +342,7 @@ impl<'a, O: Observer> Pump<'a, O> {
                     self.observer.sent(&message)
                 }
                 Err(WsError::WriteBufferFull(_)) => {
-                    log::warn!("dropping a message larger than the write buffer")
+                    tracing::warn!("dropping a message larger than the write buffer")
                 }
                 Err(e) => return Break(self.ended(describe(&e))),
             }

@@ -143,7 +143,7 @@ impl Publisher {
             // A reply may take as long as a write.
             match connect(&self.client, IO_TIMEOUT) {
                 Ok(conn) => {
-                    log::info!("redis publisher connected");
+                    tracing::info!("redis publisher connected");
                     self.conn = Some(conn);
                     self.backoff.reset();
                 }
@@ -161,7 +161,7 @@ impl Publisher {
             Err(e) => {
                 self.conn = None;
                 self.stats.dropped(count);
-                log::warn!("redis publisher: {e}; reconnecting");
+                tracing::warn!("redis publisher: {e}; reconnecting");
                 self.retry_later(&e);
             }
         }
@@ -169,7 +169,7 @@ impl Publisher {
 
     fn retry_later(&mut self, error: &redis::RedisError) {
         let delay = self.backoff.next_delay().unwrap_or(RECONNECT_CAP);
-        log::debug!("redis publisher: {error}; next attempt in {delay:?}");
+        tracing::debug!("redis publisher: {error}; next attempt in {delay:?}");
         self.retry_at = Instant::now() + delay;
     }
 }

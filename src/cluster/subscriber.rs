@@ -116,10 +116,10 @@ impl Subscriber {
                 Exit::Lost(e) => {
                     self.stats.set_up(false);
                     if down_since.is_none() {
-                        log::warn!("redis: cross-node delivery down: {e}");
+                        tracing::warn!("redis: cross-node delivery down: {e}");
                         down_since = Some(Instant::now());
                     } else {
-                        log::debug!("redis: still down: {e}");
+                        tracing::debug!("redis: still down: {e}");
                     }
                 }
             }
@@ -170,12 +170,12 @@ impl Subscriber {
             Some(since) => {
                 let down = since.elapsed();
                 self.stats.outage_ended(down);
-                log::info!(
+                tracing::info!(
                     "redis: cross-node delivery restored after {:.1} s",
                     down.as_secs_f64()
                 );
             }
-            None => log::info!("redis: node {} subscribed", self.node),
+            None => tracing::info!("redis: node {} subscribed", self.node),
         }
         // Let the others know of us (and we of them) without waiting for a tick.
         let _ = self.publisher.send(Outbound::HeartbeatNow);
@@ -239,7 +239,7 @@ impl Subscriber {
     /// What one Redis message means here.
     fn handle(&mut self, channel: &str, payload: &[u8]) {
         let Some(envelope) = wire::decode(payload) else {
-            log::debug!("redis: ignoring a malformed envelope on {channel}");
+            tracing::debug!("redis: ignoring a malformed envelope on {channel}");
             return;
         };
         match envelope {
@@ -346,7 +346,7 @@ impl Subscriber {
     /// Marks `node` alive; a node not known before gets our heartbeat at once.
     fn heard_from(&mut self, node: &str) -> &mut RemoteNode {
         if !self.remote.contains_key(node) {
-            log::info!("cluster: node {node} appeared");
+            tracing::info!("cluster: node {node} appeared");
             let _ = self.publisher.send(Outbound::HeartbeatNow);
             self.stats.set_nodes(self.remote.len() + 1);
         }
@@ -372,7 +372,7 @@ impl Subscriber {
                 continue;
             };
             let members: u64 = node.rooms.keys().map(|r| node.total(r)).sum();
-            log::warn!(
+            tracing::warn!(
                 "cluster: node {name} not heard from for {} s; its {members} member(s) leave \
                  the counts",
                 NODE_EXPIRY.as_secs()
@@ -416,7 +416,7 @@ impl Subscriber {
             );
         }
         if member.is_some_and(|m| m.change == Change::Join) {
-            log::debug!("cluster: {room:?} has {others} member(s) on other nodes");
+            tracing::debug!("cluster: {room:?} has {others} member(s) on other nodes");
         }
     }
 }

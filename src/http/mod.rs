@@ -325,7 +325,7 @@ impl Site {
                 )
             }
             Err(err) => {
-                log::warn!("cannot read asset {path}: {err}");
+                tracing::warn!("cannot read asset {path}: {err}");
                 error_response(Status::InternalError, &[])
             }
         }

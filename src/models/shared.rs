@@ -251,7 +251,7 @@ impl Worker {
         let conn = match Conn::new(stream, self.parts.common.tls.as_ref()) {
             Ok(conn) => conn,
             Err(e) => {
-                log::warn!("worker {}: cannot start TLS: {e}", self.parts.id);
+                tracing::warn!("worker {}: cannot start TLS: {e}", self.parts.id);
                 release(&self.parts);
                 return;
             }
@@ -269,7 +269,7 @@ impl Worker {
             Interest::READABLE | Interest::WRITABLE,
         );
         if let Err(e) = registered {
-            log::warn!(
+            tracing::warn!(
                 "worker {}: cannot register a connection: {e}",
                 self.parts.id
             );

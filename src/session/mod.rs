@@ -308,7 +308,7 @@ impl<S: Transport> Session<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Idle,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::debug!("read failed: {e}");
+                    tracing::debug!("read failed: {e}");
                     return Progress::Finished;
                 }
             }
@@ -326,7 +326,7 @@ impl<S: Transport> Session<S> {
             match result.and_then(|f| Ok(f == Flushed::All && self.stream.flush_pending()?)) {
                 Ok(drained) => drained,
                 Err(e) => {
-                    log::debug!("write failed: {e}");
+                    tracing::debug!("write failed: {e}");
                     return Progress::Finished;
                 }
             };
@@ -380,14 +380,14 @@ impl<S: Transport> Session<S> {
                         cx.counters.bump(Counter::HandshakeTimeout);
                     }
                     cx.counters.bump(Counter::TimerHandshake);
-                    log::debug!("no complete request head in time");
+                    tracing::debug!("no complete request head in time");
                     return Progress::Finished;
                 }
             }
             Phase::Discard { .. } => {
                 if self.deadline.is_some_and(|d| d <= now) {
                     cx.counters.bump(Counter::TimerClose);
-                    log::debug!("closing connection did not finish in time");
+                    tracing::debug!("closing connection did not finish in time");
                     return Progress::Finished;
                 }
             }
@@ -397,7 +397,7 @@ impl<S: Transport> Session<S> {
             } => {
                 if *until <= now {
                     cx.counters.bump(Counter::TimerClose);
-                    log::debug!("no close reply in time");
+                    tracing::debug!("no close reply in time");
                     return Progress::Finished;
                 }
             }
@@ -406,7 +406,7 @@ impl<S: Transport> Session<S> {
                 Verdict::Ping => self.out.push(Chunk::Owned(PING_FRAME.to_vec())),
                 Verdict::Dead => {
                     cx.counters.bump(Counter::TimerPong);
-                    log::debug!("no answer to a ping in time");
+                    tracing::debug!("no answer to a ping in time");
                     return Progress::Finished;
                 }
                 Verdict::Idle => {
@@ -522,7 +522,7 @@ impl<S: Transport> Session<S> {
                     self.deadline = Some(cx.now + cfg.handshake_timeout);
                     if self.out.queued_bytes() > cfg.max_buffered {
                         // Pipelining far ahead of reading the answers: cut it off.
-                        log::debug!("pipelined answers passed max-buffered; closing");
+                        tracing::debug!("pipelined answers passed max-buffered; closing");
                         self.out.discard_unstarted();
                         self.enter_discard(cx);
                         return true;
@@ -656,12 +656,12 @@ impl<S: Transport> Session<S> {
                         }
                         Message::Close(close) => {
                             match &close {
-                                Some(c) => log::debug!(
+                                Some(c) => tracing::debug!(
                                     "client closed with code {}: {:?}",
                                     u16::from(c.code),
                                     c.reason.as_str()
                                 ),
-                                None => log::debug!("client closed without a code"),
+                                None => tracing::debug!("client closed without a code"),
                             }
                             if !closing && let Some(close) = close {
                                 // tungstenite echoes the peer's code (an empty close gets an
@@ -753,7 +753,7 @@ impl<S: Transport> Session<S> {
 
     /// Queues a close frame and stops taking input and broadcasts.
     fn fail(&mut self, code: u16, reason: &str, cx: &mut Ctx) {
-        log::debug!("closing with {code}: {reason}");
+        tracing::debug!("closing with {code}: {reason}");
         cx.counters.close_code(code);
         self.out
             .push(Chunk::Owned(frame::encode_close(code, reason)));
@@ -774,7 +774,7 @@ impl<S: Transport> Session<S> {
             ..
         } = self.phase
         {
-            log::debug!("peer closed the connection without a close frame");
+            tracing::debug!("peer closed the connection without a close frame");
         }
         if !self.has_output() {
             return Progress::Finished;

@@ -242,7 +242,7 @@ impl Shard {
                 None => !acceptor_alive && self.sessions.is_empty(),
             };
             if drained {
-                log::debug!(
+                tracing::debug!(
                     "shard {} stops with {} session(s) left",
                     self.id.0,
                     self.sessions.len()
@@ -297,7 +297,7 @@ impl Shard {
         let conn = match Conn::new(stream, self.common.tls.as_ref()) {
             Ok(conn) => conn,
             Err(e) => {
-                log::warn!("shard {}: cannot start TLS: {e}", self.id.0);
+                tracing::warn!("shard {}: cannot start TLS: {e}", self.id.0);
                 self.release_ip(handoff.counted_ip);
                 return;
             }
@@ -311,7 +311,7 @@ impl Shard {
             Interest::READABLE | Interest::WRITABLE,
         );
         if let Err(e) = registered {
-            log::warn!("shard {}: cannot register a connection: {e}", self.id.0);
+            tracing::warn!("shard {}: cannot register a connection: {e}", self.id.0);
             self.release_ip(handoff.counted_ip);
             return;
         }
@@ -651,7 +651,7 @@ impl Shard {
                 Delivery::Queued => delivered += 1,
                 Delivery::Refused => continue,
                 Delivery::SlowConsumer => {
-                    log::debug!(
+                    tracing::debug!(
                         "shard {}: session {key} closed as a slow consumer",
                         self.id.0
                     );

@@ -166,7 +166,7 @@ impl Registry {
                 thread::sleep(Duration::from_millis(10));
             }
             if thread.is_finished() && thread.join().is_err() {
-                log::warn!("a connection thread panicked");
+                tracing::warn!("a connection thread panicked");
             }
         }
     }
