@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use shardcast::session::frame::{OP_TEXT, encode_shared};
+use shardcast::frame::{OP_TEXT, encode_shared};
 use shardcast::session::outbound::{Chunk, Flushed, OutQueue};
 
 fn coalesce(c: &mut Criterion) {

@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use shardcast::Config;
+use shardcast::frame::{OP_TEXT, encode_shared};
 use shardcast::http::Site;
 use shardcast::http::assets::Assets;
 use shardcast::metrics::Counters;
-use shardcast::session::frame::{OP_TEXT, encode_shared};
 use shardcast::session::{Ctx, Session, Transport};
 use shardcast::stats::ServerStats;
 
@@ -76,7 +76,7 @@ fn fanout(c: &mut Criterion) {
                 input: UPGRADE,
                 written: 0,
             };
-            let mut session = Session::new(socket, None, &config, now);
+            let mut session = Session::new(socket, &config, now);
             let mut cx = Ctx {
                 config: &config,
                 site: &site,

@@ -12,7 +12,7 @@
 //! On shutdown (the draining flag plus a wake) it closes the listener and returns.
 
 use std::io;
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +23,17 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::http::{Status, error_response};
 use crate::limits::PerIpLimit;
-use crate::shard::Handoff;
 use crate::stats::ServerStats;
+
+/// A connection handed from the acceptor to an event loop.
+pub struct Handoff {
+    /// The accepted socket.
+    pub stream: TcpStream,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Set when the per-address limit holds a place for this connection.
+    pub counted_ip: Option<IpAddr>,
+}
 
 /// Pause after accept fails for lack of resources.
 pub const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
@@ -174,7 +183,11 @@ pub fn accept_ready(
                 continue;
             }
         };
-        if !take(Handoff { stream, counted_ip }) {
+        if !take(Handoff {
+            stream,
+            peer,
+            counted_ip,
+        }) {
             return Ok(Accepted::Stopped);
         }
     }

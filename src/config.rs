@@ -234,9 +234,6 @@ impl Config {
         {
             return Err(ConfigError::NodeId(id.clone()));
         }
-        if self.redis.is_some() && self.model == Model::Shared {
-            return Err(ConfigError::RedisModel);
-        }
         Ok(())
     }
 }

@@ -38,9 +38,6 @@ pub enum ConfigError {
     /// `--node-id` breaks the rule.
     #[error("--node-id must be 1-32 of A-Z a-z 0-9 - _, got {0:?}")]
     NodeId(String),
-    /// `--redis` was given with the shared model, which has no bridge.
-    #[error("--redis needs the sharded or single model")]
-    RedisModel,
 }
 
 /// The TLS certificate or key cannot be used.

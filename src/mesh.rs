@@ -19,17 +19,10 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::Waker;
 
-use crate::chat::Outgoing;
-use crate::cluster::ClusterNews;
+use crate::chat::{MemberChange, Outgoing};
+use crate::frame::SharedFrame;
+pub use crate::ids::ShardId;
 use crate::room::{RoomId, Share};
-
-/// The index of a shard, `0..workers`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ShardId(pub usize);
-
-/// A complete server-to-client WebSocket frame (header and payload), encoded once and shared
-/// by every recipient on every shard. Server frames are unmasked, so the same bytes serve all.
-pub type SharedFrame = Arc<[u8]>;
 
 /// Most messages that may wait for one peer when its inbox is full (see the module docs).
 pub const MAX_BACKLOG: usize = 64 * 1024;
@@ -66,6 +59,16 @@ pub enum ShardMsg {
         /// joined it a moment ago (the bridge's view of this node may lag behind).
         news: Option<ClusterNews>,
     },
+}
+
+/// What the Redis bridge tells shards about a room on other nodes, for their v1 members.
+#[derive(Debug, Clone)]
+pub enum ClusterNews {
+    /// A member of another node joined or left: a `join` or `leave` notice.
+    Member(MemberChange),
+    /// The count changed with no member to name (a node lost, a heartbeat correction): an
+    /// `online` notice.
+    Count,
 }
 
 /// The sending side of one shard's inbox, as held by its peers.
@@ -107,6 +110,11 @@ impl MeshLinks {
             peers,
             dropped: 0,
         }
+    }
+
+    /// How many shards there are (this one included).
+    pub fn shards(&self) -> usize {
+        self.peers.len()
     }
 
     /// Every other shard's id.

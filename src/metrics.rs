@@ -7,6 +7,8 @@
 
 use std::fmt::Write;
 
+use crate::close::CloseReason;
+
 /// Everything counted. The order is the index into [`Counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -85,6 +87,32 @@ pub enum Counter {
     PresenceNotices,
     /// Broadcasts dropped because another shard's inbox and backlog were full.
     MeshDropped,
+    /// WebSocket sessions ended, by [`CloseReason`] (in [`CloseReason::ALL`] order).
+    ClosedClientClose,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedPeerGone,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedIoError,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedSlowConsumer,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedNoHello,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedUnsupportedData,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedMessageTooBig,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedInvalidUtf8,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedProtocolError,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedInternalError,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedIdleTimeout,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedPongTimeout,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedShutdown,
     /// Loop turns (published per shard).
     LoopTurns,
 }
@@ -185,11 +213,49 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
         "Broadcasts dropped: a shard's inbox and backlog were full",
     ),
     (
+        "shardcast_closes_total",
+        "reason=\"client_close\"",
+        "WebSocket sessions ended, by reason (docs/operations.md)",
+    ),
+    ("shardcast_closes_total", "reason=\"peer_gone\"", ""),
+    ("shardcast_closes_total", "reason=\"io_error\"", ""),
+    ("shardcast_closes_total", "reason=\"slow_consumer\"", ""),
+    ("shardcast_closes_total", "reason=\"no_hello\"", ""),
+    ("shardcast_closes_total", "reason=\"unsupported_data\"", ""),
+    ("shardcast_closes_total", "reason=\"message_too_big\"", ""),
+    ("shardcast_closes_total", "reason=\"invalid_utf8\"", ""),
+    ("shardcast_closes_total", "reason=\"protocol_error\"", ""),
+    ("shardcast_closes_total", "reason=\"internal_error\"", ""),
+    ("shardcast_closes_total", "reason=\"idle_timeout\"", ""),
+    ("shardcast_closes_total", "reason=\"pong_timeout\"", ""),
+    ("shardcast_closes_total", "reason=\"shutdown\"", ""),
+    (
         "shardcast_loop_iterations_total",
         "",
         "Shard event-loop turns",
     ),
 ];
+
+impl Counter {
+    /// The counter of sessions that ended for `reason`.
+    pub fn closed_by(reason: CloseReason) -> Counter {
+        match reason {
+            CloseReason::ClientClose => Counter::ClosedClientClose,
+            CloseReason::PeerGone => Counter::ClosedPeerGone,
+            CloseReason::IoError => Counter::ClosedIoError,
+            CloseReason::SlowConsumer => Counter::ClosedSlowConsumer,
+            CloseReason::NoHello => Counter::ClosedNoHello,
+            CloseReason::UnsupportedData => Counter::ClosedUnsupportedData,
+            CloseReason::MessageTooBig => Counter::ClosedMessageTooBig,
+            CloseReason::InvalidUtf8 => Counter::ClosedInvalidUtf8,
+            CloseReason::ProtocolError => Counter::ClosedProtocolError,
+            CloseReason::InternalError => Counter::ClosedInternalError,
+            CloseReason::IdleTimeout => Counter::ClosedIdleTimeout,
+            CloseReason::PongTimeout => Counter::ClosedPongTimeout,
+            CloseReason::Shutdown => Counter::ClosedShutdown,
+        }
+    }
+}
 
 /// One shard's counts.
 #[derive(Debug, Clone)]
@@ -240,6 +306,23 @@ pub struct ShardSnapshot {
     pub websockets: u64,
     /// The counters.
     pub counters: Counters,
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn every_close_reason_has_its_own_counter_in_order() {
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(
+                Counter::closed_by(*reason) as usize,
+                Counter::ClosedClientClose as usize + i
+            );
+        }
+        let at = Counter::closed_by(CloseReason::SlowConsumer) as usize;
+        assert_eq!(DESCRIPTIONS[at].1, "reason=\"slow_consumer\"");
+    }
 }
 
 /// Renders the Prometheus text format (version 0.0.4). `per_ip_refused` is the acceptor's

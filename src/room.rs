@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::chat::Dialect;
 use crate::chat::post::Needs;
-use crate::mesh::ShardId;
+use crate::ids::{SessionKey, ShardId};
 
 /// Longest room name, in bytes (all of them ASCII).
 pub const MAX_ROOM_NAME: usize = 64;
@@ -42,9 +42,6 @@ impl RoomId {
         &self.0
     }
 }
-
-/// A slab key of a session on this shard.
-pub type SessionKey = usize;
 
 /// How many members one shard has in a room, by dialect.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -213,14 +210,17 @@ mod tests {
     fn join_and_leave_keep_slots_and_counts() {
         let mut t = RoomTable::default();
         let r = RoomId::parse("r").unwrap();
-        assert_eq!(t.join(&r, Dialect::Plain, 10), 0);
-        assert_eq!(t.join(&r, Dialect::Plain, 11), 1);
-        assert_eq!(t.join(&r, Dialect::Plain, 12), 2);
-        assert_eq!(t.join(&r, Dialect::V1, 13), 0);
+        assert_eq!(t.join(&r, Dialect::Plain, SessionKey(10)), 0);
+        assert_eq!(t.join(&r, Dialect::Plain, SessionKey(11)), 1);
+        assert_eq!(t.join(&r, Dialect::Plain, SessionKey(12)), 2);
+        assert_eq!(t.join(&r, Dialect::V1, SessionKey(13)), 0);
         assert_eq!(t.get(&r).unwrap().online(), 4);
         // Removing slot 0 moves the last member (12) into it.
-        assert_eq!(t.leave(&r, Dialect::Plain, 0), Some(12));
-        assert_eq!(t.get(&r).unwrap().plain, vec![12, 11]);
+        assert_eq!(t.leave(&r, Dialect::Plain, 0), Some(SessionKey(12)));
+        assert_eq!(
+            t.get(&r).unwrap().plain,
+            vec![SessionKey(12), SessionKey(11)]
+        );
         assert_eq!(t.leave(&r, Dialect::Plain, 1), None);
         assert_eq!(t.leave(&r, Dialect::Plain, 0), None);
         assert_eq!(t.get(&r).unwrap().local_share(), Share { plain: 0, v1: 1 });
@@ -245,7 +245,7 @@ mod tests {
                 v1: true
             }
         );
-        t.join(&r, Dialect::Plain, 1);
+        t.join(&r, Dialect::Plain, SessionKey(1));
         assert_eq!(t.leave(&r, Dialect::Plain, 0), None);
         assert!(t.get(&r).is_some());
         t.set_remote_share(&r, ShardId(1), Share::default());

@@ -12,9 +12,13 @@ use crate::config::{Config, Model};
 use crate::error::ServerError;
 use crate::http::Site;
 use crate::http::assets::Assets;
+use crate::ids::ShardId;
 use crate::limits::PerIpLimit;
-use crate::mesh::{MeshLinks, PeerHandle, ShardId};
-use crate::models::shared::{Registry, Worker, WorkerParts};
+use crate::mesh::{MeshLinks, PeerHandle};
+use crate::models::sharded::Mesh;
+use crate::models::shared::{Registry, Shared};
+use crate::models::single::{Alone, Listener};
+use crate::models::{Entry, Reach};
 use crate::shard::{LoopCommon, Shard, ShardParts, WAKER};
 use crate::stats::ServerStats;
 
@@ -148,49 +152,40 @@ impl Server {
         };
         let mut threads = Vec::new();
         let mut listener = Some(listener);
-        match config.model {
-            Model::Sharded | Model::Single => {
-                let parts = polls.into_iter().zip(inboxes).zip(handoffs).enumerate();
-                for (i, ((poll, inbox), connections)) in parts {
-                    let single = config.model == Model::Single;
-                    let parts = ShardParts {
-                        id: ShardId(i),
-                        poll,
-                        connections: (!single).then_some(connections),
-                        listener: if single {
-                            listener.take().map(mio::net::TcpListener::from_std)
-                        } else {
-                            None
-                        },
-                        inbox,
-                        mesh: MeshLinks::new(ShardId(i), peers.clone()),
-                        common: common.clone(),
-                        cluster: cluster.clone(),
-                    };
-                    threads.push(spawn_pinned(
-                        format!("shard-{i}"),
-                        pin_core(i),
-                        move || Shard::new(parts).run(),
-                    )?);
+        let registry = (config.model == Model::Shared)
+            .then(|| Registry::new(wakers[..config.workers].to_vec()));
+        let parts = polls.into_iter().zip(inboxes).zip(handoffs).enumerate();
+        for (i, ((poll, inbox), connections)) in parts {
+            let id = ShardId(i);
+            let entry = match config.model {
+                Model::Single => listener.take().map_or(Entry::Closed, |l| {
+                    Entry::Listener(Listener::new(mio::net::TcpListener::from_std(l)))
+                }),
+                Model::Sharded | Model::Shared => Entry::Handoff(connections),
+            };
+            let parts = ShardParts {
+                id,
+                poll,
+                entry,
+                inbox,
+                reach: (),
+                common: common.clone(),
+                cluster: cluster.clone(),
+            };
+            let core = pin_core(i);
+            threads.push(match (config.model, &registry) {
+                (Model::Shared, Some(registry)) => {
+                    let parts = parts.with_reach(Shared::new(id, registry.clone()));
+                    spawn_loop(format!("worker-{i}"), "worker", core, parts)?
                 }
-            }
-            Model::Shared => {
-                let registry = Arc::new(Registry::new(wakers[..config.workers].to_vec()));
-                for (i, (poll, connections)) in polls.into_iter().zip(handoffs).enumerate() {
-                    let parts = WorkerParts {
-                        id: i,
-                        poll,
-                        connections,
-                        registry: registry.clone(),
-                        common: common.clone(),
-                    };
-                    threads.push(spawn_pinned(
-                        format!("worker-{i}"),
-                        pin_core(i),
-                        move || Worker::new(parts).run(),
-                    )?);
+                (Model::Single, _) => {
+                    spawn_loop(format!("shard-{i}"), "shard", core, parts.with_reach(Alone))?
                 }
-            }
+                _ => {
+                    let mesh = Mesh::new(id, MeshLinks::new(id, peers.clone()));
+                    spawn_loop(format!("shard-{i}"), "shard", core, parts.with_reach(mesh))?
+                }
+            });
         }
         drop(peers);
 
@@ -269,6 +264,16 @@ impl Server {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Starts an event loop on a named thread (`span` names its log span), pinned to `core`.
+fn spawn_loop<R: Reach + Send + 'static>(
+    name: String,
+    span: &'static str,
+    core: Option<core_affinity::CoreId>,
+    parts: ShardParts<R>,
+) -> Result<JoinHandle<std::io::Result<()>>, ServerError> {
+    spawn_pinned(name, core, move || Shard::new(parts).run(span))
 }
 
 /// Starts a named thread, pinned to `core` when given.

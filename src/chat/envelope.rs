@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chat::nick::NICK_RULE;
-use crate::mesh::SharedFrame;
-use crate::session::frame::{OP_TEXT, encode_shared};
+use crate::frame::{OP_TEXT, SharedFrame, encode_shared};
 
 /// What a v1 client may send.
 #[derive(Debug, PartialEq, Eq, Deserialize)]

@@ -7,9 +7,11 @@
 
 pub mod dialect;
 pub mod envelope;
+pub mod member;
 pub mod nick;
 pub mod post;
 
 pub use dialect::{Dialect, SUBPROTOCOL};
+pub use member::MemberChange;
 pub use nick::Nick;
-pub use post::{Body, Outgoing, Post, SessionId};
+pub use post::{Body, Outgoing, Post};

@@ -1,6 +1,5 @@
 //! A message on its way to a room, and its renderings for each dialect.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,24 +7,7 @@ use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::chat::envelope;
 use crate::chat::{Dialect, Nick};
-use crate::mesh::SharedFrame;
-use crate::session::frame::{OP_BINARY, OP_TEXT, encode_shared};
-
-/// A session's id, unique on the server: its event-loop thread and its sequence number there.
-/// Written `"<worker>.<seq>"`, or `"<node>.<worker>.<seq>"` in a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct SessionId {
-    /// The shard (or shared-model worker) that owns the session.
-    pub worker: u16,
-    /// Its sequence number on that thread.
-    pub seq: u64,
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.worker, self.seq)
-    }
-}
+use crate::frame::{OP_BINARY, OP_TEXT, SharedFrame, encode_shared};
 
 /// What a message carries.
 #[derive(Debug, Clone)]

@@ -34,11 +34,12 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::backoff::{Backoff, random_seed};
-use crate::chat::Nick;
+pub use crate::chat::MemberChange;
 use crate::chat::Post;
-use crate::chat::envelope::Change;
 use crate::error::ServerError;
-use crate::mesh::{PeerHandle, ShardId};
+use crate::ids::ShardId;
+pub use crate::mesh::ClusterNews;
+use crate::mesh::PeerHandle;
 use crate::room::{RoomId, Share};
 pub use stats::ClusterStats;
 
@@ -120,27 +121,6 @@ fn connect(
     conn.set_read_timeout(Some(read_timeout))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     Ok(conn)
-}
-
-/// A membership change a shard hands to the bridge (and the bridge to the shards).
-#[derive(Debug, Clone)]
-pub struct MemberChange {
-    /// Joined or left.
-    pub change: Change,
-    /// The member's id.
-    pub id: Arc<str>,
-    /// Its nickname.
-    pub nick: Option<Nick>,
-}
-
-/// What the bridge tells shards about a room on other nodes, for their v1 members.
-#[derive(Debug, Clone)]
-pub enum ClusterNews {
-    /// A member of another node joined or left: a `join` or `leave` notice.
-    Member(MemberChange),
-    /// The count changed with no member to name (a node lost, a heartbeat correction): an
-    /// `online` notice.
-    Count,
 }
 
 /// What shards hand to the publisher.

@@ -18,30 +18,32 @@
 //!
 //! The session never touches other sessions or rooms: it reports [`Event`]s and the shard acts
 //! on them. It is generic over its [`Transport`] so tests can drive it through an in-memory
-//! stream that blocks and writes partially at will.
+//! stream that blocks and writes partially at will. What a `shardcast.v1` client's text means
+//! is decided in [`v1`]; why a session ended is one [`CloseReason`].
 
-pub mod frame;
 pub mod liveness;
 pub mod outbound;
 pub mod transport;
+pub mod v1;
 mod wsio;
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
-use crate::chat::envelope::{ClientEnvelope, ErrorCode};
 use crate::chat::post::now_millis;
-use crate::chat::{Body, Dialect, Nick, Post, SessionId, envelope};
+use crate::chat::{Body, Dialect, Nick, Post, envelope};
+pub use crate::close::CloseReason;
 use crate::config::Config;
+use crate::frame::{self, SharedFrame};
 use crate::http::request::{self, Parsed};
 use crate::http::{Dispatch, Site, error_response, http_counter};
-use crate::mesh::SharedFrame;
+use crate::ids::SessionId;
 use crate::metrics::{Counter, Counters};
 use crate::room::RoomId;
 use liveness::{Liveness, Verdict};
@@ -57,15 +59,6 @@ const READ_BYTES_PER_TURN: usize = 256 * 1024;
 /// that has not completed; 64 bytes keep an idle session small and still take a chat message
 /// in one or two copies.
 const WS_READ_CHUNK: usize = 64;
-
-/// Close code for a slow consumer (RFC 6455 "policy violation"), with reason "slow consumer".
-pub const CLOSE_SLOW_CONSUMER: u16 = 1008;
-
-/// Close code for a v1 client that sent no valid `hello` in time (also "policy violation").
-pub const CLOSE_NO_HELLO: u16 = 1008;
-
-/// Close code for a binary frame from a v1 client (RFC 6455 "unsupported data").
-pub const CLOSE_UNSUPPORTED: u16 = 1003;
 
 /// An empty ping frame (server frames are unmasked).
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
@@ -149,31 +142,28 @@ pub struct Session<S> {
     peer_eof: bool,
     /// The queue's buffer was given back after the upgrade.
     out_trimmed: bool,
-    room: Option<RoomId>,
+    /// A per-address limit holds a place for `peer`'s address (given back at the end).
+    ip_counted: bool,
     dialect: Dialect,
+    /// Why the WebSocket ended (the first reason only), and the close code exchanged.
+    close: Option<CloseReason>,
+    close_code: u16,
+    room: Option<RoomId>,
     nick: Option<Nick>,
     /// The id as clients see it, made at the first message (most sessions never need it).
     id_text: Option<Arc<str>>,
-    peer_ip: Option<IpAddr>,
-    /// The session's id (set by its event loop when it adopts the connection).
-    pub id: SessionId,
-    /// Set while the session is a member of `room`: its position in the shard's member list
-    /// for its dialect (the shard keeps it current).
-    pub room_slot: Option<usize>,
-    /// The shard's bookkeeping: already on this turn's flush list.
-    pub flush_listed: bool,
-    /// The shard's bookkeeping: on the list of sessions to resume next turn.
-    pub ready_listed: bool,
-    /// The shard's bookkeeping: the deadline a timer is already set for.
-    pub timer_armed: Option<Instant>,
-    /// The shard's bookkeeping: distinguishes this session from earlier ones with its key.
-    pub generation: u64,
+    /// The peer's address, when the transport has one (for the access log and the per-IP limit).
+    peer: Option<SocketAddr>,
+    id: SessionId,
+    /// When the connection was adopted, and its bytes in and out (for the access log).
+    opened: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl<S: Transport> Session<S> {
     /// A new connection that must send a request head by `now + handshake_timeout`.
-    /// `peer_ip` is kept when a per-address limit must be given back at the end.
-    pub fn new(stream: S, peer_ip: Option<IpAddr>, config: &Config, now: Instant) -> Self {
+    pub fn new(stream: S, config: &Config, now: Instant) -> Self {
         Session {
             stream,
             phase: Phase::Http {
@@ -186,17 +176,60 @@ impl<S: Transport> Session<S> {
             ws_buffered: false,
             peer_eof: false,
             out_trimmed: false,
-            room: None,
+            ip_counted: false,
             dialect: Dialect::Plain,
+            close: None,
+            close_code: 0,
+            room: None,
             nick: None,
             id_text: None,
-            peer_ip,
+            peer: None,
             id: SessionId::default(),
-            room_slot: None,
-            flush_listed: false,
-            ready_listed: false,
-            timer_armed: None,
-            generation: 0,
+            opened: now,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Names the session (its event loop does, when it adopts the connection) and its peer;
+    /// `ip_counted` when a per-address limit holds a place for the peer's address.
+    pub fn identify(&mut self, id: SessionId, peer: Option<SocketAddr>, ip_counted: bool) {
+        self.id = id;
+        self.peer = peer;
+        self.ip_counted = ip_counted && peer.is_some();
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The peer's address, when known.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Why the WebSocket ended, and the close code sent or received (0 if none), once it has.
+    pub fn close_reason(&self) -> Option<(CloseReason, u16)> {
+        self.close.map(|reason| (reason, self.close_code))
+    }
+
+    /// How long the connection has been open, and its bytes in and out so far.
+    pub fn traffic(&self, now: Instant) -> (Duration, u64, u64) {
+        (
+            now.saturating_duration_since(self.opened),
+            self.bytes_in,
+            self.bytes_out,
+        )
+    }
+
+    /// Records why the WebSocket ends, once: later reasons (a close that times out, a peer
+    /// that vanishes while we wait for its reply) do not replace the first.
+    fn ended(&mut self, reason: CloseReason, code: u16, counters: &mut Counters) {
+        if self.close.is_none() && self.room.is_some() {
+            self.close = Some(reason);
+            self.close_code = code;
+            counters.bump(Counter::closed_by(reason));
         }
     }
 
@@ -244,7 +277,7 @@ impl<S: Transport> Session<S> {
 
     /// The peer's address, if a per-address limit counts it.
     pub fn peer_ip(&self) -> Option<IpAddr> {
-        self.peer_ip
+        self.peer.filter(|_| self.ip_counted).map(|p| p.ip())
     }
 
     /// When the session must be looked at even if nothing happens.
@@ -297,6 +330,7 @@ impl<S: Transport> Session<S> {
                 Ok(0) => return self.on_eof(cx),
                 Ok(n) => {
                     read_this_turn += n;
+                    self.bytes_in += n as u64;
                     cx.counters.add(Counter::BytesIn, n as u64);
                     if let Phase::Open { liveness, .. } = &mut self.phase {
                         liveness.saw_input(cx.now);
@@ -309,6 +343,7 @@ impl<S: Transport> Session<S> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!("read failed: {e}");
+                    self.ended(CloseReason::IoError, 0, cx.counters);
                     return Progress::Finished;
                 }
             }
@@ -320,13 +355,16 @@ impl<S: Transport> Session<S> {
     pub fn flush(&mut self, counters: &mut Counters) -> Progress {
         let before = self.out.queued_bytes();
         let result = self.out.write_to(&mut self.stream);
-        counters.add(Counter::BytesOut, (before - self.out.queued_bytes()) as u64);
+        let written = (before - self.out.queued_bytes()) as u64;
+        self.bytes_out += written;
+        counters.add(Counter::BytesOut, written);
         counters.add(Counter::SocketWrites, self.out.take_write_calls());
         let drained =
             match result.and_then(|f| Ok(f == Flushed::All && self.stream.flush_pending()?)) {
                 Ok(drained) => drained,
                 Err(e) => {
                     tracing::debug!("write failed: {e}");
+                    self.ended(CloseReason::IoError, 0, counters);
                     return Progress::Finished;
                 }
             };
@@ -370,7 +408,7 @@ impl<S: Transport> Session<S> {
             && *until <= now
         {
             cx.counters.bump(Counter::TimerHello);
-            self.fail(CLOSE_NO_HELLO, "hello expected", cx);
+            self.fail(CloseReason::NoHello, cx);
             return Progress::Idle;
         }
         match &mut self.phase {
@@ -407,11 +445,12 @@ impl<S: Transport> Session<S> {
                 Verdict::Dead => {
                     cx.counters.bump(Counter::TimerPong);
                     tracing::debug!("no answer to a ping in time");
+                    self.ended(CloseReason::PongTimeout, 0, cx.counters);
                     return Progress::Finished;
                 }
                 Verdict::Idle => {
                     cx.counters.bump(Counter::TimerIdle);
-                    self.close_politely(1000, "idle timeout", cx);
+                    self.close_politely(CloseReason::IdleTimeout, cx);
                 }
             },
         }
@@ -432,7 +471,7 @@ impl<S: Transport> Session<S> {
                 Progress::Idle
             }
             Phase::Open { .. } => {
-                self.close_politely(1001, "server shutting down", cx);
+                self.close_politely(CloseReason::Shutdown, cx);
                 Progress::Idle
             }
             _ => Progress::Idle,
@@ -456,7 +495,7 @@ impl<S: Transport> Session<S> {
         if self.out.queued_bytes() + frame.len() > cx.config.max_buffered {
             self.out.discard_unstarted();
             cx.counters.bump(Counter::SlowConsumer);
-            self.fail(CLOSE_SLOW_CONSUMER, "slow consumer", cx);
+            self.fail(CloseReason::SlowConsumer, cx);
             self.refresh_deadline();
             return Delivery::SlowConsumer;
         }
@@ -556,7 +595,7 @@ impl<S: Transport> Session<S> {
                     events.push(Event::Upgraded);
                     match dialect {
                         Dialect::Plain => events.push(Event::Joined(room)),
-                        Dialect::V1 => self.v1_greet(nick, cx, events),
+                        Dialect::V1 => self.greet_v1(nick, cx, events),
                     }
                     return self.consume_ws(&rest, cx, events, budget);
                 }
@@ -594,51 +633,18 @@ impl<S: Transport> Session<S> {
                     *budget -= 1;
                     match message {
                         Message::Text(_) | Message::Binary(_) if closing => continue,
-                        Message::Binary(_) if v1 => {
-                            Some((CLOSE_UNSUPPORTED, "shardcast.v1 takes text frames only"))
-                        }
+                        Message::Binary(_) if v1 => Some(CloseReason::UnsupportedData),
                         Message::Text(text) if v1 => {
                             liveness.saw_message(cx.now);
                             cx.counters.bump(Counter::MessagesIn);
-                            let said = ClientEnvelope::parse(&text);
-                            let refusal = match (said, &self.nick) {
-                                (None, _) => Some(ErrorCode::BadEnvelope),
-                                (Some(ClientEnvelope::Message { .. }), None) => {
-                                    Some(ErrorCode::HelloRequired)
-                                }
-                                (Some(ClientEnvelope::Message { text }), Some(_))
-                                    if text.is_empty() =>
-                                {
-                                    Some(ErrorCode::EmptyMessage)
-                                }
-                                (Some(ClientEnvelope::Message { text }), Some(nick)) => {
-                                    let sender = id_text(&mut self.id_text, self.id, cx.config);
-                                    events.push(Event::Message(Post {
-                                        sender,
-                                        nick: Some(nick.clone()),
-                                        body: Body::Text(text.into()),
-                                        ts: now_millis(),
-                                    }));
-                                    None
-                                }
-                                (Some(ClientEnvelope::Hello { .. }), Some(_)) => {
-                                    Some(ErrorCode::AlreadyJoined)
-                                }
-                                (Some(ClientEnvelope::Hello { nick }), None) => {
-                                    match Nick::parse(&nick) {
-                                        Some(nick) => {
-                                            self.nick = Some(nick);
-                                            *hello_until = None;
-                                            if let Some(room) = &self.room {
-                                                events.push(Event::Joined(room.clone()));
-                                            }
-                                            None
-                                        }
-                                        None => Some(ErrorCode::BadNick),
-                                    }
-                                }
+                            let state = v1::V1State {
+                                nick: &mut self.nick,
+                                hello_until,
+                                room: self.room.as_ref(),
                             };
-                            if let Some(code) = refusal {
+                            let (id_slot, id) = (&mut self.id_text, self.id);
+                            let sender = || id_text(id_slot, id, cx.config);
+                            if let Some(code) = v1::on_text(&text, state, sender, events) {
                                 cx.counters.bump(Counter::EnvelopeErrors);
                                 io.out().push(Chunk::Shared(envelope::error(code)));
                             }
@@ -663,11 +669,18 @@ impl<S: Transport> Session<S> {
                                 ),
                                 None => tracing::debug!("client closed without a code"),
                             }
-                            if !closing && let Some(close) = close {
+                            let code = close.as_ref().map_or(0, |c| u16::from(c.code));
+                            if !closing && close.is_some() {
                                 // tungstenite echoes the peer's code (an empty close gets an
                                 // empty reply, which carries no code to count).
-                                cx.counters.close_code(close.code.into());
+                                cx.counters.close_code(code);
                             }
+                            self.close.get_or_insert_with(|| {
+                                cx.counters
+                                    .bump(Counter::closed_by(CloseReason::ClientClose));
+                                self.close_code = code;
+                                CloseReason::ClientClose
+                            });
                             // Queue tungstenite's reply (or nothing, if this answers our own
                             // close); it reports the exchange complete with ConnectionClosed.
                             let _ = ws.flush(&mut io);
@@ -678,7 +691,7 @@ impl<S: Transport> Session<S> {
                         Message::Ping(_) if io.out().queued_bytes() > cx.config.max_buffered => {
                             io.out().discard_unstarted();
                             cx.counters.bump(Counter::SlowConsumer);
-                            Some((CLOSE_SLOW_CONSUMER, "slow consumer"))
+                            Some(CloseReason::SlowConsumer)
                         }
                         // Pongs need nothing: any input already counted as a sign of life.
                         _ => continue,
@@ -691,11 +704,11 @@ impl<S: Transport> Session<S> {
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     None
                 }
-                Err(e) => Some(close_code_for(&e)),
+                Err(e) => Some(CloseReason::for_ws_error(&e)),
             };
             match failure {
                 // Our close frame is out already: one is all the peer gets.
-                Some((code, reason)) if !closing => self.fail(code, reason, cx),
+                Some(reason) if !closing => self.fail(reason, cx),
                 _ => self.enter_discard(cx),
             }
             return true;
@@ -704,19 +717,14 @@ impl<S: Transport> Session<S> {
 
     /// A v1 client just upgraded: with a valid `?nick=` it joins now; otherwise it is told
     /// why (a bad nickname) and has `handshake_timeout` to send a `hello`.
-    fn v1_greet(&mut self, nick: Option<String>, cx: &mut Ctx, events: &mut Vec<Event>) {
-        let parsed = nick.as_deref().map(Nick::parse);
-        if let Some(Some(nick)) = parsed {
-            self.nick = Some(nick);
-            if let Some(room) = &self.room {
-                events.push(Event::Joined(room.clone()));
+    fn greet_v1(&mut self, nick: Option<String>, cx: &mut Ctx, events: &mut Vec<Event>) {
+        match v1::greet(nick, &mut self.nick, self.room.as_ref(), events) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(code) => {
+                cx.counters.bump(Counter::EnvelopeErrors);
+                self.out.push(Chunk::Shared(envelope::error(code)));
             }
-            return;
-        }
-        if parsed.is_some() {
-            cx.counters.bump(Counter::EnvelopeErrors);
-            self.out
-                .push(Chunk::Shared(envelope::error(ErrorCode::BadNick)));
         }
         if let Phase::Open { hello_until, .. } = &mut self.phase {
             *hello_until = Some(cx.now + cx.config.handshake_timeout);
@@ -725,7 +733,7 @@ impl<S: Transport> Session<S> {
 
     /// Sends a close frame through tungstenite and waits (up to `close_timeout`) for the
     /// peer's reply, still reading but no longer relaying.
-    fn close_politely(&mut self, code: u16, reason: &'static str, cx: &mut Ctx) {
+    fn close_politely(&mut self, reason: CloseReason, cx: &mut Ctx) {
         let Phase::Open {
             ws, closing_until, ..
         } = &mut self.phase
@@ -735,9 +743,10 @@ impl<S: Transport> Session<S> {
         if closing_until.is_some() {
             return;
         }
+        let code = reason.code().unwrap_or(1000);
         let frame = CloseFrame {
             code: CloseCode::from(code),
-            reason: reason.into(),
+            reason: reason.text().into(),
         };
         // The adapter never blocks, so this only fails if tungstenite is closed already.
         if ws
@@ -746,17 +755,20 @@ impl<S: Transport> Session<S> {
         {
             cx.counters.close_code(code);
             *closing_until = Some(cx.now + cx.config.close_timeout);
+            self.ended(reason, code, cx.counters);
         } else {
             self.enter_discard(cx);
         }
     }
 
     /// Queues a close frame and stops taking input and broadcasts.
-    fn fail(&mut self, code: u16, reason: &str, cx: &mut Ctx) {
-        tracing::debug!("closing with {code}: {reason}");
+    fn fail(&mut self, reason: CloseReason, cx: &mut Ctx) {
+        let code = reason.code().unwrap_or(1011);
+        tracing::debug!("closing with {code}: {}", reason.text());
         cx.counters.close_code(code);
+        self.ended(reason, code, cx.counters);
         self.out
-            .push(Chunk::Owned(frame::encode_close(code, reason)));
+            .push(Chunk::Owned(frame::encode_close(code, reason.text())));
         self.enter_discard(cx);
     }
 
@@ -776,6 +788,7 @@ impl<S: Transport> Session<S> {
         {
             tracing::debug!("peer closed the connection without a close frame");
         }
+        self.ended(CloseReason::PeerGone, 0, cx.counters);
         if !self.has_output() {
             return Progress::Finished;
         }
@@ -832,16 +845,6 @@ fn id_text(slot: &mut Option<Arc<str>>, id: SessionId, config: &Config) -> Arc<s
         None => Arc::from(id.to_string()),
     })
     .clone()
-}
-
-/// The close code (and a short reason) for an error tungstenite reported on input.
-fn close_code_for(error: &tungstenite::Error) -> (u16, &'static str) {
-    match error {
-        tungstenite::Error::Capacity(_) => (1009, "message too big"),
-        tungstenite::Error::Utf8(_) => (1007, "invalid UTF-8"),
-        tungstenite::Error::Protocol(_) => (1002, "protocol error"),
-        _ => (1011, "internal error"),
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
-use crate::mesh::SharedFrame;
+use crate::frame::SharedFrame;
 
 /// Most chunks offered to one `writev` (Linux accepts up to 1024; 64 covers a loop turn's worth
 /// of chat messages while keeping the slice array small on the stack).

@@ -83,7 +83,7 @@ impl Harness {
             Arc::new(config.clone()),
             Arc::new(ServerStats::new(1)),
         );
-        let session = Session::new(Stingy::default(), None, &config, Instant::now());
+        let session = Session::new(Stingy::default(), &config, Instant::now());
         Harness {
             session,
             config,
@@ -301,10 +301,7 @@ fn a_slow_consumer_is_cut_off_at_the_bound() {
     assert!(h.session.queued_bytes() < 100, "queued frames were dropped");
     assert_eq!(h.counters.0[Counter::SlowConsumer as usize], 1);
     let out = h.pump_writes();
-    assert_eq!(
-        out,
-        frame::encode_close(CLOSE_SLOW_CONSUMER, "slow consumer")
-    );
+    assert_eq!(out, frame::encode_close(1008, "slow consumer"));
 }
 
 #[test]
@@ -342,7 +339,7 @@ fn pongs_to_a_peer_that_never_reads_are_bounded() {
         h.session.queued_bytes()
     );
     let out = h.pump_writes();
-    let close = frame::encode_close(CLOSE_SLOW_CONSUMER, "slow consumer");
+    let close = frame::encode_close(1008, "slow consumer");
     assert!(out.ends_with(&close));
 }
 

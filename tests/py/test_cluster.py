@@ -14,15 +14,11 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 import wire
 from chat import connect, recv, run
-from conftest import BIN, MODEL
+from conftest import BIN
 from test_load_generator import LOAD
 
-# The shared model has no bridge: under it, only its refusal is checked (the last test).
-needs_bridge = pytest.mark.skipif(MODEL == "shared", reason="the shared model has no bridge")
 
 V1 = ["shardcast.v1"]
 # Nodes lost from the counts: 3 missed 2 s heartbeats (6 s), plus slack for a loaded machine.
@@ -88,7 +84,6 @@ async def expect(ws, kind: str, timeout: float = 5.0) -> dict:
             return env
 
 
-@needs_bridge
 def test_three_nodes_three_rooms_exact_delivery_in_sender_order(server, redis):
     nodes = start_nodes(server, redis, 3)
     rooms, per_node, messages = ["red", "green", "blue"], 2, 40
@@ -146,7 +141,6 @@ def test_three_nodes_three_rooms_exact_delivery_in_sender_order(server, redis):
         assert m["shardcast_cluster_publish_round_trips_total"] < m["shardcast_cluster_published_total"]
 
 
-@needs_bridge
 def test_load_generator_across_nodes_sees_no_loss(server, redis):
     """The Rust client: shardcast-load spreads its connections over the nodes' URLs."""
     assert LOAD.is_file(), f"{LOAD} not found: run `cargo build --release --workspace`"
@@ -178,7 +172,6 @@ def test_load_generator_across_nodes_sees_no_loss(server, redis):
         loop.close()
 
 
-@needs_bridge
 def test_redis_outage_keeps_local_rooms_and_recovers_without_restarts(server, redis):
     a, b = start_nodes(server, redis, 2)
 
@@ -244,7 +237,6 @@ def test_redis_outage_keeps_local_rooms_and_recovers_without_restarts(server, re
         assert "cross-node delivery restored after" in node.log()
 
 
-@needs_bridge
 def test_a_killed_node_leaves_the_counts_and_the_others_chat_on(server, redis):
     a, b, c = start_nodes(server, redis, 3)
 
@@ -278,7 +270,6 @@ def test_a_killed_node_leaves_the_counts_and_the_others_chat_on(server, redis):
     run(main(), timeout=60)
 
 
-@needs_bridge
 def test_presence_spans_nodes(server, redis):
     a, b = start_nodes(server, redis, 2)
 
@@ -308,14 +299,3 @@ def test_presence_spans_nodes(server, redis):
         wait_subscribed(redis, "p", 0)
 
     run(main(), timeout=30)
-
-
-@pytest.mark.skipif(MODEL != "shared", reason="checks the shared model's refusal")
-def test_shared_model_refuses_redis(redis):
-    out = subprocess.run(
-        [str(BIN), "--listen", "127.0.0.1:0", "--model", "shared", "--redis", redis.url],
-        capture_output=True, timeout=10, text=True,
-    )  # fmt: skip
-    assert out.returncode != 0
-    assert "--redis needs the sharded or single model" in out.stderr
-

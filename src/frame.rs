@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use crate::mesh::SharedFrame;
+/// A complete server-to-client WebSocket frame (header and payload), encoded once and shared
+/// by every recipient on every shard. Server frames are unmasked, so the same bytes serve all.
+pub type SharedFrame = Arc<[u8]>;
 
 /// Opcode of a text frame.
 pub const OP_TEXT: u8 = 0x1;

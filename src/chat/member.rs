@@ -1,0 +1,18 @@
+//! A membership change, as the event loop hands it to the cluster bridge and the bridge hands
+//! it back to other nodes' loops.
+
+use std::sync::Arc;
+
+use crate::chat::Nick;
+use crate::chat::envelope::Change;
+
+/// Someone joined or left a room.
+#[derive(Debug, Clone)]
+pub struct MemberChange {
+    /// Joined or left.
+    pub change: Change,
+    /// The member's id.
+    pub id: Arc<str>,
+    /// Its nickname.
+    pub nick: Option<Nick>,
+}

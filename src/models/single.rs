@@ -1,0 +1,89 @@
+//! The `single` model: one thread, one loop, no acceptor, no mesh — Beast's one-`io_context`
+//! chat server. Its loop accepts on the listener itself ([`Listener`]), and every member of
+//! every room is its own, so nothing has to reach anyone else ([`Alone`]).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpListener;
+use mio::{Interest, Registry, Token};
+
+use crate::acceptor::{Accepted, Handoff, RESOURCE_BACKOFF, accept_ready};
+use crate::chat::{Outgoing, Post};
+use crate::frame::SharedFrame;
+use crate::limits::PerIpLimit;
+use crate::models::Reach;
+use crate::room::{Room, RoomId, Share};
+use crate::session::{Ctx, Session};
+use crate::stats::ServerStats;
+use crate::tls::Conn;
+
+/// The token of the listener in a loop that accepts by itself (session tokens are slab
+/// keys, far below it).
+pub const LISTENER: Token = Token(usize::MAX - 1);
+
+/// A listener owned by an event loop.
+pub struct Listener {
+    listener: TcpListener,
+    /// Accepting paused for lack of descriptors until then.
+    paused_until: Option<Instant>,
+}
+
+impl Listener {
+    /// Wraps the bound listener.
+    pub fn new(listener: TcpListener) -> Self {
+        Listener {
+            listener,
+            paused_until: None,
+        }
+    }
+
+    /// Registers the listener with the loop's poll as [`LISTENER`].
+    pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        registry.register(&mut self.listener, LISTENER, Interest::READABLE)
+    }
+
+    /// Stops listening: closing the listener refuses new connections at once.
+    pub fn close(mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.listener);
+    }
+
+    /// When a pause for lack of descriptors ends, if one is on.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// Accepts whatever waits (unless paused) into `fresh`. During a pause new connections
+    /// still wake the loop; accepting resumes when the pause ends, not before.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        per_ip: Option<&PerIpLimit>,
+        stats: &ServerStats,
+        fresh: &mut Vec<Handoff>,
+    ) -> io::Result<()> {
+        if self.paused_until.is_some_and(|until| now < until) {
+            return Ok(());
+        }
+        let outcome = accept_ready(&self.listener, per_ip, stats, |handoff| {
+            fresh.push(handoff);
+            true
+        })?;
+        self.paused_until = (outcome == Accepted::Backoff).then(|| now + RESOURCE_BACKOFF);
+        Ok(())
+    }
+}
+
+/// The `single` model's reach: there is no other thread.
+pub struct Alone;
+
+impl Reach for Alone {
+    type Cell = Session<Conn>;
+
+    fn fan_out(&mut self, _: &RoomId, post: Post, local: &Room, _: &mut Ctx) -> Arc<Outgoing> {
+        Outgoing::new(post, local.needs())
+    }
+
+    fn tell_presence(&mut self, _: &RoomId, _: Share, _: Option<&SharedFrame>, _: &mut Ctx) {}
+}
