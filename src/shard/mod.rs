@@ -234,6 +234,10 @@ impl Shard {
             self.flush_or_coalesce();
             self.reap_finished();
             self.mesh_backlog = self.mesh.flush();
+            if let Some(cluster) = &mut self.cluster {
+                // Presence the bridge's queue had no room for: poll again soon, as for a backlog.
+                self.mesh_backlog |= cluster.retry_pending();
+            }
             self.counters
                 .add(Counter::MeshDropped, std::mem::take(&mut self.mesh.dropped));
             self.common.stats.shard(self.id.0).publish(&self.counters);
@@ -536,7 +540,7 @@ impl Shard {
             let nick = m.nick.as_ref().map(|n| n.as_str());
             envelope::presence(change, &m.id, nick, online)
         });
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = &mut self.cluster {
             cluster.presence(room, self.id, share, member);
         }
         if let Some(notice) = &notice {
