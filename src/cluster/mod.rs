@@ -21,17 +21,25 @@
 //!
 //! Without `--redis` none of this exists: shards hold `None` and the message path has no
 //! cluster code beyond that one check.
+//!
+//! **Everything is bounded** (`docs/cluster.md`, "Bounds and overflow"): shards reach
+//! `bridge-pub` through one bounded queue they only ever `try_send` to ([`ClusterLink`]; a
+//! shard never waits on the bridge), `bridge-pub` hands this node's shares to `bridge-sub`
+//! through a map holding one entry per (room, shard) ([`shares`]), and `bridge-sub` reaches the
+//! shards through their bounded inboxes and the mesh backlog ([`crate::mesh`]).
 
 pub mod publisher;
+pub mod shares;
 pub mod stats;
 pub mod subscriber;
 pub mod table;
 pub mod wire;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::backoff::{Backoff, random_seed};
 pub use crate::chat::MemberChange;
@@ -49,9 +57,19 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A node not heard from for this long is taken out of every count (three heartbeats).
 pub const NODE_EXPIRY: Duration = Duration::from_secs(6);
 
-/// Most messages waiting for the publisher; past it, messages are dropped and counted
-/// (membership changes never are: losing one would leave counts wrong).
+/// A message is queued for the publisher only while fewer items than this wait; past it,
+/// messages are dropped and counted.
 pub const PUBLISH_QUEUE: usize = 64 * 1024;
+
+/// Room in the publisher's queue beyond [`PUBLISH_QUEUE`] that only presence changes (and the
+/// subscriber's heartbeat requests) can use: they get in even while messages are being dropped,
+/// unless joins and leaves alone outrun the publisher by this much (then [`ClusterLink`] keeps
+/// the latest share of each room and retries it).
+pub const PRESENCE_RESERVE: usize = 16 * 1024;
+
+/// Capacity of the queue from the shards to the publisher. Its slots are allocated up front
+/// (about 56 bytes each, so about 4.6 MB).
+pub const OUTBOUND_CAPACITY: usize = PUBLISH_QUEUE + PRESENCE_RESERVE;
 
 /// Connecting to Redis, and writing to it, may take this long before Redis counts as gone.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -141,15 +159,16 @@ pub enum Outbound {
         shard: ShardId,
         /// Its members there now.
         share: Share,
-        /// Who joined or left.
-        member: Option<MemberChange>,
+        /// Who joined or left (boxed: most slots of the queue hold messages, and its slots are
+        /// allocated up front at the size of the largest variant).
+        member: Option<Box<MemberChange>>,
     },
     /// Another node appeared: publish the heartbeat now rather than at the next tick.
     HeartbeatNow,
 }
 
 /// What the publisher forwards to the subscriber: this node's shares, for routing and counts.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalShare {
     /// The room.
     pub room: RoomId,
@@ -159,50 +178,144 @@ pub struct LocalShare {
     pub share: Share,
 }
 
-/// A shard's handle on the bridge.
-#[derive(Clone)]
+/// A loop thread's handle on the bridge. It never blocks: everything goes through
+/// `try_send` on the bounded queue to `bridge-pub`.
+///
+/// Each loop thread owns its own clone, because the handle keeps per-thread state: the
+/// presence changes the queue had no room for. Only the latest share of a room matters for
+/// counts, so a change that cannot be queued waits as its room's *pending* share (replacing an
+/// older one) and is retried every loop turn ([`ClusterLink::retry_pending`]); the member who
+/// joined or left is forgotten, and other nodes hear of the change as a count (`online`)
+/// instead of a `join`/`leave`. A clone starts with nothing pending.
 pub struct ClusterLink {
     tx: Sender<Outbound>,
     node: Arc<str>,
     stats: Arc<ClusterStats>,
+    /// Latest share of each (room, shard) the queue had no room for: at most one entry per
+    /// room this thread has members in, or has just emptied while the bridge believes it has.
+    pending: HashMap<(RoomId, ShardId), Share>,
+    /// The (room, shard) pairs whose last share the queue took was not zero. A change to zero
+    /// of any other pair has nothing to tell (the bridge never heard of its members: their
+    /// join was still pending), which is what bounds `pending` by the rooms with members.
+    told: HashSet<(RoomId, ShardId)>,
+}
+
+impl Clone for ClusterLink {
+    /// A handle for another loop thread: same queue, nothing pending.
+    fn clone(&self) -> Self {
+        ClusterLink::new(self.tx.clone(), self.node.clone(), self.stats.clone())
+    }
 }
 
 impl ClusterLink {
-    /// Hands a message a local member sent to the publisher (dropped and counted when the
-    /// publisher is [`PUBLISH_QUEUE`] behind).
+    fn new(tx: Sender<Outbound>, node: Arc<str>, stats: Arc<ClusterStats>) -> Self {
+        ClusterLink {
+            tx,
+            node,
+            stats,
+            pending: HashMap::new(),
+            told: HashSet::new(),
+        }
+    }
+
+    /// Hands a message a local member sent to the publisher; dropped and counted when
+    /// [`PUBLISH_QUEUE`] items already wait (the rest of the queue is kept for presence).
     pub fn publish(&self, room: &RoomId, post: &Post) {
+        // Several threads may pass this check at once: messages can overshoot PUBLISH_QUEUE by
+        // one per loop thread, within the reserve.
         if self.tx.len() >= PUBLISH_QUEUE {
             self.stats.dropped(1);
             return;
         }
         let bytes = wire::message(&self.node, post);
-        if self
-            .tx
-            .send(Outbound::Message {
-                room: room.clone(),
-                bytes,
-            })
-            .is_err()
-        {
+        let message = Outbound::Message {
+            room: room.clone(),
+            bytes,
+        };
+        // Full only once presence has taken the reserve as well; disconnected once the bridge
+        // is gone (the server is stopping). Either way the message is lost, and counted.
+        if self.tx.try_send(message).is_err() {
             self.stats.dropped(1);
         }
     }
 
-    /// Tells the bridge that shard `shard` now has `share` members in `room`.
+    /// Tells the bridge that shard `shard` now has `share` members in `room`, after `member`
+    /// joined or left. When the queue is full the share waits as the room's pending share (see
+    /// the type's docs) and the member is forgotten; the change is counted as deferred.
     pub fn presence(
-        &self,
+        &mut self,
         room: &RoomId,
         shard: ShardId,
         share: Share,
         member: Option<MemberChange>,
     ) {
-        // Never dropped: the publisher drains its queue even while Redis is down.
-        let _ = self.tx.send(Outbound::Presence {
+        let key = (room.clone(), shard);
+        // This share supersedes whatever was still waiting for the room.
+        if !self.pending.is_empty() {
+            self.pending.remove(&key);
+        }
+        if share.total() == 0 && !self.told.contains(&key) {
+            return; // the join it undoes never reached the bridge either
+        }
+        let item = Outbound::Presence {
             room: room.clone(),
             shard,
             share,
-            member,
+            member: member.map(Box::new),
+        };
+        match self.tx.try_send(item) {
+            Ok(()) => note_told(&mut self.told, key, share),
+            Err(TrySendError::Full(_)) => {
+                self.stats.presence_deferred(1);
+                self.pending.insert(key, share);
+            }
+            // The bridge is gone: the server is stopping.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Offers the pending shares to the queue again; the loop calls it once per turn (one
+    /// branch when nothing waits). Returns true while some still wait: nothing wakes the loop
+    /// when the queue gets room, so it should poll again soon rather than sleep.
+    #[must_use = "while true, the loop must poll again soon to retry"]
+    pub fn retry_pending(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let mut full = false;
+        let (tx, told) = (&self.tx, &mut self.told);
+        self.pending.retain(|(room, shard), share| {
+            if full {
+                return true;
+            }
+            let item = Outbound::Presence {
+                room: room.clone(),
+                shard: *shard,
+                share: *share,
+                member: None,
+            };
+            match tx.try_send(item) {
+                Ok(()) => {
+                    note_told(told, (room.clone(), *shard), *share);
+                    false
+                }
+                Err(TrySendError::Full(_)) => {
+                    full = true;
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
         });
+        !self.pending.is_empty()
+    }
+}
+
+/// Records the share of `key` the queue just took.
+fn note_told(told: &mut HashSet<(RoomId, ShardId)>, key: (RoomId, ShardId), share: Share) {
+    if share.total() > 0 {
+        told.insert(key);
+    } else {
+        told.remove(&key);
     }
 }
 
@@ -220,10 +333,10 @@ pub fn start(
         reason: e.to_string(),
     })?;
     let node: Arc<str> = Arc::from(node);
-    // Unbounded on purpose: the publisher drains it at all times (Redis up or down), and
-    // message entries are bounded by PUBLISH_QUEUE at the sender.
-    let (tx, rx): (Sender<Outbound>, Receiver<Outbound>) = crossbeam_channel::unbounded();
-    let (share_tx, share_rx) = crossbeam_channel::unbounded();
+    // The publisher drains it at all times (Redis up or down); shards only try_send to it.
+    let (tx, rx): (Sender<Outbound>, Receiver<Outbound>) =
+        crossbeam_channel::bounded(OUTBOUND_CAPACITY);
+    let (share_tx, share_rx) = shares::handoff();
     let publisher = publisher::Publisher::new(
         client.clone(),
         node.clone(),
@@ -249,12 +362,212 @@ pub fn start(
         .name("bridge-sub".into())
         .spawn(move || subscriber.run())
         .map_err(ServerError::Bridge)?;
-    Ok(ClusterLink { tx, node, stats })
+    Ok(ClusterLink::new(tx, node, stats))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::Body;
+    use crate::chat::envelope::Change;
+
+    /// A shard's link on a queue of the real capacity that nobody drains unless told.
+    fn link() -> (ClusterLink, Receiver<Outbound>) {
+        let (tx, rx) = crossbeam_channel::bounded(OUTBOUND_CAPACITY);
+        let stats = Arc::new(ClusterStats::default());
+        (ClusterLink::new(tx, Arc::from("me"), stats), rx)
+    }
+
+    /// Fills what is left of the queue (as the subscriber's heartbeat requests would).
+    fn fill(link: &ClusterLink) {
+        while link.tx.try_send(Outbound::HeartbeatNow).is_ok() {}
+    }
+
+    fn metric(link: &ClusterLink, name: &str) -> u64 {
+        let mut text = String::new();
+        link.stats.render(&mut text);
+        let line = text
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing from {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    fn post() -> Post {
+        Post {
+            sender: Arc::from("me.0.1"),
+            nick: None,
+            body: Body::Text("hi".into()),
+            ts: 1,
+        }
+    }
+
+    fn room(name: &str) -> RoomId {
+        RoomId::parse(name).unwrap()
+    }
+
+    fn share(plain: u32) -> Share {
+        Share { plain, v1: 0 }
+    }
+
+    fn joined(id: &str) -> Option<MemberChange> {
+        Some(MemberChange {
+            change: Change::Join,
+            id: Arc::from(id),
+            nick: None,
+        })
+    }
+
+    /// What the publisher would find in the queue now: presence as (room, share, member id).
+    fn queued(rx: &Receiver<Outbound>) -> Vec<(String, u32, Option<String>)> {
+        let mut out: Vec<_> = rx
+            .try_iter()
+            .filter_map(|item| match item {
+                Outbound::Presence {
+                    room,
+                    share,
+                    member,
+                    ..
+                } => Some((
+                    room.as_str().to_owned(),
+                    share.plain,
+                    member.map(|m| m.id.to_string()),
+                )),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_presence_has_room_of_its_own() {
+        // The reserve is a real share of the queue, and the queue's slots stay small.
+        const { assert!(PRESENCE_RESERVE >= PUBLISH_QUEUE / 8) };
+        assert!(std::mem::size_of::<Outbound>() <= 48);
+        let (link, rx) = link();
+        assert_eq!(rx.capacity(), Some(OUTBOUND_CAPACITY));
+        let r = room("r");
+        for _ in 0..PUBLISH_QUEUE + 10 {
+            link.publish(&r, &post());
+        }
+        assert_eq!(rx.len(), PUBLISH_QUEUE, "messages stop at PUBLISH_QUEUE");
+        assert_eq!(metric(&link, "shardcast_cluster_publish_dropped_total"), 10);
+        // Presence still gets in while messages are being dropped.
+        let mut link = link;
+        link.presence(&r, ShardId(0), share(1), joined("me.0.1"));
+        assert_eq!(rx.len(), PUBLISH_QUEUE + 1);
+        assert!(!link.retry_pending());
+        assert_eq!(
+            metric(&link, "shardcast_cluster_presence_deferred_total"),
+            0
+        );
+        // With the reserve gone too, messages are still dropped and counted, never waited for.
+        fill(&link);
+        rx.recv().unwrap();
+        link.publish(&r, &post());
+        assert_eq!(metric(&link, "shardcast_cluster_publish_dropped_total"), 11);
+    }
+
+    #[test]
+    fn presence_without_room_waits_and_the_latest_share_of_a_room_wins() {
+        let (mut link, rx) = link();
+        fill(&link);
+        let (a, b) = (room("a"), room("b"));
+        link.presence(&a, ShardId(0), share(1), joined("me.0.1"));
+        link.presence(&a, ShardId(0), share(2), joined("me.0.2"));
+        link.presence(&b, ShardId(0), share(1), joined("me.0.3"));
+        assert_eq!(
+            metric(&link, "shardcast_cluster_presence_deferred_total"),
+            3
+        );
+        assert_eq!(link.pending.len(), 2, "one pending share per room");
+        assert!(link.retry_pending(), "still full: still pending");
+        // One slot frees up: one room gets in, the other keeps waiting.
+        assert!(matches!(rx.recv(), Ok(Outbound::HeartbeatNow)));
+        assert!(link.retry_pending());
+        assert_eq!(link.pending.len(), 1);
+        assert!(matches!(rx.recv(), Ok(Outbound::HeartbeatNow)));
+        assert!(!link.retry_pending(), "all sent");
+        assert!(!link.retry_pending(), "and nothing left to send");
+        assert_eq!(
+            queued(&rx),
+            vec![("a".to_owned(), 2, None), ("b".to_owned(), 1, None)],
+            "the latest share of each room, its members forgotten (counts only)"
+        );
+        assert_eq!(link.told.len(), 2);
+        let clone = link.clone();
+        assert!(
+            clone.pending.is_empty() && clone.told.is_empty(),
+            "a clone, for another thread, starts with nothing of this one's"
+        );
+    }
+
+    #[test]
+    fn a_newer_share_replaces_the_pending_one_and_a_leave_undoing_a_pending_join_says_nothing() {
+        let (mut link, rx) = link();
+        let (a, b) = (room("a"), room("b"));
+        link.presence(&a, ShardId(0), share(1), joined("me.0.1"));
+        assert_eq!(
+            queued(&rx),
+            vec![("a".to_owned(), 1, Some("me.0.1".to_owned()))]
+        );
+        fill(&link);
+        // a: told 1, then 2 pending, then 0 → 0 must still reach the bridge.
+        link.presence(&a, ShardId(0), share(2), joined("me.0.2"));
+        link.presence(&a, ShardId(0), Share::default(), None);
+        // b: never told; its join waits, then its leave undoes it → nothing to say.
+        link.presence(&b, ShardId(0), share(1), joined("me.0.3"));
+        link.presence(&b, ShardId(0), Share::default(), None);
+        assert_eq!(link.pending.len(), 1);
+        rx.try_iter().for_each(drop);
+        assert!(!link.retry_pending());
+        assert_eq!(queued(&rx), vec![("a".to_owned(), 0, None)]);
+        assert!(link.told.is_empty(), "the bridge now knows no member here");
+        // With room, a newer share goes straight in and drops the pending one.
+        fill(&link);
+        link.presence(&a, ShardId(0), share(1), None);
+        rx.try_iter().for_each(drop);
+        link.presence(&a, ShardId(0), share(3), joined("me.0.4"));
+        assert!(link.pending.is_empty());
+        assert!(!link.retry_pending());
+        assert_eq!(
+            queued(&rx),
+            vec![("a".to_owned(), 3, Some("me.0.4".to_owned()))]
+        );
+    }
+
+    #[test]
+    fn the_shard_never_waits_on_the_bridge() {
+        let (mut link, rx) = link();
+        fill(&link);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        // On another thread, so that a blocking send fails this test instead of hanging it.
+        let shard = std::thread::spawn(move || {
+            let r = room("r");
+            for i in 0..1000 {
+                link.publish(&r, &post());
+                link.presence(&r, ShardId(0), share(i % 3), joined("me.0.1"));
+                let _ = link.retry_pending();
+            }
+            let _ = done_tx.send(());
+            link
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a full queue made the shard wait");
+        let mut link = shard.join().unwrap();
+        assert_eq!(
+            metric(&link, "shardcast_cluster_publish_dropped_total"),
+            1000
+        );
+        assert_eq!(rx.len(), OUTBOUND_CAPACITY, "nothing more got in");
+        // The bridge gone (the server stopping): nothing waits, nothing piles up.
+        drop(rx);
+        link.publish(&room("r"), &post());
+        link.presence(&room("s"), ShardId(0), share(1), None);
+        assert!(!link.retry_pending(), "pending dropped with the bridge");
+    }
 
     #[test]
     fn passwords_never_reach_the_log() {

@@ -4,20 +4,27 @@
 //! that is waiting — up to [`BATCH`] — and sends it as one pipeline: one round trip however
 //! many messages arrived during the previous one. While Redis is down it keeps draining the
 //! queue (membership changes still update the table; messages are dropped and counted), so
-//! shards never wait on Redis and the table stays exact for the heartbeat after recovery.
+//! the queue empties even then and the table stays exact for the heartbeat after recovery.
+//! Shards never wait on it in any case: they only `try_send` ([`crate::cluster::ClusterLink`]).
+//!
+//! This node's shares go on to the subscriber through [`crate::cluster::shares`], which keeps
+//! only the latest per (room, shard): the publisher never waits on the subscriber either.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backoff::Backoff;
+use crate::cluster::shares::ShareSender;
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Member};
 use crate::cluster::{
-    ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, Outbound, PRESENCE_CHANNEL, RECONNECT_CAP,
-    connect, reconnect_backoff, room_channel,
+    ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, MemberChange, Outbound, PRESENCE_CHANNEL,
+    RECONNECT_CAP, connect, reconnect_backoff, room_channel,
 };
+use crate::mesh::ShardId;
+use crate::room::{RoomId, Share};
 
 /// Most envelopes in one pipeline.
 pub const BATCH: usize = 1024;
@@ -27,7 +34,7 @@ pub struct Publisher {
     client: redis::Client,
     node: Arc<str>,
     rx: Receiver<Outbound>,
-    share_tx: Sender<LocalShare>,
+    share_tx: ShareSender,
     stats: Arc<ClusterStats>,
     /// This node's members.
     table: NodeTable,
@@ -45,7 +52,7 @@ impl Publisher {
         node: Arc<str>,
         workers: usize,
         rx: Receiver<Outbound>,
-        share_tx: Sender<LocalShare>,
+        share_tx: ShareSender,
         stats: Arc<ClusterStats>,
     ) -> Self {
         Publisher {
@@ -112,18 +119,12 @@ impl Publisher {
             } => {
                 self.table.set(&room, shard, share);
                 // The subscriber learns of it before the envelope (whose echo wakes it).
-                let _ = self.share_tx.send(LocalShare {
+                self.share_tx.send(LocalShare {
                     room: room.clone(),
                     shard,
                     share,
                 });
-                let member = member.as_ref().map(|m| Member {
-                    change: m.change,
-                    id: &m.id,
-                    nick: m.nick.as_ref().map(|n| n.as_str()),
-                });
-                let bytes =
-                    wire::presence(&self.node, room.as_str(), shard.0 as u16, share, member);
+                let bytes = presence_envelope(&self.node, &room, shard, share, member.as_deref());
                 pipe.cmd("PUBLISH")
                     .arg(PRESENCE_CHANNEL)
                     .arg(bytes)
@@ -172,4 +173,21 @@ impl Publisher {
         tracing::debug!("redis publisher: {error}; next attempt in {delay:?}");
         self.retry_at = Instant::now() + delay;
     }
+}
+
+/// The presence envelope for one shard's share of a room (the member who joined or left, if
+/// known; without one, other nodes announce the change as a count).
+pub fn presence_envelope(
+    node: &str,
+    room: &RoomId,
+    shard: ShardId,
+    share: Share,
+    member: Option<&MemberChange>,
+) -> Vec<u8> {
+    let member = member.map(|m| Member {
+        change: m.change,
+        id: &m.id,
+        nick: m.nick.as_ref().map(|n| n.as_str()),
+    });
+    wire::presence(node, room.as_str(), shard.0 as u16, share, member)
 }

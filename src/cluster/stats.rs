@@ -14,6 +14,7 @@ pub struct ClusterStats {
     published: AtomicU64,
     publish_round_trips: AtomicU64,
     publish_dropped: AtomicU64,
+    presence_deferred: AtomicU64,
     received: AtomicU64,
     delivery_dropped: AtomicU64,
     nodes: AtomicU64,
@@ -45,6 +46,13 @@ impl ClusterStats {
     /// `messages` could not be published (Redis down, or the queue to the bridge full).
     pub fn dropped(&self, messages: u64) {
         self.publish_dropped.fetch_add(messages, Relaxed);
+    }
+
+    /// `changes` of a shard's membership found the queue to the publisher full: they wait as
+    /// their room's latest share, retried every loop turn, and reach other nodes as a count
+    /// (`online`) instead of a `join`/`leave`.
+    pub fn presence_deferred(&self, changes: u64) {
+        self.presence_deferred.fetch_add(changes, Relaxed);
     }
 
     /// A Redis message from another node was taken in.
@@ -101,8 +109,15 @@ impl ClusterStats {
         one(
             "shardcast_cluster_publish_dropped_total",
             "counter",
-            "Envelopes not published: Redis down or the bridge queue full",
+            "Envelopes not published: Redis down, or the bridge queue full (messages)",
             get(&self.publish_dropped),
+        );
+        one(
+            "shardcast_cluster_presence_deferred_total",
+            "counter",
+            "Membership changes the bridge queue had no room for: retried as the room's latest \
+             count, sent as online instead of join/leave",
+            get(&self.presence_deferred),
         );
         one(
             "shardcast_cluster_received_total",

@@ -11,18 +11,25 @@
 //! thread retries with backoff (capped at [`RECONNECT_CAP`]), keeps the local table current
 //! meanwhile, and on return resubscribes, asks for an immediate heartbeat, and logs and
 //! counts how long cross-node delivery was down.
+//!
+//! Bounds: this node's shares arrive through [`crate::cluster::shares`] (latest per (room,
+//! shard), never full). What goes to the shards passes through their bounded inboxes and this
+//! thread's [`MeshLinks`] backlog: past [`crate::mesh::MAX_BACKLOG`] waiting for one shard,
+//! further messages for it are dropped and counted (`delivery_dropped`); count changes
+//! (`ShardMsg::Cluster`) are never dropped, as presence between shards is not.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::backoff::Backoff;
 use crate::chat::envelope::Change;
 use crate::chat::post::Needs;
 use crate::chat::{Body, Nick, Outgoing, Post};
+use crate::cluster::shares::{ShareReceiver, Stopped};
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Envelope, Member};
 use crate::cluster::{
@@ -58,7 +65,7 @@ pub struct Subscriber {
     presence: bool,
     mesh: MeshLinks,
     workers: usize,
-    share_rx: Receiver<LocalShare>,
+    share_rx: ShareReceiver,
     publisher: Sender<Outbound>,
     stats: Arc<ClusterStats>,
     /// This node's members.
@@ -84,7 +91,7 @@ impl Subscriber {
         node: Arc<str>,
         presence: bool,
         shards: Vec<PeerHandle>,
-        share_rx: Receiver<LocalShare>,
+        share_rx: ShareReceiver,
         publisher: Sender<Outbound>,
         stats: Arc<ClusterStats>,
     ) -> Self {
@@ -139,10 +146,9 @@ impl Subscriber {
             if left.is_zero() {
                 return true;
             }
-            match self.share_rx.recv_timeout(left) {
-                Ok(share) => self.apply_share(share),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return false,
+            match self.share_rx.wait(left) {
+                Ok(shares) => shares.into_iter().for_each(|s| self.apply_share(s)),
+                Err(Stopped) => return false,
             }
             self.expire_nodes();
             self.flush_to_shards();
@@ -178,19 +184,16 @@ impl Subscriber {
             None => tracing::info!("redis: node {} subscribed", self.node),
         }
         // Let the others know of us (and we of them) without waiting for a tick.
-        let _ = self.publisher.send(Outbound::HeartbeatNow);
+        self.heartbeat_now();
         loop {
             let msg = match pubsub.get_message() {
                 Ok(msg) => msg,
                 Err(e) => return Exit::Lost(e),
             };
             self.handle(msg.get_channel_name(), msg.get_payload_bytes());
-            loop {
-                match self.share_rx.try_recv() {
-                    Ok(share) => self.apply_share(share),
-                    Err(crossbeam_channel::TryRecvError::Empty) => break,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => return Exit::Stopped,
-                }
+            match self.share_rx.try_take() {
+                Ok(shares) => shares.into_iter().for_each(|s| self.apply_share(s)),
+                Err(Stopped) => return Exit::Stopped,
             }
             if let Err(e) = self.sync_subscriptions(&mut pubsub) {
                 return Exit::Lost(e);
@@ -198,6 +201,12 @@ impl Subscriber {
             self.expire_nodes();
             self.flush_to_shards();
         }
+    }
+
+    /// Asks the publisher for a heartbeat now. Never waits: with the publisher's queue full
+    /// the request is dropped, and the regular heartbeat (within [`HEARTBEAT`]) does the same.
+    fn heartbeat_now(&self) {
+        let _ = self.publisher.try_send(Outbound::HeartbeatNow);
     }
 
     /// Hands what waits to the shards and wakes them; counts messages a full shard refused.
@@ -347,7 +356,7 @@ impl Subscriber {
     fn heard_from(&mut self, node: &str) -> &mut RemoteNode {
         if !self.remote.contains_key(node) {
             tracing::info!("cluster: node {node} appeared");
-            let _ = self.publisher.send(Outbound::HeartbeatNow);
+            self.heartbeat_now();
             self.stats.set_nodes(self.remote.len() + 1);
         }
         let remote = self.remote.entry(node.to_owned()).or_insert(RemoteNode {
@@ -450,8 +459,8 @@ mod tests {
             inboxes.push(rx);
             polls.push(poll);
         }
-        let (_share_tx, share_rx) = crossbeam_channel::unbounded();
-        let (publisher, _) = crossbeam_channel::unbounded();
+        let (_shares, share_rx) = crate::cluster::shares::handoff();
+        let (publisher, _) = crossbeam_channel::bounded(1);
         let sub = Subscriber::new(
             redis::Client::open("redis://127.0.0.1:1/").unwrap(),
             Arc::from("me"),
@@ -623,5 +632,60 @@ mod tests {
             &wire::presence("n2", "r", 0, one, Some(join)),
         );
         assert_eq!(cluster_msgs(rig.sent()), vec![(1, None); 2]);
+    }
+
+    /// The envelope the publisher makes of a queued presence change of node `node`.
+    fn envelope(node: &str, item: Outbound) -> Vec<u8> {
+        match item {
+            Outbound::Presence {
+                room,
+                shard,
+                share,
+                member,
+            } => crate::cluster::publisher::presence_envelope(
+                node,
+                &room,
+                shard,
+                share,
+                member.as_deref(),
+            ),
+            other => panic!("expected presence, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_join_the_bridge_queue_had_no_room_for_reaches_other_nodes_as_a_count() {
+        let mut rig = rig(true);
+        let room = RoomId::parse("r").unwrap();
+        rig.local_member(&room, Dialect::V1);
+        // Shard 1 of node n2, whose queue to its publisher has room for one item.
+        let (tx, queue) = crossbeam_channel::bounded(1);
+        let mut n2 = crate::cluster::ClusterLink::new(
+            tx,
+            Arc::from("n2"),
+            Arc::new(ClusterStats::default()),
+        );
+        let join = |id: &str| {
+            Some(MemberChange {
+                change: Change::Join,
+                id: Arc::from(id),
+                nick: Nick::parse("bob"),
+            })
+        };
+        n2.presence(&room, ShardId(1), Share { plain: 0, v1: 1 }, join("n2.1.1"));
+        let sent = envelope("n2", queue.try_recv().unwrap());
+        rig.sub.handle(PRESENCE_CHANNEL, &sent);
+        let joined = Some("Join n2.1.1 bob".to_owned());
+        assert_eq!(cluster_msgs(rig.sent()), vec![(1, joined); 2]);
+        // The queue full: the next join waits, and is retried once there is room, as a count.
+        n2.publish(&room, &post("n2.1.1", "fills the queue"));
+        n2.presence(&room, ShardId(1), Share { plain: 0, v1: 2 }, join("n2.1.2"));
+        assert!(n2.retry_pending(), "no room yet");
+        assert!(matches!(queue.try_recv(), Ok(Outbound::Message { .. })));
+        assert!(!n2.retry_pending(), "sent");
+        let sent = envelope("n2", queue.try_recv().unwrap());
+        rig.sub.handle(PRESENCE_CHANNEL, &sent);
+        let count = Some("count".to_owned());
+        assert_eq!(cluster_msgs(rig.sent()), vec![(2, count); 2]);
     }
 }

@@ -107,7 +107,7 @@ impl<R: Reach> Shard<R> {
             let nick = m.nick.as_ref().map(|n| n.as_str());
             envelope::presence(change, &m.id, nick, online)
         });
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = &mut self.cluster {
             cluster.presence(room, self.id, share, member);
         }
         if let Some(notice) = &notice {

@@ -18,7 +18,7 @@
 //!    coalescing window ([`coalesce`]);
 //! 9. **reap** finished sessions (their rooms may lose their last local member);
 //! 10. **end the turn**: the reach sends what waits (the mesh wakes each peer once), the
-//!     cluster link retries, the counters are published.
+//!     cluster link retries presence its queue had no room for, the counters are published.
 //!
 //! Fan-out, presence and departures are in [`fanout`]; the books on sessions (flush and
 //! resume lists, armed timers, generations, room slots) in [`table`].
@@ -141,7 +141,8 @@ pub struct Shard<R: Reach> {
     inbox: Receiver<ShardMsg>,
     inbox_more: bool,
     reach: R,
-    /// The reach has something waiting (a peer's inbox was full): poll again soon.
+    /// The reach or the bridge link has something waiting (a peer's inbox or the bridge's
+    /// queue was full): poll again soon.
     reach_backlog: bool,
     cluster: Option<ClusterLink>,
     common: LoopCommon,
@@ -552,6 +553,10 @@ impl<R: Reach> Shard<R> {
     /// Phase 10: what the reach and the bridge hold goes out; the counters are published.
     fn end_turn(&mut self) {
         self.reach_backlog = self.reach.end_turn(&mut self.counters);
+        if let Some(cluster) = &mut self.cluster {
+            // Presence the bridge's queue had no room for: poll again soon, as for a backlog.
+            self.reach_backlog |= cluster.retry_pending();
+        }
         self.common.stats.shard(self.id.0).publish(&self.counters);
     }
 
