@@ -21,10 +21,13 @@
 //! stream that blocks and writes partially at will. What a `shardcast.v1` client's text means
 //! is decided in [`v1`]; why a session ended is one [`CloseReason`].
 
+mod closing;
+mod http_phase;
 pub mod liveness;
 pub mod outbound;
 pub mod transport;
 pub mod v1;
+mod ws_phase;
 mod wsio;
 
 use std::io;
@@ -32,24 +35,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tungstenite::protocol::frame::CloseFrame;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::protocol::WebSocketContext;
 
-use crate::chat::post::now_millis;
-use crate::chat::{Body, Dialect, Nick, Post, envelope};
+use crate::chat::{Dialect, Nick, Post};
 pub use crate::close::CloseReason;
 use crate::config::Config;
-use crate::frame::{self, SharedFrame};
-use crate::http::request::{self, Parsed};
-use crate::http::{Dispatch, Site, error_response, http_counter};
+use crate::frame::SharedFrame;
+use crate::http::Site;
 use crate::ids::SessionId;
 use crate::metrics::{Counter, Counters};
 use crate::room::RoomId;
 use liveness::{Liveness, Verdict};
 use outbound::{Chunk, Flushed, OutQueue};
 pub use transport::Transport;
-use wsio::WsIo;
 
 /// Most bytes one session may read per loop turn before yielding to the others.
 const READ_BYTES_PER_TURN: usize = 256 * 1024;
@@ -221,16 +219,6 @@ impl<S: Transport> Session<S> {
             self.bytes_in,
             self.bytes_out,
         )
-    }
-
-    /// Records why the WebSocket ends, once: later reasons (a close that times out, a peer
-    /// that vanishes while we wait for its reply) do not replace the first.
-    fn ended(&mut self, reason: CloseReason, code: u16, counters: &mut Counters) {
-        if self.close.is_none() && self.room.is_some() {
-            self.close = Some(reason);
-            self.close_code = code;
-            counters.bump(Counter::closed_by(reason));
-        }
     }
 
     /// The socket (for registering with a poll).
@@ -503,303 +491,6 @@ impl<S: Transport> Session<S> {
         Delivery::Queued
     }
 
-    /// Handles `input`; false when the message budget ran out (the rest is stashed).
-    fn consume(
-        &mut self,
-        input: &[u8],
-        cx: &mut Ctx,
-        events: &mut Vec<Event>,
-        budget: &mut usize,
-    ) -> bool {
-        match self.phase {
-            Phase::Http { .. } => self.consume_http(input, cx, events, budget),
-            Phase::Open { .. } => self.consume_ws(input, cx, events, budget),
-            Phase::Discard { .. } => true,
-        }
-    }
-
-    fn consume_http(
-        &mut self,
-        input: &[u8],
-        cx: &mut Ctx,
-        events: &mut Vec<Event>,
-        budget: &mut usize,
-    ) -> bool {
-        if let Phase::Http { head, .. } = &mut self.phase {
-            head.extend_from_slice(input);
-        }
-        loop {
-            let Phase::Http { head, answered } = &mut self.phase else {
-                return true;
-            };
-            if head.is_empty() {
-                return true;
-            }
-            let cfg = cx.config;
-            let (request, len) = match request::parse(head, cfg.max_request_head, cfg.max_headers) {
-                Parsed::Partial => return true,
-                Parsed::Reject(status) => {
-                    cx.counters.bump(http_counter(status));
-                    self.out
-                        .push(Chunk::Owned(error_response(status, &[]).bytes));
-                    self.enter_discard(cx);
-                    return true;
-                }
-                Parsed::Complete(request, len) => (request, len),
-            };
-            let rest = head.split_off(len);
-            *answered = true;
-            match cx.site.dispatch(&request, cx.counters) {
-                Dispatch::Answer(response) => {
-                    self.out.push(Chunk::Owned(response.bytes));
-                    if !response.keep_alive {
-                        self.enter_discard(cx);
-                        return true;
-                    }
-                    // Pipelined requests wait in `rest`; the next one gets a fresh deadline.
-                    *head = rest;
-                    self.deadline = Some(cx.now + cfg.handshake_timeout);
-                    if self.out.queued_bytes() > cfg.max_buffered {
-                        // Pipelining far ahead of reading the answers: cut it off.
-                        tracing::debug!("pipelined answers passed max-buffered; closing");
-                        self.out.discard_unstarted();
-                        self.enter_discard(cx);
-                        return true;
-                    }
-                }
-                Dispatch::Upgrade {
-                    room,
-                    dialect,
-                    nick,
-                    response,
-                } => {
-                    self.out.push(Chunk::Owned(response));
-                    let ws_config = WebSocketConfig::default()
-                        .read_buffer_size(WS_READ_CHUNK)
-                        .write_buffer_size(0)
-                        .max_message_size(Some(cfg.max_message))
-                        .max_frame_size(Some(cfg.max_message));
-                    self.phase = Phase::Open {
-                        ws: Box::new(WebSocketContext::new(Role::Server, Some(ws_config))),
-                        liveness: Liveness::new(
-                            cfg.ping_interval,
-                            cfg.pong_timeout,
-                            cfg.idle_timeout,
-                            cx.now,
-                        ),
-                        closing_until: None,
-                        hello_until: None,
-                    };
-                    self.room = Some(room.clone());
-                    self.dialect = dialect;
-                    events.push(Event::Upgraded);
-                    match dialect {
-                        Dialect::Plain => events.push(Event::Joined(room)),
-                        Dialect::V1 => self.greet_v1(nick, cx, events),
-                    }
-                    return self.consume_ws(&rest, cx, events, budget);
-                }
-            }
-        }
-    }
-
-    fn consume_ws(
-        &mut self,
-        input: &[u8],
-        cx: &mut Ctx,
-        events: &mut Vec<Event>,
-        budget: &mut usize,
-    ) -> bool {
-        let Phase::Open {
-            ws,
-            liveness,
-            closing_until,
-            hello_until,
-        } = &mut self.phase
-        else {
-            return true;
-        };
-        let closing = closing_until.is_some();
-        let v1 = self.dialect == Dialect::V1;
-        let mut io = WsIo::new(input, &mut self.out);
-        loop {
-            if *budget == 0 {
-                self.stash.extend_from_slice(io.rest());
-                self.ws_buffered = true;
-                return false;
-            }
-            let failure = match ws.read(&mut io) {
-                Ok(message) => {
-                    *budget -= 1;
-                    match message {
-                        Message::Text(_) | Message::Binary(_) if closing => continue,
-                        Message::Binary(_) if v1 => Some(CloseReason::UnsupportedData),
-                        Message::Text(text) if v1 => {
-                            liveness.saw_message(cx.now);
-                            cx.counters.bump(Counter::MessagesIn);
-                            let state = v1::V1State {
-                                nick: &mut self.nick,
-                                hello_until,
-                                room: self.room.as_ref(),
-                            };
-                            let (id_slot, id) = (&mut self.id_text, self.id);
-                            let sender = || id_text(id_slot, id, cx.config);
-                            if let Some(code) = v1::on_text(&text, state, sender, events) {
-                                cx.counters.bump(Counter::EnvelopeErrors);
-                                io.out().push(Chunk::Shared(envelope::error(code)));
-                            }
-                            continue;
-                        }
-                        Message::Text(text) => {
-                            let sender = id_text(&mut self.id_text, self.id, cx.config);
-                            received(sender, Body::Text(text), liveness, cx, events);
-                            continue;
-                        }
-                        Message::Binary(data) => {
-                            let sender = id_text(&mut self.id_text, self.id, cx.config);
-                            received(sender, Body::Binary(data), liveness, cx, events);
-                            continue;
-                        }
-                        Message::Close(close) => {
-                            match &close {
-                                Some(c) => tracing::debug!(
-                                    "client closed with code {}: {:?}",
-                                    u16::from(c.code),
-                                    c.reason.as_str()
-                                ),
-                                None => tracing::debug!("client closed without a code"),
-                            }
-                            let code = close.as_ref().map_or(0, |c| u16::from(c.code));
-                            if !closing && close.is_some() {
-                                // tungstenite echoes the peer's code (an empty close gets an
-                                // empty reply, which carries no code to count).
-                                cx.counters.close_code(code);
-                            }
-                            self.close.get_or_insert_with(|| {
-                                cx.counters
-                                    .bump(Counter::closed_by(CloseReason::ClientClose));
-                                self.close_code = code;
-                                CloseReason::ClientClose
-                            });
-                            // Queue tungstenite's reply (or nothing, if this answers our own
-                            // close); it reports the exchange complete with ConnectionClosed.
-                            let _ = ws.flush(&mut io);
-                            None
-                        }
-                        // Pings are answered by tungstenite (the pong is already queued), but
-                        // pongs to a peer that never reads must not pile up without bound.
-                        Message::Ping(_) if io.out().queued_bytes() > cx.config.max_buffered => {
-                            io.out().discard_unstarted();
-                            cx.counters.bump(Counter::SlowConsumer);
-                            Some(CloseReason::SlowConsumer)
-                        }
-                        // Pongs need nothing: any input already counted as a sign of life.
-                        _ => continue,
-                    }
-                }
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.ws_buffered = false;
-                    return true;
-                }
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    None
-                }
-                Err(e) => Some(CloseReason::for_ws_error(&e)),
-            };
-            match failure {
-                // Our close frame is out already: one is all the peer gets.
-                Some(reason) if !closing => self.fail(reason, cx),
-                _ => self.enter_discard(cx),
-            }
-            return true;
-        }
-    }
-
-    /// A v1 client just upgraded: with a valid `?nick=` it joins now; otherwise it is told
-    /// why (a bad nickname) and has `handshake_timeout` to send a `hello`.
-    fn greet_v1(&mut self, nick: Option<String>, cx: &mut Ctx, events: &mut Vec<Event>) {
-        match v1::greet(nick, &mut self.nick, self.room.as_ref(), events) {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(code) => {
-                cx.counters.bump(Counter::EnvelopeErrors);
-                self.out.push(Chunk::Shared(envelope::error(code)));
-            }
-        }
-        if let Phase::Open { hello_until, .. } = &mut self.phase {
-            *hello_until = Some(cx.now + cx.config.handshake_timeout);
-        }
-    }
-
-    /// Sends a close frame through tungstenite and waits (up to `close_timeout`) for the
-    /// peer's reply, still reading but no longer relaying.
-    fn close_politely(&mut self, reason: CloseReason, cx: &mut Ctx) {
-        let Phase::Open {
-            ws, closing_until, ..
-        } = &mut self.phase
-        else {
-            return;
-        };
-        if closing_until.is_some() {
-            return;
-        }
-        let code = reason.code().unwrap_or(1000);
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.text().into(),
-        };
-        // The adapter never blocks, so this only fails if tungstenite is closed already.
-        if ws
-            .close(&mut WsIo::new(&[], &mut self.out), Some(frame))
-            .is_ok()
-        {
-            cx.counters.close_code(code);
-            *closing_until = Some(cx.now + cx.config.close_timeout);
-            self.ended(reason, code, cx.counters);
-        } else {
-            self.enter_discard(cx);
-        }
-    }
-
-    /// Queues a close frame and stops taking input and broadcasts.
-    fn fail(&mut self, reason: CloseReason, cx: &mut Ctx) {
-        let code = reason.code().unwrap_or(1011);
-        tracing::debug!("closing with {code}: {}", reason.text());
-        cx.counters.close_code(code);
-        self.ended(reason, code, cx.counters);
-        self.out
-            .push(Chunk::Owned(frame::encode_close(code, reason.text())));
-        self.enter_discard(cx);
-    }
-
-    fn enter_discard(&mut self, cx: &Ctx) {
-        self.phase = Phase::Discard { write_shut: false };
-        self.stash = Vec::new();
-        self.ws_buffered = false;
-        self.deadline = Some(cx.now + cx.config.close_timeout);
-    }
-
-    fn on_eof(&mut self, cx: &mut Ctx) -> Progress {
-        self.peer_eof = true;
-        if let Phase::Open {
-            closing_until: None,
-            ..
-        } = self.phase
-        {
-            tracing::debug!("peer closed the connection without a close frame");
-        }
-        self.ended(CloseReason::PeerGone, 0, cx.counters);
-        if !self.has_output() {
-            return Progress::Finished;
-        }
-        // The peer may have only shut its write side: deliver what is queued (within the
-        // close deadline), then finish.
-        if !matches!(self.phase, Phase::Discard { .. }) {
-            self.enter_discard(cx);
-        }
-        Progress::Idle
-    }
-
     /// An open session's deadline follows its liveness and close timers; the other phases
     /// set theirs when they begin.
     fn refresh_deadline(&mut self) {
@@ -817,25 +508,6 @@ impl<S: Transport> Session<S> {
             };
         }
     }
-}
-
-/// A complete data message from a plain client arrived: it is a sign of life and a message
-/// for the room.
-fn received(
-    sender: Arc<str>,
-    body: Body,
-    liveness: &mut Liveness,
-    cx: &mut Ctx,
-    events: &mut Vec<Event>,
-) {
-    liveness.saw_message(cx.now);
-    cx.counters.bump(Counter::MessagesIn);
-    events.push(Event::Message(Post {
-        sender,
-        nick: None,
-        body,
-        ts: now_millis(),
-    }));
 }
 
 /// The session's id as clients see it, made once (see [`Session::id_text`]).

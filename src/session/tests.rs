@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::*;
+use crate::chat::Body;
+use crate::frame;
 use crate::http::assets::Assets;
 use crate::metrics::Counter;
 use crate::stats::ServerStats;

@@ -26,13 +26,13 @@
 //! On shutdown the loop sends every session a close (1001) and keeps turning until all are
 //! gone or the drain deadline passes.
 
+mod access;
 pub mod coalesce;
 pub mod fanout;
 pub mod table;
 pub(crate) mod timers;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,19 +41,17 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::acceptor::Handoff;
-use crate::chat::Dialect;
 use crate::cluster::ClusterLink;
 use crate::config::Config;
 use crate::http::Site;
 use crate::ids::{SessionId, SessionKey, ShardId};
 use crate::limits::PerIpLimit;
-use crate::logging::ACCESS;
 use crate::mesh::{ShardMsg, drain_inbox};
 use crate::metrics::{Counter, Counters};
 use crate::models::single::LISTENER;
 use crate::models::{Entry, Reach};
 use crate::room::RoomTable;
-use crate::session::{CloseReason, Ctx, Event, Progress, Session};
+use crate::session::{Ctx, Event, Progress, Session};
 use crate::stats::ServerStats;
 use crate::tls::Conn;
 use coalesce::{Coalescer, Decision};
@@ -460,16 +458,7 @@ impl<R: Reach> Shard<R> {
         self.websockets += 1;
         self.publish_gauges();
         let node = self.common.config.node_id.as_deref();
-        self.table.with(key, |s| {
-            tracing::info!(
-                target: ACCESS,
-                session = %Label(node, s.id()),
-                peer = %Peer(s.peer()),
-                room = s.room().map_or("", |r| r.as_str()),
-                subprotocol = subprotocol(s.dialect()),
-                "upgrade"
-            );
-        });
+        self.table.with(key, |s| access::log_upgrade(s, node));
     }
 
     fn expire_timers(&mut self) {
@@ -536,7 +525,7 @@ impl<R: Reach> Shard<R> {
                 // Closing the socket would deregister it too; saying so keeps mio's view exact.
                 let _ = self.poll.registry().deregister(s.stream_mut().socket_mut());
                 if s.room().is_some() {
-                    log_close(s, node, self.now);
+                    access::log_close(s, node, self.now);
                 }
                 (s.room().is_some(), s.peer_ip())
             });
@@ -571,75 +560,6 @@ impl<R: Reach> Shard<R> {
             .stats
             .shard(self.id.0)
             .set_connections(self.table.len(), self.websockets);
-    }
-
-    /// A span naming session `key` for its debug lines; a no-op unless debug is on.
-    fn session_span(&mut self, key: SessionKey) -> tracing::Span {
-        if !tracing::enabled!(tracing::Level::DEBUG) {
-            return tracing::Span::none();
-        }
-        let node = self.common.config.node_id.as_deref();
-        self.table
-            .with(key, |s| {
-                tracing::debug_span!(
-                    "session",
-                    id = %Label(node, s.id()),
-                    peer = %Peer(s.peer()),
-                    room = s.room().map_or("", |r| r.as_str()),
-                )
-            })
-            .unwrap_or_else(tracing::Span::none)
-    }
-}
-
-/// The access line of an upgraded session that ended (docs/operations.md, "Logs").
-fn log_close<S: crate::session::Transport>(s: &Session<S>, node: Option<&str>, now: Instant) {
-    let (reason, code) = s.close_reason().unwrap_or((CloseReason::PeerGone, 0));
-    let (duration, bytes_in, bytes_out) = s.traffic(now);
-    tracing::info!(
-        target: ACCESS,
-        session = %Label(node, s.id()),
-        peer = %Peer(s.peer()),
-        room = s.room().map_or("", |r| r.as_str()),
-        subprotocol = subprotocol(s.dialect()),
-        reason = reason.name(),
-        code,
-        duration_ms = duration.as_millis() as u64,
-        bytes_in,
-        bytes_out,
-        "close"
-    );
-}
-
-/// The subprotocol as the access lines name it.
-fn subprotocol(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::Plain => "none",
-        Dialect::V1 => crate::chat::SUBPROTOCOL,
-    }
-}
-
-/// A session id as clients see it, written without allocating (`"<node>.<worker>.<seq>"`).
-struct Label<'a>(Option<&'a str>, SessionId);
-
-impl std::fmt::Display for Label<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(node) => write!(f, "{node}.{}", self.1),
-            None => write!(f, "{}", self.1),
-        }
-    }
-}
-
-/// A peer address for a log line (`-` when unknown).
-struct Peer(Option<SocketAddr>);
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(addr) => addr.fmt(f),
-            None => f.write_str("-"),
-        }
     }
 }
 

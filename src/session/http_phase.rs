@@ -1,0 +1,117 @@
+//! The `Http` phase: request heads in, answers out — and the upgrade into `Open`.
+//!
+//! A request head is bounded by `max_request_head` and `max_headers` and must complete within
+//! `handshake_timeout`. Plain requests are answered by the [`Site`](crate::http::Site) and may
+//! be pipelined (bounded by `max_buffered` of answers); an upgrade is answered `101` and the
+//! rest of the input goes straight to the WebSocket phase.
+
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+
+use super::liveness::Liveness;
+use super::outbound::Chunk;
+use super::{Ctx, Event, Phase, Session, Transport, WS_READ_CHUNK};
+use crate::chat::Dialect;
+use crate::http::request::{self, Parsed};
+use crate::http::{Dispatch, error_response, http_counter};
+
+impl<S: Transport> Session<S> {
+    /// Handles `input`; false when the message budget ran out (the rest is stashed).
+    pub(super) fn consume(
+        &mut self,
+        input: &[u8],
+        cx: &mut Ctx,
+        events: &mut Vec<Event>,
+        budget: &mut usize,
+    ) -> bool {
+        match self.phase {
+            Phase::Http { .. } => self.consume_http(input, cx, events, budget),
+            Phase::Open { .. } => self.consume_ws(input, cx, events, budget),
+            Phase::Discard { .. } => true,
+        }
+    }
+
+    pub(super) fn consume_http(
+        &mut self,
+        input: &[u8],
+        cx: &mut Ctx,
+        events: &mut Vec<Event>,
+        budget: &mut usize,
+    ) -> bool {
+        if let Phase::Http { head, .. } = &mut self.phase {
+            head.extend_from_slice(input);
+        }
+        loop {
+            let Phase::Http { head, answered } = &mut self.phase else {
+                return true;
+            };
+            if head.is_empty() {
+                return true;
+            }
+            let cfg = cx.config;
+            let (request, len) = match request::parse(head, cfg.max_request_head, cfg.max_headers) {
+                Parsed::Partial => return true,
+                Parsed::Reject(status) => {
+                    cx.counters.bump(http_counter(status));
+                    self.out
+                        .push(Chunk::Owned(error_response(status, &[]).bytes));
+                    self.enter_discard(cx);
+                    return true;
+                }
+                Parsed::Complete(request, len) => (request, len),
+            };
+            let rest = head.split_off(len);
+            *answered = true;
+            match cx.site.dispatch(&request, cx.counters) {
+                Dispatch::Answer(response) => {
+                    self.out.push(Chunk::Owned(response.bytes));
+                    if !response.keep_alive {
+                        self.enter_discard(cx);
+                        return true;
+                    }
+                    // Pipelined requests wait in `rest`; the next one gets a fresh deadline.
+                    *head = rest;
+                    self.deadline = Some(cx.now + cfg.handshake_timeout);
+                    if self.out.queued_bytes() > cfg.max_buffered {
+                        // Pipelining far ahead of reading the answers: cut it off.
+                        tracing::debug!("pipelined answers passed max-buffered; closing");
+                        self.out.discard_unstarted();
+                        self.enter_discard(cx);
+                        return true;
+                    }
+                }
+                Dispatch::Upgrade {
+                    room,
+                    dialect,
+                    nick,
+                    response,
+                } => {
+                    self.out.push(Chunk::Owned(response));
+                    let ws_config = WebSocketConfig::default()
+                        .read_buffer_size(WS_READ_CHUNK)
+                        .write_buffer_size(0)
+                        .max_message_size(Some(cfg.max_message))
+                        .max_frame_size(Some(cfg.max_message));
+                    self.phase = Phase::Open {
+                        ws: Box::new(WebSocketContext::new(Role::Server, Some(ws_config))),
+                        liveness: Liveness::new(
+                            cfg.ping_interval,
+                            cfg.pong_timeout,
+                            cfg.idle_timeout,
+                            cx.now,
+                        ),
+                        closing_until: None,
+                        hello_until: None,
+                    };
+                    self.room = Some(room.clone());
+                    self.dialect = dialect;
+                    events.push(Event::Upgraded);
+                    match dialect {
+                        Dialect::Plain => events.push(Event::Joined(room)),
+                        Dialect::V1 => self.greet_v1(nick, cx, events),
+                    }
+                    return self.consume_ws(&rest, cx, events, budget);
+                }
+            }
+        }
+    }
+}

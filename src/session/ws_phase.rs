@@ -1,0 +1,168 @@
+//! The `Open` phase: WebSocket frames in through tungstenite, complete messages out as
+//! [`Event::Message`]s, control frames answered in the session's one ordered queue.
+//!
+//! A plain client's data messages are relayed as they are; a `shardcast.v1` client's text is
+//! read by the rules in [`super::v1`]. Protocol violations close with their
+//! [`CloseReason`]'s code; a closing session reads on but relays nothing.
+
+use std::io;
+use std::sync::Arc;
+
+use tungstenite::protocol::Message;
+
+use super::liveness::Liveness;
+use super::outbound::Chunk;
+use super::wsio::WsIo;
+use super::{CloseReason, Ctx, Event, Phase, Session, Transport, id_text, v1};
+use crate::chat::post::now_millis;
+use crate::chat::{Body, Dialect, Post, envelope};
+use crate::metrics::Counter;
+
+impl<S: Transport> Session<S> {
+    pub(super) fn consume_ws(
+        &mut self,
+        input: &[u8],
+        cx: &mut Ctx,
+        events: &mut Vec<Event>,
+        budget: &mut usize,
+    ) -> bool {
+        let Phase::Open {
+            ws,
+            liveness,
+            closing_until,
+            hello_until,
+        } = &mut self.phase
+        else {
+            return true;
+        };
+        let closing = closing_until.is_some();
+        let v1 = self.dialect == Dialect::V1;
+        let mut io = WsIo::new(input, &mut self.out);
+        loop {
+            if *budget == 0 {
+                self.stash.extend_from_slice(io.rest());
+                self.ws_buffered = true;
+                return false;
+            }
+            let failure = match ws.read(&mut io) {
+                Ok(message) => {
+                    *budget -= 1;
+                    match message {
+                        Message::Text(_) | Message::Binary(_) if closing => continue,
+                        Message::Binary(_) if v1 => Some(CloseReason::UnsupportedData),
+                        Message::Text(text) if v1 => {
+                            liveness.saw_message(cx.now);
+                            cx.counters.bump(Counter::MessagesIn);
+                            let state = v1::V1State {
+                                nick: &mut self.nick,
+                                hello_until,
+                                room: self.room.as_ref(),
+                            };
+                            let (id_slot, id) = (&mut self.id_text, self.id);
+                            let sender = || id_text(id_slot, id, cx.config);
+                            if let Some(code) = v1::on_text(&text, state, sender, events) {
+                                cx.counters.bump(Counter::EnvelopeErrors);
+                                io.out().push(Chunk::Shared(envelope::error(code)));
+                            }
+                            continue;
+                        }
+                        Message::Text(text) => {
+                            let sender = id_text(&mut self.id_text, self.id, cx.config);
+                            received(sender, Body::Text(text), liveness, cx, events);
+                            continue;
+                        }
+                        Message::Binary(data) => {
+                            let sender = id_text(&mut self.id_text, self.id, cx.config);
+                            received(sender, Body::Binary(data), liveness, cx, events);
+                            continue;
+                        }
+                        Message::Close(close) => {
+                            match &close {
+                                Some(c) => tracing::debug!(
+                                    "client closed with code {}: {:?}",
+                                    u16::from(c.code),
+                                    c.reason.as_str()
+                                ),
+                                None => tracing::debug!("client closed without a code"),
+                            }
+                            let code = close.as_ref().map_or(0, |c| u16::from(c.code));
+                            if !closing && close.is_some() {
+                                // tungstenite echoes the peer's code (an empty close gets an
+                                // empty reply, which carries no code to count).
+                                cx.counters.close_code(code);
+                            }
+                            self.close.get_or_insert_with(|| {
+                                cx.counters
+                                    .bump(Counter::closed_by(CloseReason::ClientClose));
+                                self.close_code = code;
+                                CloseReason::ClientClose
+                            });
+                            // Queue tungstenite's reply (or nothing, if this answers our own
+                            // close); it reports the exchange complete with ConnectionClosed.
+                            let _ = ws.flush(&mut io);
+                            None
+                        }
+                        // Pings are answered by tungstenite (the pong is already queued), but
+                        // pongs to a peer that never reads must not pile up without bound.
+                        Message::Ping(_) if io.out().queued_bytes() > cx.config.max_buffered => {
+                            io.out().discard_unstarted();
+                            cx.counters.bump(Counter::SlowConsumer);
+                            Some(CloseReason::SlowConsumer)
+                        }
+                        // Pongs need nothing: any input already counted as a sign of life.
+                        _ => continue,
+                    }
+                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.ws_buffered = false;
+                    return true;
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    None
+                }
+                Err(e) => Some(CloseReason::for_ws_error(&e)),
+            };
+            match failure {
+                // Our close frame is out already: one is all the peer gets.
+                Some(reason) if !closing => self.fail(reason, cx),
+                _ => self.enter_discard(cx),
+            }
+            return true;
+        }
+    }
+
+    /// A v1 client just upgraded: with a valid `?nick=` it joins now; otherwise it is told
+    /// why (a bad nickname) and has `handshake_timeout` to send a `hello`.
+    pub(super) fn greet_v1(&mut self, nick: Option<String>, cx: &mut Ctx, events: &mut Vec<Event>) {
+        match v1::greet(nick, &mut self.nick, self.room.as_ref(), events) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(code) => {
+                cx.counters.bump(Counter::EnvelopeErrors);
+                self.out.push(Chunk::Shared(envelope::error(code)));
+            }
+        }
+        if let Phase::Open { hello_until, .. } = &mut self.phase {
+            *hello_until = Some(cx.now + cx.config.handshake_timeout);
+        }
+    }
+}
+
+/// A complete data message from a plain client arrived: it is a sign of life and a message
+/// for the room.
+fn received(
+    sender: Arc<str>,
+    body: Body,
+    liveness: &mut Liveness,
+    cx: &mut Ctx,
+    events: &mut Vec<Event>,
+) {
+    liveness.saw_message(cx.now);
+    cx.counters.bump(Counter::MessagesIn);
+    events.push(Event::Message(Post {
+        sender,
+        nick: None,
+        body,
+        ts: now_millis(),
+    }));
+}
