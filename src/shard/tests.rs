@@ -102,8 +102,10 @@ fn table_lists_each_session_once_per_turn() {
 
 #[test]
 fn table_timers_fire_once_for_the_current_session_only() {
-    let mut config = Config::default();
-    config.handshake_timeout = Duration::from_secs(1);
+    let config = Config {
+        handshake_timeout: Duration::from_secs(1),
+        ..Config::default()
+    };
     let t0 = Instant::now();
     let mut table: SessionTable<Session<Quiet>> = SessionTable::default();
     let a = table.insert(quiet_session(&config, t0));
