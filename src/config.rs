@@ -230,7 +230,7 @@ impl Config {
             return Err(ConfigError::StaticDir(dir.clone()));
         }
         if let Some(id) = &self.node_id
-            && !crate::cluster::valid_node_id(id)
+            && !crate::ids::valid_node_id(id)
         {
             return Err(ConfigError::NodeId(id.clone()));
         }

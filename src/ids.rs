@@ -1,7 +1,8 @@
 //! Identifiers every layer uses: which thread, which slot, which session.
 //!
 //! A leaf module (it depends on nothing in the crate), so that rooms, the mesh, the cluster
-//! bridge and the event loop can all name sessions and shards without importing each other.
+//! bridge and the event loop can all name sessions and shards without importing each other;
+//! and the rule for a cluster node's name, which prefixes session ids.
 
 use std::fmt;
 
@@ -36,4 +37,12 @@ impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.worker, self.seq)
     }
+}
+
+/// A valid node id: 1–32 of `A-Z a-z 0-9 - _` (it prefixes session ids seen by clients).
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

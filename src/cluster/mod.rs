@@ -46,6 +46,7 @@ pub use crate::chat::MemberChange;
 use crate::chat::Post;
 use crate::error::ServerError;
 use crate::ids::ShardId;
+pub use crate::ids::valid_node_id;
 pub use crate::mesh::ClusterNews;
 use crate::mesh::PeerHandle;
 use crate::room::{RoomId, Share};
@@ -108,14 +109,6 @@ pub fn redacted(url: &str) -> String {
         }
         None => url.to_owned(),
     }
-}
-
-/// A valid node id: 1–32 of `A-Z a-z 0-9 - _` (it prefixes session ids seen by clients).
-pub fn valid_node_id(id: &str) -> bool {
-    (1..=32).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A random node id: 8 hex digits.

@@ -23,7 +23,7 @@ use crate::cluster::{
     ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, MemberChange, Outbound, PRESENCE_CHANNEL,
     RECONNECT_CAP, connect, reconnect_backoff, room_channel,
 };
-use crate::mesh::ShardId;
+use crate::ids::ShardId;
 use crate::room::{RoomId, Share};
 
 /// Most envelopes in one pipeline.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::cluster::LocalShare;
-use crate::mesh::ShardId;
+use crate::ids::ShardId;
 use crate::room::{RoomId, Share};
 
 /// The latest share of each (room, shard) not yet taken by the subscriber.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::mesh::ShardId;
+use crate::ids::ShardId;
 use crate::room::{RoomId, Share};
 
 /// Room → the share of each local shard. Rooms with no local member are not kept.

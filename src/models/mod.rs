@@ -27,7 +27,7 @@ use crate::ids::SessionKey;
 use crate::metrics::Counters;
 use crate::room::{Room, RoomId, Share};
 use crate::session::Ctx;
-use crate::shard::table::Cell;
+use crate::session::cell::Cell;
 use crate::tls::Conn;
 
 /// How connections reach an event loop.

@@ -26,8 +26,8 @@ use crate::frame::SharedFrame;
 use crate::ids::{SessionKey, ShardId};
 use crate::models::{Joiner, Reach};
 use crate::room::{Room, RoomId, Share};
+use crate::session::cell::{Locked, lock};
 use crate::session::{Ctx, Delivery, Progress};
-use crate::shard::table::{Locked, lock};
 use crate::tls::Conn;
 
 /// A member of a room, as any thread may reach it.

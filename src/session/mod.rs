@@ -21,6 +21,7 @@
 //! stream that blocks and writes partially at will. What a `shardcast.v1` client's text means
 //! is decided in [`v1`]; why a session ended is one [`CloseReason`].
 
+pub mod cell;
 mod closing;
 mod http_phase;
 pub mod liveness;

@@ -12,75 +12,15 @@
 //! most once; a timer entry whose generation is not the slot's, or whose deadline is not the
 //! one armed, is stale and skipped when it comes due.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use crate::frame::SharedFrame;
 use crate::ids::SessionKey;
-use crate::session::{Ctx, Delivery, Session, Transport};
+pub use crate::session::cell::{Cell, Locked, lock};
+use crate::session::{Ctx, Delivery, Session};
 use crate::shard::timers::Timers;
-
-/// How an event-loop thread holds a session.
-pub trait Cell {
-    /// The connection under the session.
-    type Stream: Transport;
-    /// What other threads may hold of the session (nothing, for a shard's own sessions).
-    type Handle: Clone;
-
-    /// Wraps a new session.
-    fn wrap(session: Session<Self::Stream>) -> Self;
-    /// Runs `f` on the session.
-    fn with<R>(&mut self, f: impl FnOnce(&mut Session<Self::Stream>) -> R) -> R;
-    /// A handle for other threads.
-    fn handle(&self) -> Self::Handle;
-}
-
-/// A session owned by its thread alone (the `sharded` and `single` models): no lock, no
-/// refcount; `with` is a direct call.
-impl<S: Transport> Cell for Session<S> {
-    type Stream = S;
-    type Handle = ();
-
-    fn wrap(session: Session<S>) -> Self {
-        session
-    }
-
-    #[inline]
-    fn with<R>(&mut self, f: impl FnOnce(&mut Session<S>) -> R) -> R {
-        f(self)
-    }
-
-    fn handle(&self) {}
-}
-
-/// A session other threads may write to (the `shared` model).
-pub type Locked<S> = Arc<Mutex<Session<S>>>;
-
-/// Locks, carrying on after a panic elsewhere (every critical section over a session leaves
-/// it consistent: they push, pop or swap).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl<S: Transport> Cell for Locked<S> {
-    type Stream = S;
-    type Handle = Locked<S>;
-
-    fn wrap(session: Session<S>) -> Self {
-        Arc::new(Mutex::new(session))
-    }
-
-    #[inline]
-    fn with<R>(&mut self, f: impl FnOnce(&mut Session<S>) -> R) -> R {
-        f(&mut lock(self))
-    }
-
-    fn handle(&self) -> Locked<S> {
-        self.clone()
-    }
-}
 
 /// Marks a slot that is in no room's member list.
 const NO_ROOM_SLOT: u32 = u32::MAX;

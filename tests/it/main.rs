@@ -4,6 +4,7 @@
 
 mod client;
 mod http;
+mod layers;
 mod rooms;
 mod slow_consumer;
 mod util;
