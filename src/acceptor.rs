@@ -70,6 +70,7 @@ pub struct Acceptor {
 impl Acceptor {
     /// Accepts until shutdown or until every shard is gone.
     pub fn run(mut self) -> io::Result<()> {
+        let _span = tracing::info_span!("acceptor").entered();
         self.poll
             .registry()
             .register(&mut self.listener, LISTENER, Interest::READABLE)?;
@@ -84,7 +85,7 @@ impl Acceptor {
                 Err(e) => return Err(e),
             }
             if self.stats.is_draining() {
-                tracing::info!("acceptor: no longer accepting");
+                tracing::info!("no longer accepting");
                 return Ok(());
             }
             // New connections wake the poll during a pause too: keep pausing regardless.

@@ -349,11 +349,17 @@ pub fn start(
     );
     std::thread::Builder::new()
         .name("bridge-pub".into())
-        .spawn(move || publisher.run())
+        .spawn(move || {
+            let _span = tracing::info_span!("bridge", role = "pub").entered();
+            publisher.run()
+        })
         .map_err(ServerError::Bridge)?;
     std::thread::Builder::new()
         .name("bridge-sub".into())
-        .spawn(move || subscriber.run())
+        .spawn(move || {
+            let _span = tracing::info_span!("bridge", role = "sub").entered();
+            subscriber.run()
+        })
         .map_err(ServerError::Bridge)?;
     Ok(ClusterLink::new(tx, node, stats))
 }
