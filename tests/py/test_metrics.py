@@ -50,6 +50,12 @@ COUNTERS = {
     "shardcast_envelope_errors_total": None,
     "shardcast_presence_notices_total": None,
     "shardcast_mesh_dropped_total": None,
+    "shardcast_closes_total": (
+        "reason",
+        {"client_close", "peer_gone", "io_error", "slow_consumer", "no_hello", "unsupported_data",
+         "message_too_big", "invalid_utf8", "protocol_error", "internal_error", "idle_timeout",
+         "pong_timeout", "shutdown"},
+    ),
     "shardcast_loop_iterations_total": ("shard", SHARD_LABELS),
     "shardcast_per_ip_refused_total": None,
 }
@@ -259,6 +265,7 @@ def test_handshake_and_http_counters(port, scrape):
             key("shardcast_http_responses_total", status="400"): 0,
             # The member closed (1000) itself: the server only echoed it, and echoes count too.
             key("shardcast_close_frames_sent_total", code="1000"): 1,
+            key("shardcast_closes_total", reason="client_close"): 1,
         },
     )
 
@@ -278,6 +285,7 @@ def test_message_too_big_close_is_counted(port, scrape):
         before,
         {
             key("shardcast_close_frames_sent_total", code="1009"): 1,
+            key("shardcast_closes_total", reason="message_too_big"): 1,
             key("shardcast_messages_received_total"): 0,
             key("shardcast_handshakes_total", result="ok"): 1,
         },
