@@ -7,7 +7,7 @@
 
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-use super::liveness::Liveness;
+use super::liveness::{Liveness, Timing};
 use super::outbound::Chunk;
 use super::{Ctx, Event, Phase, Session, Transport, WS_READ_CHUNK};
 use crate::chat::Dialect;
@@ -93,12 +93,7 @@ impl<S: Transport> Session<S> {
                         .max_frame_size(Some(cfg.max_message));
                     self.phase = Phase::Open {
                         ws: Box::new(WebSocketContext::new(Role::Server, Some(ws_config))),
-                        liveness: Liveness::new(
-                            cfg.ping_interval,
-                            cfg.pong_timeout,
-                            cfg.idle_timeout,
-                            cx.now,
-                        ),
+                        liveness: Liveness::new(&Timing::of(cfg), cx.now),
                         closing_until: None,
                         hello_until: None,
                     };

@@ -46,7 +46,7 @@ use crate::http::Site;
 use crate::ids::SessionId;
 use crate::metrics::{Counter, Counters};
 use crate::room::RoomId;
-use liveness::{Liveness, Verdict};
+use liveness::{Liveness, Timing, Verdict};
 use outbound::{Chunk, Flushed, OutQueue};
 pub use transport::Transport;
 
@@ -128,6 +128,14 @@ pub struct Ctx<'a> {
     pub counters: &'a mut Counters,
 }
 
+/// A peer's address, kept in 20 bytes rather than `SocketAddr`'s 32 (no IPv6 flow or scope:
+/// nothing here needs them), since every idle connection carries one.
+#[derive(Debug, Clone, Copy)]
+struct PeerAddr {
+    ip: IpAddr,
+    port: u16,
+}
+
 /// One connection.
 pub struct Session<S> {
     stream: S,
@@ -152,7 +160,7 @@ pub struct Session<S> {
     /// The id as clients see it, made at the first message (most sessions never need it).
     id_text: Option<Arc<str>>,
     /// The peer's address, when the transport has one (for the access log and the per-IP limit).
-    peer: Option<SocketAddr>,
+    peer: Option<PeerAddr>,
     id: SessionId,
     /// When the connection was adopted, and its bytes in and out (for the access log).
     opened: Instant,
@@ -194,7 +202,10 @@ impl<S: Transport> Session<S> {
     /// `ip_counted` when a per-address limit holds a place for the peer's address.
     pub fn identify(&mut self, id: SessionId, peer: Option<SocketAddr>, ip_counted: bool) {
         self.id = id;
-        self.peer = peer;
+        self.peer = peer.map(|p| PeerAddr {
+            ip: p.ip(),
+            port: p.port(),
+        });
         self.ip_counted = ip_counted && peer.is_some();
     }
 
@@ -205,7 +216,7 @@ impl<S: Transport> Session<S> {
 
     /// The peer's address, when known.
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.peer
+        self.peer.map(|p| SocketAddr::new(p.ip, p.port))
     }
 
     /// Why the WebSocket ended, and the close code sent or received (0 if none), once it has.
@@ -266,7 +277,7 @@ impl<S: Transport> Session<S> {
 
     /// The peer's address, if a per-address limit counts it.
     pub fn peer_ip(&self) -> Option<IpAddr> {
-        self.peer.filter(|_| self.ip_counted).map(|p| p.ip())
+        self.peer.filter(|_| self.ip_counted).map(|p| p.ip)
     }
 
     /// When the session must be looked at even if nothing happens.
@@ -293,7 +304,7 @@ impl<S: Transport> Session<S> {
         events: &mut Vec<Event>,
     ) -> Progress {
         let progress = self.read_input(scratch, cx, events);
-        self.refresh_deadline();
+        self.refresh_deadline(cx.config);
         progress
     }
 
@@ -322,7 +333,7 @@ impl<S: Transport> Session<S> {
                     self.bytes_in += n as u64;
                     cx.counters.add(Counter::BytesIn, n as u64);
                     if let Phase::Open { liveness, .. } = &mut self.phase {
-                        liveness.saw_input(cx.now);
+                        liveness.saw_input(cx.now, &Timing::of(cx.config));
                     }
                     if !self.consume(&scratch[..n], cx, events, &mut budget) {
                         return Progress::MoreReady;
@@ -383,7 +394,7 @@ impl<S: Transport> Session<S> {
     /// Called when the deadline has passed: expires the phase, or sends a ping.
     pub fn on_deadline(&mut self, cx: &mut Ctx) -> Progress {
         let progress = self.expire(cx);
-        self.refresh_deadline();
+        self.refresh_deadline(cx.config);
         progress
     }
 
@@ -428,7 +439,7 @@ impl<S: Transport> Session<S> {
                     return Progress::Finished;
                 }
             }
-            Phase::Open { liveness, .. } => match liveness.check(now) {
+            Phase::Open { liveness, .. } => match liveness.check(now, &Timing::of(cx.config)) {
                 Verdict::Alive => {}
                 Verdict::Ping => self.out.push(Chunk::Owned(PING_FRAME.to_vec())),
                 Verdict::Dead => {
@@ -465,7 +476,7 @@ impl<S: Transport> Session<S> {
             }
             _ => Progress::Idle,
         };
-        self.refresh_deadline();
+        self.refresh_deadline(cx.config);
         progress
     }
 
@@ -485,7 +496,7 @@ impl<S: Transport> Session<S> {
             self.out.discard_unstarted();
             cx.counters.bump(Counter::SlowConsumer);
             self.fail(CloseReason::SlowConsumer, cx);
-            self.refresh_deadline();
+            self.refresh_deadline(cx.config);
             return Delivery::SlowConsumer;
         }
         self.out.push(Chunk::Shared(frame.clone()));
@@ -494,7 +505,7 @@ impl<S: Transport> Session<S> {
 
     /// An open session's deadline follows its liveness and close timers; the other phases
     /// set theirs when they begin.
-    fn refresh_deadline(&mut self) {
+    fn refresh_deadline(&mut self, config: &Config) {
         if let Phase::Open {
             liveness,
             closing_until,
@@ -502,10 +513,13 @@ impl<S: Transport> Session<S> {
             ..
         } = &self.phase
         {
+            let timing = Timing::of(config);
             self.deadline = match (closing_until, hello_until) {
                 (Some(until), _) => Some(*until),
-                (None, Some(hello)) => Some(liveness.next_due().map_or(*hello, |d| d.min(*hello))),
-                (None, None) => liveness.next_due(),
+                (None, Some(hello)) => {
+                    Some(liveness.next_due(&timing).map_or(*hello, |d| d.min(*hello)))
+                }
+                (None, None) => liveness.next_due(&timing),
             };
         }
     }
