@@ -499,14 +499,9 @@ impl<R: Reach> Shard<R> {
     }
 
     fn flush_output(&mut self) {
-        let list = self.table.take_flush_list();
-        for &key in &list {
-            let counters = &mut self.counters;
-            if self.table.with(key, |s| s.flush(counters)) == Some(Progress::Finished) {
-                self.finished.push(key);
-            }
-        }
-        self.table.return_flush_list(list);
+        let counters = &mut self.counters;
+        self.table
+            .flush_each(|s| s.flush(counters), &mut self.finished);
     }
 
     fn reap_finished(&mut self) {

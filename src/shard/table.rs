@@ -19,7 +19,7 @@ use slab::Slab;
 use crate::frame::SharedFrame;
 use crate::ids::SessionKey;
 pub use crate::session::cell::{Cell, Locked, lock};
-use crate::session::{Ctx, Delivery, Session};
+use crate::session::{Ctx, Delivery, Progress, Session};
 use crate::shard::timers::Timers;
 
 /// Marks a slot that is in no room's member list.
@@ -183,23 +183,26 @@ impl<C: Cell> SessionTable<C> {
         !self.flush_list.is_empty()
     }
 
-    /// Takes the flush list; each session on it may be listed again.
-    pub fn take_flush_list(&mut self) -> Vec<SessionKey> {
-        let list = std::mem::take(&mut self.flush_list);
-        for key in &list {
+    /// Runs `flush` once on every session on the flush list and empties the list (each may
+    /// be listed again); the keys of those that report `Finished` go to `finished`. One
+    /// lookup per session: this runs for every session with output, every turn.
+    pub fn flush_each(
+        &mut self,
+        mut flush: impl FnMut(&mut Session<C::Stream>) -> Progress,
+        finished: &mut Vec<SessionKey>,
+    ) {
+        let mut list = std::mem::take(&mut self.flush_list);
+        for &key in &list {
             if let Some(slot) = self.slots.get_mut(key.0) {
                 slot.flush_listed = false;
+                if slot.cell.with(&mut flush) == Progress::Finished {
+                    finished.push(key);
+                }
             }
         }
-        list
-    }
-
-    /// Gives back a flush list's buffer (keeps its capacity for the next turn).
-    pub fn return_flush_list(&mut self, mut list: Vec<SessionKey>) {
-        if self.flush_list.is_empty() {
-            list.clear();
-            self.flush_list = list;
-        }
+        // Keep the buffer's capacity for the next turn.
+        list.clear();
+        self.flush_list = list;
     }
 
     /// The session stopped for fairness: it reads again next turn (once).

@@ -76,15 +76,36 @@ fn table_lists_each_session_once_per_turn() {
     let mut table: SessionTable<Session<Quiet>> = SessionTable::default();
     let a = table.insert(quiet_session(&config, now));
     let b = table.insert(quiet_session(&config, now));
+    for (key, seq) in [(a, 1), (b, 2)] {
+        table.with(key, |s| {
+            s.identify(SessionId { worker: 0, seq }, None, false)
+        });
+    }
+    // Which sessions a flush reaches, in order; the last one reports it is finished.
+    let flushed = |table: &mut SessionTable<Session<Quiet>>| {
+        let (mut order, mut finished) = (Vec::new(), Vec::new());
+        table.flush_each(
+            |s| {
+                order.push(s.id().seq);
+                if s.id().seq == 2 {
+                    Progress::Finished
+                } else {
+                    Progress::Idle
+                }
+            },
+            &mut finished,
+        );
+        (order, finished)
+    };
     table.list_for_flush(a);
     table.list_for_flush(b);
     table.list_for_flush(a);
-    assert_eq!(table.take_flush_list(), vec![a, b]);
+    assert_eq!(flushed(&mut table), (vec![1, 2], vec![b]));
     assert!(!table.has_flush_work());
     table.list_for_flush(a);
     assert_eq!(
-        table.take_flush_list(),
-        vec![a],
+        flushed(&mut table),
+        (vec![1], vec![]),
         "listed again after the flush"
     );
 
