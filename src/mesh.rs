@@ -6,14 +6,21 @@
 //! not once per message (a wake is an `eventfd` write, a syscall).
 //!
 //! When an inbox is full, messages wait in the sender's per-peer backlog and are retried next
-//! turn. The backlog is bounded too: past [`MAX_BACKLOG`] messages, further *broadcasts* to that
-//! peer are dropped and counted (a shard that cannot keep up must not grow memory without
-//! bound); *presence* changes are never dropped, since losing one would silence a room or
-//! leave its online count wrong.
+//! turn. The backlog is bounded too (a shard that cannot keep up must not grow memory without
+//! bound): past [`MAX_BACKLOG`] messages, further *broadcasts* to that peer are dropped and
+//! counted; *membership* (a shard's share of a room, the bridge's count of other nodes'
+//! members) is never lost, since a lost share would silence a room or leave its count wrong:
+//! it is kept aside as the room's *latest* value, one entry per room, and sent once the backlog
+//! has room again. What such a deferred change cannot keep is its `join`/`leave` notice: that
+//! is dropped and counted (the peer's v1 members then see the count change with the next
+//! notice, not a line for that member).
+//!
+//! So the memory one peer link holds is at most [`MAX_BACKLOG`] messages plus one deferred
+//! share and one deferred cluster count per room.
 //!
 //! Only immutable data crosses: room names and frames are refcounted, never copied.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
@@ -86,12 +93,86 @@ pub struct MeshLinks {
     peers: Vec<PeerLink>,
     /// Broadcasts dropped because a peer's backlog was full (see the module docs).
     pub dropped: u64,
+    /// Join/leave notices dropped because their membership change had to wait (module docs).
+    pub notices_dropped: u64,
 }
 
 struct PeerLink {
     handle: PeerHandle,
     backlog: VecDeque<ShardMsg>,
     wake_pending: bool,
+    /// Membership changes that came while the backlog was full: the latest per room.
+    deferred_shares: HashMap<RoomId, (ShardId, Share)>,
+    /// The bridge's latest count per room, and whether any deferred change had news.
+    deferred_counts: HashMap<RoomId, (u64, bool)>,
+}
+
+impl PeerLink {
+    fn has_deferred(&self) -> bool {
+        !self.deferred_shares.is_empty() || !self.deferred_counts.is_empty()
+    }
+
+    /// Keeps a membership change aside (its latest value per room); false for a broadcast,
+    /// which cannot be kept. Returns whether a notice was lost.
+    fn defer(&mut self, msg: ShardMsg) -> Deferred {
+        match msg {
+            ShardMsg::Broadcast { .. } => Deferred::Dropped,
+            ShardMsg::Presence {
+                room,
+                from,
+                share,
+                notice,
+            } => {
+                self.deferred_shares.insert(room, (from, share));
+                Deferred::Kept {
+                    lost_notice: notice.is_some(),
+                }
+            }
+            ShardMsg::Cluster { room, others, news } => {
+                let had_news = news.is_some();
+                let entry = self.deferred_counts.entry(room).or_insert((others, false));
+                *entry = (others, entry.1 || had_news);
+                Deferred::Kept {
+                    lost_notice: matches!(news, Some(ClusterNews::Member(_))),
+                }
+            }
+        }
+    }
+
+    /// Moves deferred changes into the backlog while it has room; each goes without a
+    /// notice, except that a cluster count whose changes had news asks for an `online` notice.
+    fn undefer(&mut self) {
+        while self.backlog.len() < MAX_BACKLOG {
+            let next_share = self.deferred_shares.keys().next().cloned();
+            let next_count = self.deferred_counts.keys().next().cloned();
+            if let Some((room, (from, share))) =
+                next_share.and_then(|room| self.deferred_shares.remove_entry(&room))
+            {
+                self.backlog.push_back(ShardMsg::Presence {
+                    room,
+                    from,
+                    share,
+                    notice: None,
+                });
+            } else if let Some((room, (others, had_news))) =
+                next_count.and_then(|room| self.deferred_counts.remove_entry(&room))
+            {
+                self.backlog.push_back(ShardMsg::Cluster {
+                    room,
+                    others,
+                    news: had_news.then_some(ClusterNews::Count),
+                });
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+/// What became of a message that found its peer's backlog full.
+enum Deferred {
+    Dropped,
+    Kept { lost_notice: bool },
 }
 
 impl MeshLinks {
@@ -103,12 +184,15 @@ impl MeshLinks {
                 handle,
                 backlog: VecDeque::new(),
                 wake_pending: false,
+                deferred_shares: HashMap::new(),
+                deferred_counts: HashMap::new(),
             })
             .collect();
         MeshLinks {
             me,
             peers,
             dropped: 0,
+            notices_dropped: 0,
         }
     }
 
@@ -131,15 +215,22 @@ impl MeshLinks {
             return;
         };
         link.wake_pending = true;
-        if link.backlog.is_empty() {
+        if link.backlog.is_empty() && !link.has_deferred() {
             match link.handle.tx.try_send(msg) {
                 Ok(()) => {}
                 Err(TrySendError::Full(msg)) => link.backlog.push_back(msg),
                 // The peer is gone (shutting down): nothing to deliver to.
                 Err(TrySendError::Disconnected(_)) => {}
             }
-        } else if link.backlog.len() >= MAX_BACKLOG && matches!(msg, ShardMsg::Broadcast { .. }) {
-            self.dropped += 1;
+        } else if link.backlog.len() >= MAX_BACKLOG
+            || (link.has_deferred() && !matches!(msg, ShardMsg::Broadcast { .. }))
+        {
+            // Full, or membership of a room may be deferred already: a newer change must not
+            // overtake it, so it is deferred too (as the room's latest).
+            match link.defer(msg) {
+                Deferred::Dropped => self.dropped += 1,
+                Deferred::Kept { lost_notice } => self.notices_dropped += u64::from(lost_notice),
+            }
         } else {
             link.backlog.push_back(msg);
         }
@@ -150,6 +241,7 @@ impl MeshLinks {
     pub fn flush(&mut self) -> bool {
         let mut waiting = false;
         for link in &mut self.peers {
+            link.undefer();
             while let Some(msg) = link.backlog.pop_front() {
                 match link.handle.tx.try_send(msg) {
                     Ok(()) => link.wake_pending = true,
@@ -157,10 +249,17 @@ impl MeshLinks {
                         link.backlog.push_front(msg);
                         break;
                     }
-                    Err(TrySendError::Disconnected(_)) => link.backlog.clear(),
+                    Err(TrySendError::Disconnected(_)) => {
+                        link.backlog.clear();
+                        link.deferred_shares.clear();
+                        link.deferred_counts.clear();
+                    }
+                }
+                if link.backlog.is_empty() {
+                    link.undefer();
                 }
             }
-            waiting |= !link.backlog.is_empty();
+            waiting |= !link.backlog.is_empty() || link.has_deferred();
             if link.wake_pending {
                 link.wake_pending = false;
                 // A failed wake means the peer's poll is gone: it is shutting down.
@@ -185,4 +284,152 @@ pub fn drain_inbox(
         }
     }
     (budget, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::post::Needs;
+    use crate::chat::{Body, Post};
+
+    fn link_to_one_peer(capacity: usize) -> (MeshLinks, Receiver<ShardMsg>) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let me = PeerHandle {
+            tx: crossbeam_channel::bounded(1).0,
+            waker: waker.clone(),
+        };
+        let links = MeshLinks::new(ShardId(0), vec![me, PeerHandle { tx, waker }]);
+        (links, rx)
+    }
+
+    fn broadcast(room: &RoomId) -> ShardMsg {
+        let post = Post {
+            sender: Arc::from("0.1"),
+            nick: None,
+            body: Body::Text("x".into()),
+            ts: 0,
+        };
+        ShardMsg::Broadcast {
+            room: room.clone(),
+            post: Outgoing::new(post, Needs::default()),
+        }
+    }
+
+    fn presence(room: &RoomId, plain: u32) -> ShardMsg {
+        ShardMsg::Presence {
+            room: room.clone(),
+            from: ShardId(0),
+            share: Share { plain, v1: 0 },
+            notice: Some(Arc::from(&b"notice"[..])),
+        }
+    }
+
+    /// Everything the peer can take, flushing as it reads.
+    fn receive_all(links: &mut MeshLinks, rx: &Receiver<ShardMsg>) -> Vec<ShardMsg> {
+        let mut got = Vec::new();
+        loop {
+            let waiting = links.flush();
+            let before = got.len();
+            got.extend(rx.try_iter());
+            if !waiting && got.len() == before {
+                return got;
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_backlog_drops_broadcasts_and_keeps_the_latest_share_per_room() {
+        let (mut links, rx) = link_to_one_peer(1);
+        let (r, q) = (RoomId::parse("r").unwrap(), RoomId::parse("q").unwrap());
+        // One message fills the inbox, MAX_BACKLOG more fill the backlog.
+        for _ in 0..=MAX_BACKLOG {
+            links.send(ShardId(1), broadcast(&r));
+        }
+        links.send(ShardId(1), broadcast(&r));
+        assert_eq!(links.dropped, 1);
+        for plain in 1..=3 {
+            links.send(ShardId(1), presence(&r, plain));
+        }
+        links.send(ShardId(1), presence(&q, 7));
+        assert_eq!(
+            links.notices_dropped, 4,
+            "their notices are lost, and counted"
+        );
+        assert_eq!(links.dropped, 1, "no membership change is dropped");
+
+        let got = receive_all(&mut links, &rx);
+        let broadcasts = got
+            .iter()
+            .take_while(|m| matches!(m, ShardMsg::Broadcast { .. }))
+            .count();
+        assert_eq!(broadcasts, MAX_BACKLOG + 1, "every kept broadcast, first");
+        let mut shares: Vec<_> = got[broadcasts..]
+            .iter()
+            .map(|m| match m {
+                ShardMsg::Presence {
+                    room,
+                    share,
+                    notice,
+                    ..
+                } => (room.as_str().to_owned(), share.plain, notice.is_some()),
+                other => panic!("expected presence, got {other:?}"),
+            })
+            .collect();
+        shares.sort();
+        assert_eq!(
+            shares,
+            [("q".to_owned(), 7, false), ("r".to_owned(), 3, false)],
+            "one latest share per room, without its notice"
+        );
+    }
+
+    #[test]
+    fn a_deferred_cluster_count_with_news_arrives_as_an_online_notice() {
+        let (mut links, rx) = link_to_one_peer(1);
+        let r = RoomId::parse("r").unwrap();
+        for _ in 0..=MAX_BACKLOG {
+            links.send(ShardId(1), broadcast(&r));
+        }
+        for (others, news) in [(4, Some(ClusterNews::Count)), (5, None)] {
+            links.send(
+                ShardId(1),
+                ShardMsg::Cluster {
+                    room: r.clone(),
+                    others,
+                    news,
+                },
+            );
+        }
+        let got = receive_all(&mut links, &rx);
+        match got.last() {
+            Some(ShardMsg::Cluster {
+                others: 5,
+                news: Some(ClusterNews::Count),
+                ..
+            }) => {}
+            other => panic!("expected the latest count as news, got {other:?}"),
+        }
+        assert_eq!(got.len(), MAX_BACKLOG + 2);
+    }
+
+    #[test]
+    fn with_room_to_spare_nothing_is_deferred() {
+        let (mut links, rx) = link_to_one_peer(4);
+        let r = RoomId::parse("r").unwrap();
+        links.send(ShardId(1), presence(&r, 1));
+        links.send(ShardId(1), broadcast(&r));
+        links.send(ShardId(1), presence(&r, 0));
+        let got = receive_all(&mut links, &rx);
+        assert_eq!(got.len(), 3);
+        assert!(matches!(
+            &got[2],
+            ShardMsg::Presence {
+                notice: Some(_),
+                ..
+            }
+        ));
+        assert_eq!((links.dropped, links.notices_dropped), (0, 0));
+    }
 }

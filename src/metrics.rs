@@ -87,6 +87,8 @@ pub enum Counter {
     PresenceNotices,
     /// Broadcasts dropped because another shard's inbox and backlog were full.
     MeshDropped,
+    /// Join/leave notices dropped because their membership change waited (`mesh` docs).
+    PresenceNoticesDropped,
     /// WebSocket sessions ended, by [`CloseReason`] (in [`CloseReason::ALL`] order).
     ClosedClientClose,
     /// See [`Counter::ClosedClientClose`].
@@ -211,6 +213,11 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
         "shardcast_mesh_dropped_total",
         "",
         "Broadcasts dropped: a shard's inbox and backlog were full",
+    ),
+    (
+        "shardcast_presence_notices_dropped_total",
+        "",
+        "join and leave notices dropped: another shard's backlog was full, the count still travelled",
     ),
     (
         "shardcast_closes_total",

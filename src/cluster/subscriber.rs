@@ -214,6 +214,10 @@ impl Subscriber {
         self.mesh.flush();
         self.stats
             .delivery_dropped(std::mem::take(&mut self.mesh.dropped));
+        // A count that had to wait still arrives (as an `online` notice); only its join or
+        // leave line was lost, which is counted with the dropped deliveries.
+        self.stats
+            .delivery_dropped(std::mem::take(&mut self.mesh.notices_dropped));
     }
 
     /// Subscribes to rooms that gained local members and leaves those that lost them all.

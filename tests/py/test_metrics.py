@@ -50,6 +50,7 @@ COUNTERS = {
     "shardcast_envelope_errors_total": None,
     "shardcast_presence_notices_total": None,
     "shardcast_mesh_dropped_total": None,
+    "shardcast_presence_notices_dropped_total": None,
     "shardcast_closes_total": (
         "reason",
         {"client_close", "peer_gone", "io_error", "slow_consumer", "no_hello", "unsupported_data",
