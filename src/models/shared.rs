@@ -132,7 +132,8 @@ impl Shared {
             delivered += u64::from(delivery == Delivery::Queued);
             let flushed = session.flush(cx.counters);
             drop(session);
-            if delivery == Delivery::SlowConsumer || flushed == Progress::Finished {
+            let ended = matches!(delivery, Delivery::SlowConsumer | Delivery::Failed);
+            if ended || flushed == Progress::Finished {
                 self.registry.call_attention(member);
             }
         }

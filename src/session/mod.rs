@@ -94,6 +94,8 @@ pub enum Delivery {
     Refused,
     /// The queue would pass `max_buffered`: the session is now closing as a slow consumer.
     SlowConsumer,
+    /// Writing to make room failed: the session is over (its next flush reports it).
+    Failed,
 }
 
 enum Phase {
@@ -480,8 +482,13 @@ impl<S: Transport> Session<S> {
         progress
     }
 
-    /// Offers a broadcast frame. A session whose queue would pass `max_buffered` is cut off as
-    /// a slow consumer: its unsent frames are dropped and a close frame (1008) is queued.
+    /// Offers a broadcast frame. A session whose queue would pass `max_buffered` first gives
+    /// its socket what it will take; if the queue would still pass it, the session is cut off
+    /// as a slow consumer: its unsent frames are dropped and a close frame (1008) is queued.
+    ///
+    /// The write comes first because a loop may queue a burst in one turn (a full inbox, many
+    /// messages read at once) before its flush phase: only a client whose socket is full as
+    /// well is slow. It costs a syscall only on this path, which a reading client rarely takes.
     pub fn push_broadcast(&mut self, frame: &SharedFrame, cx: &mut Ctx) -> Delivery {
         if !matches!(
             self.phase,
@@ -492,7 +499,13 @@ impl<S: Transport> Session<S> {
         ) {
             return Delivery::Refused;
         }
-        if self.out.queued_bytes() + frame.len() > cx.config.max_buffered {
+        let over = |s: &Self| s.out.queued_bytes() + frame.len() > cx.config.max_buffered;
+        if over(self) && self.flush(cx.counters) == Progress::Finished {
+            // The socket failed: the session takes nothing more and ends at its next flush.
+            self.enter_discard(cx);
+            return Delivery::Failed;
+        }
+        if over(self) {
             self.out.discard_unstarted();
             cx.counters.bump(Counter::SlowConsumer);
             self.fail(CloseReason::SlowConsumer, cx);

@@ -23,6 +23,8 @@ struct Stingy {
     read_blocks_next: bool,
     written: Vec<u8>,
     write_blocks_next: bool,
+    /// Takes every write whole (a socket with room), for tests about what happens then.
+    roomy: bool,
     shut_write: std::cell::Cell<bool>,
 }
 
@@ -48,6 +50,10 @@ impl Read for Stingy {
 impl Write for Stingy {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         assert!(!self.shut_write.get(), "write after shutdown");
+        if self.roomy {
+            self.written.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
         self.write_blocks_next = !self.write_blocks_next;
         if self.write_blocks_next {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -304,6 +310,21 @@ fn a_slow_consumer_is_cut_off_at_the_bound() {
     assert_eq!(h.counters.0[Counter::SlowConsumer as usize], 1);
     let out = h.pump_writes();
     assert_eq!(out, frame::encode_close(1008, "slow consumer"));
+}
+
+#[test]
+fn a_burst_past_the_bound_is_written_out_before_anyone_is_called_slow() {
+    let mut h = upgraded();
+    h.config.max_buffered = 1000;
+    // A socket with room: the loop queued a burst in one turn, before its flush phase.
+    h.session.stream.roomy = true;
+    let frame = frame::encode_shared(frame::OP_BINARY, &[7; 300]);
+    for _ in 0..10 {
+        assert_eq!(h.push(&frame), Delivery::Queued);
+    }
+    assert_eq!(h.counters.0[Counter::SlowConsumer as usize], 0);
+    let out = h.pump_writes();
+    assert_eq!(out, frame.repeat(10), "every frame, in order");
 }
 
 #[test]

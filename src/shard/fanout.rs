@@ -204,8 +204,10 @@ impl<R: Reach> Shard<R> {
             match delivery {
                 Delivery::Queued => delivered += 1,
                 Delivery::Refused => {}
-                Delivery::SlowConsumer => {
-                    tracing::debug!(session = %key, "closed as a slow consumer");
+                Delivery::SlowConsumer | Delivery::Failed => {
+                    if delivery == Delivery::SlowConsumer {
+                        tracing::debug!(key = %key, "closed as a slow consumer");
+                    }
                     self.departures.push(key);
                     self.table.arm(key);
                 }
