@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Summarises an A/B directory written by docs/bench/ab-loop.sh: medians of the three rounds."""
+"""Summarises an A/B directory written by docs/bench/ab-loop.sh: medians over its rounds."""
 import json, statistics as st, sys
 from pathlib import Path
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/ab-loop")
 load = lambda name: json.loads((out / name).read_text())
+rounds = sorted({int(p.stem.rsplit("-", 1)[1]) for p in out.glob("before-fanout-*.json")})
 for kind in ("fanout", "shared"):
     for v in ("before", "after"):
-        runs = [load(f"{v}-{kind}-{r}.json") for r in (1, 2, 3)]
+        runs = [load(f"{v}-{kind}-{r}.json") for r in rounds]
         per_cpu = [r["server"]["deliveries_per_cpu_sec"] for r in runs]
         p50 = [r["latency_ms"]["p50"] for r in runs]
         p99 = [r["latency_ms"]["p99"] for r in runs]
@@ -16,7 +17,7 @@ for kind in ("fanout", "shared"):
               f"({min(per_cpu):,.0f}-{max(per_cpu):,.0f})  p50 {st.median(p50):7.2f}  "
               f"p99 {st.median(p99):7.2f} ({min(p99):.2f}-{max(p99):.2f})  loss {loss}")
 for v in ("before", "after"):
-    rss = [load(f"{v}-idle-{r}.json")["server"]["rss_per_connection"] for r in (1, 2, 3)]
+    rss = [load(f"{v}-idle-{r}.json")["server"]["rss_per_connection"] for r in rounds]
     print(f"idle    {v:6} bytes/connection median {st.median(rss):.0f} ({min(rss):.0f}-{max(rss):.0f})")
 for w in (1, 2):
     for v in ("before", "after"):
