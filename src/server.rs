@@ -175,15 +175,12 @@ impl Server {
             let core = pin_core(i);
             threads.push(match (config.model, &registry) {
                 (Model::Shared, Some(registry)) => {
-                    let parts = parts.with_reach(Shared::new(id, registry.clone()));
-                    spawn_loop(format!("worker-{i}"), "worker", core, parts)?
+                    spawn_loop(core, parts.with_reach(Shared::new(id, registry.clone())))?
                 }
-                (Model::Single, _) => {
-                    spawn_loop(format!("shard-{i}"), "shard", core, parts.with_reach(Alone))?
-                }
+                (Model::Single, _) => spawn_loop(core, parts.with_reach(Alone))?,
                 _ => {
                     let mesh = Mesh::new(id, MeshLinks::new(id, peers.clone()));
-                    spawn_loop(format!("shard-{i}"), "shard", core, parts.with_reach(mesh))?
+                    spawn_loop(core, parts.with_reach(mesh))?
                 }
             });
         }
@@ -266,14 +263,14 @@ impl Server {
     }
 }
 
-/// Starts an event loop on a named thread (`span` names its log span), pinned to `core`.
+/// Starts an event loop on a thread named after its model's threads (`shard-2`), pinned to
+/// `core`.
 fn spawn_loop<R: Reach + Send + 'static>(
-    name: String,
-    span: &'static str,
     core: Option<core_affinity::CoreId>,
     parts: ShardParts<R>,
 ) -> Result<JoinHandle<std::io::Result<()>>, ServerError> {
-    spawn_pinned(name, core, move || Shard::new(parts).run(span))
+    let name = format!("{}-{}", R::THREAD, parts.id.0);
+    spawn_pinned(name, core, move || Shard::new(parts).run())
 }
 
 /// Starts a named thread, pinned to `core` when given.

@@ -61,6 +61,9 @@ pub trait Reach {
     /// How the loop holds its sessions in this model.
     type Cell: Cell<Stream = Conn>;
 
+    /// What the model calls its event-loop threads (`shard-2`, `worker-0`; the log span).
+    const THREAD: &'static str = "shard";
+
     /// A member of this thread joined `room` (it is in `local` already). `welcome(online)`
     /// queues its welcome, and must be called so that no message from another thread can
     /// reach the member before it. Returns the room's online count.

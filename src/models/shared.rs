@@ -148,6 +148,8 @@ fn cluster_others(local: Option<&Room>) -> u64 {
 impl Reach for Shared {
     type Cell = Locked<Conn>;
 
+    const THREAD: &'static str = "worker";
+
     fn admit(
         &mut self,
         room: &RoomId,

@@ -195,10 +195,10 @@ impl<R: Reach> Shard<R> {
     }
 
     /// Runs the loop until shutdown has drained every session (or its deadline passed), or
-    /// no more connections can come and no session is left. `name` names the thread's span
-    /// in the logs (`shard`, `worker`).
-    pub fn run(mut self, name: &'static str) -> io::Result<()> {
-        let _span = match name {
+    /// no more connections can come and no session is left.
+    pub fn run(mut self) -> io::Result<()> {
+        // A span's name must be written out where it is made: one per name the models use.
+        let _span = match R::THREAD {
             "worker" => tracing::info_span!("worker", id = self.id.0),
             _ => tracing::info_span!("shard", id = self.id.0),
         }
