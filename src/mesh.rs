@@ -112,8 +112,8 @@ impl PeerLink {
         !self.deferred_shares.is_empty() || !self.deferred_counts.is_empty()
     }
 
-    /// Keeps a membership change aside (its latest value per room); false for a broadcast,
-    /// which cannot be kept. Returns whether a notice was lost.
+    /// Keeps a membership change aside (its latest value per room) and says whether its
+    /// notice was lost; a broadcast cannot be kept and is `Dropped`.
     fn defer(&mut self, msg: ShardMsg) -> Deferred {
         match msg {
             ShardMsg::Broadcast { .. } => Deferred::Dropped,
