@@ -196,16 +196,13 @@ impl MeshLinks {
         }
     }
 
-    /// How many shards there are (this one included).
-    pub fn shards(&self) -> usize {
-        self.peers.len()
-    }
-
-    /// Every other shard's id.
-    pub fn others(&self) -> impl Iterator<Item = ShardId> + '_ {
-        (0..self.peers.len())
-            .map(ShardId)
-            .filter(move |s| *s != self.me)
+    /// Queues `make()` for every other shard (one message each, no list of peers built).
+    pub fn send_to_others(&mut self, mut make: impl FnMut() -> ShardMsg) {
+        for to in (0..self.peers.len()).map(ShardId) {
+            if to != self.me {
+                self.send(to, make());
+            }
+        }
     }
 
     /// Queues `msg` for `to`. The wake happens in [`MeshLinks::flush`].

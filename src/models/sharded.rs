@@ -52,21 +52,13 @@ impl Reach for Mesh {
         notice: Option<&SharedFrame>,
         _: &mut Ctx,
     ) {
-        for to in 0..self.links.shards() {
-            let to = ShardId(to);
-            if to == self.me {
-                continue;
-            }
-            self.links.send(
-                to,
-                ShardMsg::Presence {
-                    room: room.clone(),
-                    from: self.me,
-                    share,
-                    notice: notice.cloned(),
-                },
-            );
-        }
+        let from = self.me;
+        self.links.send_to_others(|| ShardMsg::Presence {
+            room: room.clone(),
+            from,
+            share,
+            notice: notice.cloned(),
+        });
     }
 
     fn end_turn(&mut self, counters: &mut Counters) -> bool {

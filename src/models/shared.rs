@@ -104,7 +104,8 @@ impl Shared {
         Shared { me, registry }
     }
 
-    /// The members of `room` on other threads, for the renderings in `pick`.
+    /// Which renderings `room` needs (its members on every thread), and its plain and v1
+    /// members on other threads.
     fn others(&self, room: &RoomId) -> (Needs, Vec<Member>, Vec<Member>) {
         let rooms = lock(&self.registry.rooms);
         let Some(entry) = rooms.get(room) else {

@@ -44,11 +44,12 @@ impl<R: Reach> Shard<R> {
         let (table, config) = (&mut self.table, &self.common.config);
         let online = self.reach.admit(&room, joiner, local, |online| {
             if dialect == Dialect::V1 {
-                table.with_listed(key, |s| {
+                table.with(key, |s| {
                     let id = s.id_text(config);
                     let nick = s.nick().map_or("", |n| n.as_str());
                     s.push_own(envelope::welcome(&id, room.as_str(), nick, online));
                 });
+                table.list_for_flush(key);
             }
         });
         self.announce(&room, Change::Join, key, online);

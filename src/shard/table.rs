@@ -127,23 +127,6 @@ impl<C: Cell> SessionTable<C> {
         self.slots.get_mut(key.0).map(|s| s.cell.with(f))
     }
 
-    /// Runs `f` on the session at `key` and puts it on the flush list: one lookup for the
-    /// broadcast path, which does both for every member.
-    #[inline]
-    pub fn with_listed<R>(
-        &mut self,
-        key: SessionKey,
-        f: impl FnOnce(&mut Session<C::Stream>) -> R,
-    ) -> Option<R> {
-        let slot = self.slots.get_mut(key.0)?;
-        let result = slot.cell.with(f);
-        if !slot.flush_listed {
-            slot.flush_listed = true;
-            self.flush_list.push(key);
-        }
-        Some(result)
-    }
-
     /// Offers a broadcast frame to the session at `key` and, unless it refused (closing),
     /// lists it for flushing: one lookup for what the broadcast path does for every member.
     #[inline]
@@ -155,9 +138,8 @@ impl<C: Cell> SessionTable<C> {
     ) -> Option<Delivery> {
         let slot = self.slots.get_mut(key.0)?;
         let delivery = slot.cell.with(|s| s.push_broadcast(frame, cx));
-        if delivery != Delivery::Refused && !slot.flush_listed {
-            slot.flush_listed = true;
-            self.flush_list.push(key);
+        if delivery != Delivery::Refused {
+            list_slot(&mut self.flush_list, slot, key);
         }
         Some(delivery)
     }
@@ -170,11 +152,8 @@ impl<C: Cell> SessionTable<C> {
     /// Puts the session on this turn's flush list (once).
     #[inline]
     pub fn list_for_flush(&mut self, key: SessionKey) {
-        if let Some(slot) = self.slots.get_mut(key.0)
-            && !slot.flush_listed
-        {
-            slot.flush_listed = true;
-            self.flush_list.push(key);
+        if let Some(slot) = self.slots.get_mut(key.0) {
+            list_slot(&mut self.flush_list, slot, key);
         }
     }
 
@@ -284,5 +263,14 @@ impl<C: Cell> SessionTable<C> {
                 p as u32
             });
         }
+    }
+}
+
+/// Puts a slot on the flush list unless it is there already.
+#[inline]
+fn list_slot<C>(list: &mut Vec<SessionKey>, slot: &mut Slot<C>, key: SessionKey) {
+    if !slot.flush_listed {
+        slot.flush_listed = true;
+        list.push(key);
     }
 }
