@@ -161,7 +161,6 @@ function startProxy() {
     proxy.listen(0, "127.0.0.1", () => {
       resolve({
         port: proxy.address().port,
-        held: () => held.length,
         hold() {
           holding = true;
         },
