@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Summarises an A/B directory written by docs/bench/ab-loop.sh: medians over its rounds."""
+"""Summarises an A/B directory written by docs/bench/ab-loop.sh or ab-order.sh: medians over
+its rounds (the kinds a directory has)."""
 import json, statistics as st, sys
 from pathlib import Path
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/ab-loop")
 load = lambda name: json.loads((out / name).read_text())
 rounds = sorted({int(p.stem.rsplit("-", 1)[1]) for p in out.glob("before-fanout-*.json")})
-for kind in ("fanout", "shared"):
+kinds = [k for k in ("fanout", "fanout1", "shared", "chat") if (out / f"before-{k}-1.json").exists()]
+for kind in kinds:
     for v in ("before", "after"):
         runs = [load(f"{v}-{kind}-{r}.json") for r in rounds]
         per_cpu = [r["server"]["deliveries_per_cpu_sec"] for r in runs]
