@@ -139,6 +139,11 @@ pub struct FanoutArgs {
     /// Total messages per second, spread evenly over the publishers.
     #[arg(long, default_value_t = 100.0, value_name = "MSG_PER_S")]
     pub rate: f64,
+    /// Exit non-zero if the members of a room saw its messages in different orders (the
+    /// order check compares members connected throughout that lost nothing). Off by default:
+    /// relays other than shardcast promise only per-sender order.
+    #[arg(long)]
+    pub expect_one_order: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -181,6 +186,11 @@ pub struct ChatArgs {
     /// Rooms are named PREFIX0, PREFIX1, ...
     #[arg(long, default_value = "chat-", value_name = "PREFIX")]
     pub room_prefix: String,
+    /// Exit non-zero if the members of a room saw its messages in different orders (the
+    /// order check compares members connected throughout that lost nothing). Off by default:
+    /// relays other than shardcast promise only per-sender order.
+    #[arg(long)]
+    pub expect_one_order: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

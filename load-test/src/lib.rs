@@ -20,6 +20,7 @@ pub mod frame;
 pub mod handshake;
 pub mod inbound;
 pub mod limits;
+pub mod order;
 pub mod outbox;
 pub mod output;
 pub mod plan;

@@ -54,6 +54,22 @@ impl ScenarioReport {
         }
     }
 
+    /// The checks the run was asked to pass and did not, each as a sentence; empty when the
+    /// run passed (or asked for nothing). The binary exits non-zero when there are any.
+    pub fn failed_checks(&self) -> Vec<String> {
+        match self {
+            ScenarioReport::Fanout(r) | ScenarioReport::Chat(r) => r
+                .order
+                .filter(|o| o.failed())
+                .map(|o| format!("--expect-one-order: {}", o.describe()))
+                .into_iter()
+                .collect(),
+            ScenarioReport::Sweep(_) | ScenarioReport::Idle(_) | ScenarioReport::Knee(_) => {
+                Vec::new()
+            }
+        }
+    }
+
     /// CSV header and rows (several rows for stepped scenarios).
     pub fn rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
         match self {
