@@ -28,6 +28,7 @@ pub mod plot;
 pub mod probe;
 pub mod progress;
 pub mod report;
+pub mod resume;
 pub mod roundtrip;
 pub mod scenario;
 pub mod server_process;
