@@ -16,8 +16,6 @@ use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
 
 const EPOCH: &str = "00000000000000aa";
-/// Messages the relay's history keeps.
-const HISTORY: usize = 1_000;
 
 /// How the relay breaks its promise on a resume it calls recovered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,12 +41,13 @@ enum Event {
     Text(String),
 }
 
-/// Starts the relay on an ephemeral loopback port.
-pub fn start_history_relay(breach: Breach) -> SocketAddr {
+/// Starts the relay on an ephemeral loopback port; its history keeps the last `history`
+/// messages (a resume from further back is not recovered).
+pub fn start_history_relay(breach: Breach, history: usize) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind history relay");
     let addr = listener.local_addr().expect("relay address");
     let (hub_tx, hub_rx) = mpsc::channel::<Event>();
-    thread::spawn(move || hub(hub_rx, breach));
+    thread::spawn(move || hub(hub_rx, breach, history));
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
@@ -138,7 +137,7 @@ struct Member {
     v1: bool,
 }
 
-fn hub(events: mpsc::Receiver<Event>, breach: Breach) {
+fn hub(events: mpsc::Receiver<Event>, breach: Breach, keep: usize) {
     let mut members: Vec<Member> = Vec::new();
     // (offset, text) of the latest messages.
     let mut history: VecDeque<(u64, String)> = VecDeque::new();
@@ -205,7 +204,7 @@ fn hub(events: mpsc::Receiver<Event>, breach: Breach) {
             Event::Text(text) => {
                 latest += 1;
                 history.push_back((latest, text.clone()));
-                if history.len() > HISTORY {
+                if history.len() > keep {
                     history.pop_front();
                 }
                 let v1_text = envelope(&text, latest, false);

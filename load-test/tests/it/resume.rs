@@ -7,6 +7,8 @@ use shardcast_load::{ScenarioReport, run_scenario};
 use crate::history_relay::{Breach, start_history_relay};
 use crate::util::{scenario, start_shardcast};
 
+/// A short run: 10 subscribers, 200 msg/s for 1.7 s, a drop every 0.3 s per subscriber;
+/// `extra` adds options (the reconnect delay is 0.05 s unless given).
 fn resume(url: &str, extra: &[&str]) -> ResumeReport {
     let mut args = vec![
         "resume",
@@ -22,11 +24,12 @@ fn resume(url: &str, extra: &[&str]) -> ResumeReport {
         "0.2",
         "--drop-every",
         "0.3",
-        "--reconnect-after",
-        "0.05",
         "--seed",
         "11",
     ];
+    if !extra.contains(&"--reconnect-after") {
+        args.extend_from_slice(&["--reconnect-after", "0.05"]);
+    }
     args.extend_from_slice(extra);
     match run_scenario(&scenario(&args)).expect("resume runs") {
         ScenarioReport::Resume(report) => report,
@@ -35,7 +38,7 @@ fn resume(url: &str, extra: &[&str]) -> ResumeReport {
 }
 
 fn through(breach: Breach, extra: &[&str]) -> ResumeReport {
-    let addr = start_history_relay(breach);
+    let addr = start_history_relay(breach, 1_000);
     resume(&format!("ws://{addr}/room"), extra)
 }
 
@@ -90,6 +93,23 @@ fn a_hole_after_a_recovered_resume_fails_the_exactness_check() {
     let r = through(Breach::SkipFirstMissed, &[]);
     assert!(r.lost > 0, "{}", r.summary());
     assert!(r.contradiction(), "{}", r.summary());
+}
+
+#[test]
+fn unrecovered_resumes_explain_the_loss_and_replay_the_history_asked_for() {
+    // 5 messages of history; a reconnect 0.1 s later at 200 msg/s misses about 20.
+    let addr = start_history_relay(Breach::None, 5);
+    let url = format!("ws://{addr}/room");
+    let r = resume(&url, &["--reconnect-after", "0.1", "--history", "3"]);
+    let s = r.summary();
+    assert!(r.not_recovered > 0 && r.unanswered == 0, "{s}");
+    assert!(r.lost > 0, "{s}");
+    assert_eq!(r.duplicates, 0, "{s}");
+    assert!(!r.contradiction(), "{s}");
+    assert!(r.failed_checks().is_empty(), "{s}");
+    // Every unrecovered resume replayed the 3 latest messages it asked for.
+    assert!(r.replayed >= 3 * r.not_recovered, "{s}");
+    assert!(r.drained, "{s}");
 }
 
 #[test]
