@@ -25,6 +25,8 @@ pub struct ResumeReport {
     /// Connections (subscribers and publishers) opened at the start, and those that failed.
     pub opened: u64,
     pub connect_failures: u64,
+    /// The first thing that went wrong with a connection: at the start, a reconnect, or a
+    /// publisher.
     pub first_failure: Option<String>,
     /// Seconds of publishing (warm-up plus the measured window).
     pub publish_secs: f64,
@@ -111,14 +113,12 @@ impl ResumeReport {
         let _ = writeln!(s, "{}", self.label);
         let _ = writeln!(
             s,
-            "  connections  {} opened, {} failed{}",
-            self.opened,
-            self.connect_failures,
-            self.first_failure
-                .as_deref()
-                .map(|f| format!(" (first: {f})"))
-                .unwrap_or_default()
+            "  connections  {} opened, {} failed at the start",
+            self.opened, self.connect_failures
         );
+        if let Some(reason) = &self.first_failure {
+            let _ = writeln!(s, "  first failure  {reason}");
+        }
         let _ = writeln!(
             s,
             "  messages     {} sent by {} publishers in {:.1} s ({} skipped); room's last offset {}",
@@ -178,8 +178,10 @@ impl ResumeReport {
                 "CONTRADICTS the recovered resumes"
             } else if self.welcomes_without_offset + self.messages_without_offset > 0 {
                 "not measurable: the server sent no offsets"
-            } else if self.lost + self.duplicates == 0 {
+            } else if self.lost + self.duplicates == 0 && self.drained {
                 "exact"
+            } else if self.lost + self.duplicates == 0 {
+                "exact as far as the subscribers got (the drain timed out)"
             } else {
                 "explained by unrecovered resumes"
             }
