@@ -124,3 +124,38 @@ fn resumes_exactly_against_shardcast() {
     }
     assert_exact(&r);
 }
+
+/// Every resume of this run misses ~40 messages, well inside the default 100 of history, so
+/// every one must be recovered. Fails with the server of `core: one order per room`: its
+/// history's byte count wraps when a message replayed since it was counted leaves, and the
+/// memory bound then empties the room's log (docs/benchmarks.md). Run with `--ignored`.
+#[test]
+#[ignore = "shardcast's history byte accounting wraps after many replays (docs/benchmarks.md)"]
+fn resumes_stay_recovered_through_many_replays_against_shardcast() {
+    let server = start_shardcast(2);
+    let url = format!("ws://{}/many-replays", server.addr());
+    let args = [
+        "resume",
+        "--url",
+        &url,
+        "--subscribers",
+        "50",
+        "--publishers",
+        "2",
+        "--rate",
+        "400",
+        "--drop-every",
+        "0.5",
+        "--reconnect-after",
+        "0.1",
+        "--duration",
+        "5",
+        "--seed",
+        "1",
+    ];
+    let ScenarioReport::Resume(r) = run_scenario(&scenario(&args)).expect("resume runs") else {
+        panic!("not a resume report");
+    };
+    server.stop().expect("server stops");
+    assert_exact(&r);
+}
