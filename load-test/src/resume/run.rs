@@ -36,15 +36,22 @@ const SENDS_PER_TURN: usize = 4096;
 /// How long the polite close at the end may take.
 const CLOSE_GRACE_NS: u64 = 1_000_000_000;
 
+/// The run's phases, in order (each ends by a deadline at the latest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
+    /// Everything dialed; a subscriber that ends now is left out of the run, not resumed.
     Connecting,
+    /// Joins propagate; reconnects (after a server close) already resume.
     Settling,
+    /// Publishers send; subscribers drop and resume.
     Publishing,
+    /// No more sends or drops; resumes go on until everyone has the room's last message.
     Draining,
+    /// Close frames out; nothing is resumed any more.
     Closing,
 }
 
+/// A subscriber, its current connection, and its timers.
 struct SubSlot {
     sub: Subscriber,
     link: Option<Link>,
@@ -56,6 +63,7 @@ struct SubSlot {
     reconnect_at_ns: Option<u64>,
 }
 
+/// A publisher and its connection (never resumed: a publisher that loses it stops).
 struct PubSlot {
     schedule: Schedule,
     link: Option<Link>,
