@@ -126,11 +126,10 @@ fn resumes_exactly_against_shardcast() {
 }
 
 /// Every resume of this run misses ~40 messages, well inside the default 100 of history, so
-/// every one must be recovered. Fails with the server of `core: one order per room`: its
-/// history's byte count wraps when a message replayed since it was counted leaves, and the
-/// memory bound then empties the room's log (docs/benchmarks.md). Run with `--ignored`.
+/// every one must be recovered. It found a defect: the history's byte count wrapped when a
+/// message replayed since it was counted left, and the memory bound then emptied the room's
+/// log (fixed: a kept message remembers the bytes it was counted for).
 #[test]
-#[ignore = "shardcast's history byte accounting wraps after many replays (docs/benchmarks.md)"]
 fn resumes_stay_recovered_through_many_replays_against_shardcast() {
     let server = start_shardcast(2);
     let url = format!("ws://{}/many-replays", server.addr());
