@@ -28,4 +28,5 @@ for w in (1, 2):
         steps = {x["rate"]: x for x in s["steps"]}
         p99 = steps[best]["report"]["latency_ms"]["p99"] if best in steps else None
         tried = ", ".join(f"{r:.0f}{'' if x['passed'] else ' (fail)'}" for r, x in steps.items())
-        print(f"sweep w{w} {v:6} top rate {best}  p99 there {p99:.1f} ms  [{tried}]")
+        there = f"{p99:.1f} ms" if p99 is not None else "-"
+        print(f"sweep w{w} {v:6} top rate {best}  p99 there {there}  [{tried}]")
