@@ -276,6 +276,13 @@ impl<R: Reach> Shard<R> {
         if let Some(out) = out {
             self.deliver_local(room, &out);
         }
+        self.reach.take_queued(&mut self.queued);
+        if !self.queued.is_empty() {
+            self.coalesce.delivered(self.queued.len() as u64);
+            for key in self.queued.drain(..) {
+                self.table.list_for_flush(key);
+            }
+        }
     }
 
     /// Queues `out` for this thread's members of `room`, each in its dialect.
