@@ -12,7 +12,10 @@
 //! thread numbers a message and copies the room's member list under the registry lock, then
 //! queues it for every member — its own thread's included — in the room's order: a room's
 //! [`Turnstile`] lets each numbered message be queued only after the one before it, so every
-//! member's queue takes the room's messages in the same order. A joining member is placed,
+//! member's queue takes the room's messages in the same order. Then each thread writes its
+//! own members' sockets (it is handed the keys and woken), rather than the sender writing
+//! them all: with one order, two senders would otherwise take turns on the same session
+//! locks, one message at a time. A joining member is placed,
 //! welcomed and added under the registry lock, so it gets every message numbered after its
 //! place and none before. The price is this model's classic one: one room's messages are
 //! queued one after the other, whichever thread numbered them (a thread may wait its turn).
@@ -133,6 +136,9 @@ struct State {
 pub struct Registry {
     state: Mutex<State>,
     attention: Vec<Attention>,
+    /// Per thread: its sessions another thread queued a room's message for (history on),
+    /// for it to flush.
+    queued: Vec<Mutex<Vec<SessionKey>>>,
 }
 
 impl Registry {
@@ -144,11 +150,29 @@ impl Registry {
                 rooms: HashMap::new(),
                 history,
             }),
+            queued: wakers.iter().map(|_| Mutex::new(Vec::new())).collect(),
             attention: wakers
                 .into_iter()
                 .map(|w| (Mutex::new(Vec::new()), w))
                 .collect(),
         })
+    }
+
+    /// Hands thread `owner` sessions of its that were queued a message, and wakes it (once,
+    /// if its list was empty).
+    fn hand_over(&self, owner: ShardId, keys: &mut Vec<SessionKey>) {
+        let (Some(list), Some((_, waker))) =
+            (self.queued.get(owner.0), self.attention.get(owner.0))
+        else {
+            return;
+        };
+        let mut list = lock(list);
+        let was_empty = list.is_empty();
+        list.append(keys);
+        drop(list);
+        if was_empty {
+            let _ = waker.wake();
+        }
     }
 
     fn call_attention(&self, member: &Member) {
@@ -232,9 +256,10 @@ impl Shared {
     }
 
     /// History on: numbers `post` and copies the room's member list under the registry
-    /// lock; then, in the room's order ([`Turnstile`]), queues it for every member — writing
-    /// to other threads' members' sockets at once, and leaving this thread's to the loop's
-    /// flush, which coalesces them as in every model.
+    /// lock; then, in the room's order ([`Turnstile`]), queues it for every member. Each
+    /// thread writes its own members' sockets (in its loop's flush, coalesced as in every
+    /// model): a sender writing to other threads' members at once would hold their session
+    /// locks while the next message's sender waits its turn on them.
     fn fan_out_in_order(&mut self, room: &RoomId, post: Post, cx: &mut Ctx) {
         let (out, plain, v1, turnstile) = {
             let mut state = lock(&self.registry.state);
@@ -255,9 +280,9 @@ impl Shared {
                 entry.turnstile.clone(),
             )
         };
-        turnstile.wait_for(out.offset);
-        let mut written = Vec::new();
+        let mut theirs: Vec<Vec<SessionKey>> = vec![Vec::new(); self.registry.queued.len()];
         let mut delivered = 0;
+        turnstile.wait_for(out.offset);
         for (members, dialect) in [(&plain, Dialect::Plain), (&v1, Dialect::V1)] {
             if members.is_empty() {
                 continue;
@@ -268,15 +293,17 @@ impl Shared {
                     delivered += 1;
                     if member.owner == self.me {
                         self.queued_here.push(member.key);
-                    } else {
-                        written.push(member);
+                    } else if let Some(keys) = theirs.get_mut(member.owner.0) {
+                        keys.push(member.key);
                     }
                 }
             }
         }
         turnstile.finish(out.offset);
-        for member in written {
-            self.write(member, cx);
+        for (owner, keys) in theirs.iter_mut().enumerate() {
+            if !keys.is_empty() {
+                self.registry.hand_over(ShardId(owner), keys);
+            }
         }
         cx.counters
             .add(crate::metrics::Counter::Deliveries, delivered);
@@ -407,6 +434,9 @@ impl Reach for Shared {
 
     fn take_queued(&mut self, into: &mut Vec<SessionKey>) {
         into.append(&mut self.queued_here);
+        if let Some(list) = self.registry.queued.get(self.me.0) {
+            into.append(&mut lock(list));
+        }
     }
 
     fn sweep(&mut self, now: Instant) {

@@ -275,6 +275,11 @@ impl<R: Reach> Shard<R> {
         if let Some(out) = out {
             self.deliver_local(room, &out);
         }
+        self.list_queued();
+    }
+
+    /// Lists for the flush this thread's sessions that the reach queued a message for.
+    pub(super) fn list_queued(&mut self) {
         self.reach.take_queued(&mut self.queued);
         if !self.queued.is_empty() {
             self.coalesce.delivered(self.queued.len() as u64);

@@ -392,6 +392,7 @@ impl<R: Reach> Shard<R> {
 
     /// Looks at sessions another thread changed (the `shared` model's writes).
     fn attend(&mut self) {
+        self.list_queued();
         self.reach.take_attention(&mut self.attention);
         if self.attention.is_empty() {
             return;
