@@ -34,11 +34,14 @@ pub enum CloseReason {
     PongTimeout,
     /// The server is shutting down.
     Shutdown,
+    /// Its shard missed some of the room's messages (the mesh had to drop them): the member
+    /// is closed rather than left with a silent gap, and may resume with `since`.
+    MissedMessages,
 }
 
 impl CloseReason {
     /// Every reason, in [`Counter`] order.
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::ClientClose,
         CloseReason::PeerGone,
         CloseReason::IoError,
@@ -52,6 +55,7 @@ impl CloseReason {
         CloseReason::IdleTimeout,
         CloseReason::PongTimeout,
         CloseReason::Shutdown,
+        CloseReason::MissedMessages,
     ];
 
     /// The code of the close frame the server sends for this reason (`None`: it sends none,
@@ -70,6 +74,8 @@ impl CloseReason {
             CloseReason::SlowConsumer | CloseReason::NoHello => Some(1008),
             CloseReason::MessageTooBig => Some(1009),
             CloseReason::InternalError => Some(1011),
+            // "Try Again Later": nothing is wrong with the client, and a resume repairs it.
+            CloseReason::MissedMessages => Some(1013),
         }
     }
 
@@ -88,6 +94,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::PongTimeout => "no pong",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::MissedMessages => "missed messages: resume with since",
         }
     }
 
@@ -107,6 +114,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::PongTimeout => "pong_timeout",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::MissedMessages => "missed_messages",
         }
     }
 

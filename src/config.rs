@@ -98,6 +98,21 @@ pub struct Config {
     pub node_id: Option<String>,
     /// The Redis server that makes this node a cluster member (`--redis`); `None` runs alone.
     pub redis: Option<String>,
+    /// Messages each room keeps for history and resume (`--history-size`). Zero turns room
+    /// offsets, history and the one order per room off (docs/architecture.md). Default 100.
+    pub history_size: usize,
+    /// How long a room's history outlives its last message (`--history-ttl`). Default 300 s.
+    pub history_ttl: Duration,
+    /// Bytes all rooms' histories may hold together (`--history-memory`); the least recently
+    /// used give way past it. Default 64 MiB.
+    pub history_memory: usize,
+}
+
+impl Config {
+    /// Whether rooms number their messages, keep history and have one order.
+    pub fn history_on(&self) -> bool {
+        self.history_size > 0
+    }
 }
 
 impl Default for Config {
@@ -128,6 +143,9 @@ impl Default for Config {
             presence: true,
             node_id: None,
             redis: None,
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            history_memory: 64 * 1024 * 1024,
         }
     }
 }

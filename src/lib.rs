@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod history;
 pub mod http;
 pub mod ids;
 pub mod limits;

@@ -95,6 +95,16 @@ struct ServerArgs {
     /// microseconds, coalescing messages into fewer writes per socket (0: every loop turn).
     #[arg(long, default_value_t = 10_000, value_name = "MICROSECONDS")]
     coalesce_us: u64,
+    /// Messages each room keeps for history and resume; 0 turns room offsets, history and the
+    /// one order per room off (each sender's order still holds).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    history_size: usize,
+    /// Seconds a room's history outlives its last message (or its last member's leave).
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    history_ttl: f64,
+    /// Bytes all rooms' histories may hold together; least recently used rooms give way first.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    history_memory: usize,
     /// Origin allowed to open a WebSocket (repeatable; exact, or *) [default: any origin].
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
@@ -189,6 +199,9 @@ impl ServerArgs {
             drain_timeout: seconds(self.drain_timeout, "--drain-timeout")?,
             allowed_origins: self.allowed_origins,
             coalesce: Duration::from_micros(self.coalesce_us),
+            history_size: self.history_size,
+            history_ttl: seconds(self.history_ttl, "--history-ttl")?,
+            history_memory: self.history_memory,
             presence: !self.no_presence,
             node_id: match (&self.redis, self.node_id) {
                 (Some(_), None) => Some(shardcast::cluster::random_node_id()),

@@ -7,16 +7,22 @@
 //!
 //! When an inbox is full, messages wait in the sender's per-peer backlog and are retried next
 //! turn. The backlog is bounded too (a shard that cannot keep up must not grow memory without
-//! bound): past [`MAX_BACKLOG`] messages, further *broadcasts* to that peer are dropped and
-//! counted; *membership* (a shard's share of a room, the bridge's count of other nodes'
+//! bound): past [`MAX_BACKLOG`] messages, further *messages* to that peer (broadcasts, and
+//! publishes to a room's home) are dropped and counted; *membership* (a shard's share of a room, the bridge's count of other nodes'
 //! members) is never lost, since a lost share would silence a room or leave its count wrong:
 //! it is kept aside as the room's *latest* value, one entry per room, and sent once the backlog
 //! has room again. What such a deferred change cannot keep is its `join`/`leave` notice: that
 //! is dropped and counted (the peer's v1 members then see the count change with the next
 //! notice, not a line for that member).
 //!
+//! A dropped broadcast leaves a gap in its room's offsets on the receiving shard, which
+//! notices it and closes the members concerned (1013, so that they resume), never a silent
+//! gap; a dropped publish never got an offset, so no member sees a gap there.
+//! A member's way into and out of a room (`Subscribe`, `Joined`, `Unsubscribe`) is never
+//! dropped: one of each per session, bounded by the connections.
+//!
 //! So the memory one peer link holds is at most [`MAX_BACKLOG`] messages plus one deferred
-//! share and one deferred cluster count per room.
+//! share and one deferred cluster count per room, plus the joins and leaves in flight.
 //!
 //! Only immutable data crosses: room names and frames are refcounted, never copied.
 
@@ -26,8 +32,10 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::Waker;
 
-use crate::chat::{MemberChange, Outgoing};
+use crate::chat::{MemberChange, Outgoing, Post};
 use crate::frame::SharedFrame;
+use crate::history::{Ask, Start};
+use crate::ids::SessionKey;
 pub use crate::ids::ShardId;
 use crate::room::{RoomId, Share};
 
@@ -54,6 +62,47 @@ pub enum ShardMsg {
         share: Share,
         /// The `join`/`leave` envelope for v1 members, unless presence notices are off.
         notice: Option<SharedFrame>,
+    },
+    /// You are the room's home: number this message and send it to its members (from a
+    /// member on another shard, or from the bridge).
+    Publish {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        post: Post,
+    },
+    /// You are the room's home: session `key` of shard `from` joins it, asking `ask`.
+    /// Answered with [`ShardMsg::Joined`]; from then on `from` gets the room's messages.
+    Subscribe {
+        /// The room.
+        room: RoomId,
+        /// The member's shard.
+        from: ShardId,
+        /// The member there.
+        key: SessionKey,
+        /// Its generation.
+        generation: u64,
+        /// What it asks of the history.
+        ask: Ask,
+    },
+    /// You are the room's home: a member of shard `from` left it (or never got to join).
+    Unsubscribe {
+        /// The room.
+        room: RoomId,
+        /// The member's shard.
+        from: ShardId,
+    },
+    /// From the room's home: your session `key` starts at `start` (every message after it
+    /// comes after this on the mesh, in order).
+    Joined {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        key: SessionKey,
+        /// Its generation when it asked.
+        generation: u64,
+        /// Where it starts, and what to replay.
+        start: Box<Start>,
     },
     /// From the Redis bridge: `room` has `others` members on other nodes now.
     Cluster {
@@ -113,10 +162,14 @@ impl PeerLink {
     }
 
     /// Keeps a membership change aside (its latest value per room) and says whether its
-    /// notice was lost; a broadcast cannot be kept and is `Dropped`.
+    /// notice was lost; a message cannot be kept and is `Dropped`.
     fn defer(&mut self, msg: ShardMsg) -> Deferred {
         match msg {
-            ShardMsg::Broadcast { .. } => Deferred::Dropped,
+            ShardMsg::Broadcast { .. }
+            | ShardMsg::Publish { .. }
+            | ShardMsg::Subscribe { .. }
+            | ShardMsg::Unsubscribe { .. }
+            | ShardMsg::Joined { .. } => Deferred::Dropped,
             ShardMsg::Presence {
                 room,
                 from,
@@ -212,6 +265,11 @@ impl MeshLinks {
             return;
         };
         link.wake_pending = true;
+        let membership = matches!(msg, ShardMsg::Presence { .. } | ShardMsg::Cluster { .. });
+        let joining = matches!(
+            msg,
+            ShardMsg::Subscribe { .. } | ShardMsg::Unsubscribe { .. } | ShardMsg::Joined { .. }
+        );
         if link.backlog.is_empty() && !link.has_deferred() {
             match link.handle.tx.try_send(msg) {
                 Ok(()) => {}
@@ -219,9 +277,12 @@ impl MeshLinks {
                 // The peer is gone (shutting down): nothing to deliver to.
                 Err(TrySendError::Disconnected(_)) => {}
             }
-        } else if link.backlog.len() >= MAX_BACKLOG
-            || (link.has_deferred() && !matches!(msg, ShardMsg::Broadcast { .. }))
-        {
+        } else if joining {
+            // A member's way in and out of a room is never dropped (it would be stuck, or
+            // counted forever); there is one of each per session, so they are bounded by the
+            // connections.
+            link.backlog.push_back(msg);
+        } else if link.backlog.len() >= MAX_BACKLOG || (link.has_deferred() && membership) {
             // Full, or membership of a room may be deferred already: a newer change must not
             // overtake it, so it is deferred too (as the room's latest).
             match link.defer(msg) {

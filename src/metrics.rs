@@ -71,6 +71,8 @@ pub enum Counter {
     Close1009,
     /// See [`Counter::Close1000`].
     Close1011,
+    /// See [`Counter::Close1000`].
+    Close1013,
     /// Connections dropped because a deadline passed, by deadline.
     TimerHandshake,
     /// See [`Counter::TimerHandshake`].
@@ -115,6 +117,16 @@ pub enum Counter {
     ClosedPongTimeout,
     /// See [`Counter::ClosedClientClose`].
     ClosedShutdown,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedMissedMessages,
+    /// Room histories dropped whole to stay within `--history-memory` (new epochs).
+    HistoryEvicted,
+    /// Room histories dropped whole by `--history-ttl` (new epochs).
+    HistoryExpired,
+    /// Resumes (`since`) answered `recovered: true`.
+    ResumeRecovered,
+    /// Resumes answered `recovered: false`.
+    ResumeNotRecovered,
     /// Loop turns (published per shard).
     LoopTurns,
 }
@@ -190,6 +202,7 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ("shardcast_close_frames_sent_total", "code=\"1008\"", ""),
     ("shardcast_close_frames_sent_total", "code=\"1009\"", ""),
     ("shardcast_close_frames_sent_total", "code=\"1011\"", ""),
+    ("shardcast_close_frames_sent_total", "code=\"1013\"", ""),
     (
         "shardcast_timer_closes_total",
         "timer=\"handshake\"",
@@ -236,6 +249,19 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ("shardcast_closes_total", "reason=\"idle_timeout\"", ""),
     ("shardcast_closes_total", "reason=\"pong_timeout\"", ""),
     ("shardcast_closes_total", "reason=\"shutdown\"", ""),
+    ("shardcast_closes_total", "reason=\"missed_messages\"", ""),
+    (
+        "shardcast_history_dropped_total",
+        "cause=\"memory\"",
+        "Room histories dropped whole (their rooms start a new epoch)",
+    ),
+    ("shardcast_history_dropped_total", "cause=\"ttl\"", ""),
+    (
+        "shardcast_resumes_total",
+        "recovered=\"true\"",
+        "Resumes with since, by whether they were exact",
+    ),
+    ("shardcast_resumes_total", "recovered=\"false\"", ""),
     (
         "shardcast_loop_iterations_total",
         "",
@@ -260,6 +286,7 @@ impl Counter {
             CloseReason::IdleTimeout => Counter::ClosedIdleTimeout,
             CloseReason::PongTimeout => Counter::ClosedPongTimeout,
             CloseReason::Shutdown => Counter::ClosedShutdown,
+            CloseReason::MissedMessages => Counter::ClosedMissedMessages,
         }
     }
 }
@@ -298,6 +325,7 @@ impl Counters {
             1008 => Counter::Close1008,
             1009 => Counter::Close1009,
             1011 => Counter::Close1011,
+            1013 => Counter::Close1013,
             _ => return,
         };
         self.bump(counter);

@@ -8,6 +8,7 @@
 //! so the latest count wins.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::chat::Dialect;
@@ -40,6 +41,15 @@ impl RoomId {
     /// The room's name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The room's home among `threads` event loops: the one that numbers its messages and
+    /// keeps its history (docs/architecture.md, "One order per room"). A hash of the name,
+    /// the same on every thread of the process.
+    pub fn home(&self, threads: usize) -> ShardId {
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.0.hash(&mut hasher);
+        ShardId((hasher.finish() % threads.max(1) as u64) as usize)
     }
 }
 
@@ -79,6 +89,9 @@ pub struct Room {
     pub remote: Vec<RemoteShare>,
     /// Members on other nodes of a cluster (`--redis`), as the bridge last said.
     pub others: u64,
+    /// The offset of the room's latest message this shard's members got from the room's
+    /// home shard (while it has members, and the home is another shard).
+    pub seq: Option<u64>,
 }
 
 impl Room {
@@ -150,6 +163,9 @@ impl RoomTable {
         }
         list.swap_remove(slot);
         let moved = list.get(slot).copied();
+        if entry.plain.is_empty() && entry.v1.is_empty() {
+            entry.seq = None;
+        }
         if entry.is_unused() {
             self.rooms.remove(room);
         }
@@ -182,6 +198,32 @@ impl RoomTable {
                 self.rooms.remove(room);
             }
         }
+    }
+
+    /// A member of `room` (added already) starts after message `offset`, as the room's home
+    /// said. True when the room's other members here missed messages before it (`offset`
+    /// is past the last they got): the mesh dropped some.
+    pub fn started(&mut self, room: &RoomId, offset: u64) -> bool {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        let gap = entry.seq.is_some_and(|seq| seq != offset);
+        entry.seq = Some(offset);
+        gap
+    }
+
+    /// Message `offset` of `room` arrived from its home. True when this shard's members
+    /// missed the messages before it (it is not the next).
+    pub fn advance(&mut self, room: &RoomId, offset: u64) -> bool {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        if entry.plain.is_empty() && entry.v1.is_empty() {
+            return false;
+        }
+        let gap = entry.seq.is_some_and(|seq| seq + 1 != offset);
+        entry.seq = Some(offset);
+        gap
     }
 
     /// The room, if anyone anywhere is known to be in it.
@@ -226,6 +268,42 @@ mod tests {
         assert_eq!(t.get(&r).unwrap().local_share(), Share { plain: 0, v1: 1 });
         assert_eq!(t.leave(&r, Dialect::V1, 0), None);
         assert!(t.get(&r).is_none());
+    }
+
+    #[test]
+    fn a_skipped_offset_is_a_gap_and_an_empty_room_forgets_its_place() {
+        let mut t = RoomTable::default();
+        let r = RoomId::parse("r").unwrap();
+        assert!(!t.advance(&r, 5), "nobody here: nothing to miss");
+        t.join(&r, Dialect::Plain, SessionKey(1));
+        assert!(!t.started(&r, 4));
+        assert!(!t.advance(&r, 5));
+        assert!(
+            !t.started(&r, 5),
+            "a second member starts where the first is"
+        );
+        assert!(t.advance(&r, 7), "6 went missing");
+        assert!(t.started(&r, 9), "8 and 9 went missing");
+        t.leave(&r, Dialect::Plain, 0);
+        t.set_remote_share(&r, ShardId(1), Share { plain: 1, v1: 0 });
+        t.join(&r, Dialect::Plain, SessionKey(2));
+        assert!(!t.started(&r, 20), "a new first member starts afresh");
+    }
+
+    #[test]
+    fn homes_spread_rooms_over_threads_and_never_move() {
+        let rooms: Vec<RoomId> = (0..64)
+            .map(|i| RoomId::parse(&format!("room{i}")).unwrap())
+            .collect();
+        for threads in [1, 2, 4] {
+            let mut used = vec![0; threads];
+            for room in &rooms {
+                let home = room.home(threads);
+                assert_eq!(home, room.clone().home(threads));
+                used[home.0] += 1;
+            }
+            assert!(used.iter().all(|&n| n > 0), "{threads}: {used:?}");
+        }
     }
 
     #[test]

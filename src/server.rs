@@ -15,6 +15,7 @@ use crate::http::assets::Assets;
 use crate::ids::ShardId;
 use crate::limits::PerIpLimit;
 use crate::mesh::{MeshLinks, PeerHandle};
+use crate::models::history_for;
 use crate::models::sharded::Mesh;
 use crate::models::shared::{Registry, Shared};
 use crate::models::single::{Alone, Listener};
@@ -144,6 +145,7 @@ impl Server {
                     url,
                     node,
                     config.presence,
+                    config.history_on(),
                     peers.clone(),
                     cluster_stats,
                 )?)
@@ -153,7 +155,7 @@ impl Server {
         let mut threads = Vec::new();
         let mut listener = Some(listener);
         let registry = (config.model == Model::Shared)
-            .then(|| Registry::new(wakers[..config.workers].to_vec()));
+            .then(|| Registry::new(wakers[..config.workers].to_vec(), history_for(&config, 1)));
         let parts = polls.into_iter().zip(inboxes).zip(handoffs).enumerate();
         for (i, ((poll, inbox), connections)) in parts {
             let id = ShardId(i);
@@ -177,9 +179,13 @@ impl Server {
                 (Model::Shared, Some(registry)) => {
                     spawn_loop(core, parts.with_reach(Shared::new(id, registry.clone())))?
                 }
-                (Model::Single, _) => spawn_loop(core, parts.with_reach(Alone))?,
+                (Model::Single, _) => {
+                    spawn_loop(core, parts.with_reach(Alone::new(history_for(&config, 1))))?
+                }
                 _ => {
-                    let mesh = Mesh::new(id, MeshLinks::new(id, peers.clone()));
+                    let links = MeshLinks::new(id, peers.clone());
+                    let history = history_for(&config, config.workers);
+                    let mesh = Mesh::new(id, config.workers, links, history);
                     spawn_loop(core, parts.with_reach(mesh))?
                 }
             });

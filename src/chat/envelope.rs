@@ -17,6 +17,12 @@ pub enum ClientEnvelope {
     Hello {
         /// The nickname asked for.
         nick: String,
+        /// The room's last messages to replay after the welcome.
+        #[serde(default)]
+        history: Option<u64>,
+        /// Resume after this position (docs/protocol.md, "History and resume").
+        #[serde(default)]
+        since: Option<HelloSince>,
     },
     /// A message for the room.
     Message {
@@ -32,6 +38,16 @@ impl ClientEnvelope {
     }
 }
 
+/// A `hello`'s resume position, as sent: the epoch token (checked by the history) and the
+/// offset of the last message the client has.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HelloSince {
+    /// The epoch, 16 hex digits.
+    pub epoch: String,
+    /// The offset.
+    pub offset: u64,
+}
+
 /// Why a client's envelope was refused (the `code` of an `error` envelope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -45,6 +61,10 @@ pub enum ErrorCode {
     BadEnvelope,
     /// A `message` with empty text.
     EmptyMessage,
+    /// More history asked for than the room keeps (the most it keeps is sent).
+    HistoryLimit,
+    /// A `since` epoch that is not 16 hex digits (the join goes on, not recovered).
+    BadSince,
 }
 
 impl ErrorCode {
@@ -62,6 +82,14 @@ impl ErrorCode {
                 "expected {\"type\":\"message\",\"text\":...} or {\"type\":\"hello\",\"nick\":...}",
             ),
             ErrorCode::EmptyMessage => ("empty_message", "a message needs some text"),
+            ErrorCode::HistoryLimit => (
+                "history_limit",
+                "more history asked for than the room keeps (--history-size): sending all it has",
+            ),
+            ErrorCode::BadSince => (
+                "bad_since",
+                "since is {\"epoch\":<16 hex digits>,\"offset\":<number>}: not resumed",
+            ),
         }
     }
 }
@@ -83,12 +111,24 @@ enum ServerEnvelope<'a> {
         room: &'a str,
         nick: &'a str,
         online: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        replay: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     Message {
         id: &'a str,
         nick: Option<&'a str>,
         text: &'a str,
         ts: u64,
+        #[serde(skip_serializing_if = "is_zero")]
+        offset: u64,
+        #[serde(skip_serializing_if = "is_false")]
+        history: bool,
     },
     Join {
         id: &'a str,
@@ -109,26 +149,70 @@ enum ServerEnvelope<'a> {
     },
 }
 
+/// Where a joining member starts in its room's history: `welcome`'s history fields, each
+/// absent when `None` (all but `recovered` are, with history off).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WelcomeStart<'a> {
+    /// The history's epoch token.
+    pub epoch: Option<&'a str>,
+    /// The room's latest offset when the member joined.
+    pub offset: Option<u64>,
+    /// How many history messages follow the welcome.
+    pub replay: Option<u64>,
+    /// Whether a resume (`since`) was exact; absent when the client did not ask for one.
+    pub recovered: Option<bool>,
+}
+
+/// A message's place in its room: its offset (0: none, history off) and whether it is
+/// replayed from history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Place {
+    /// The offset.
+    pub offset: u64,
+    /// Replayed from history (after a `welcome`), not live.
+    pub replayed: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn frame(envelope: &ServerEnvelope) -> SharedFrame {
     // Serializing borrowed strings and integers into a Vec cannot fail.
     let json = serde_json::to_vec(envelope).unwrap_or_default();
     encode_shared(OP_TEXT, &json)
 }
 
-/// `welcome`: the session `id` is now a member of `room` as `nick`; `online` members in all.
-pub fn welcome(id: &str, room: &str, nick: &str, online: u64) -> SharedFrame {
+/// `welcome`: the session `id` is now a member of `room` as `nick`; `online` members in all;
+/// where it starts in the room's history, when history is on.
+pub fn welcome(id: &str, room: &str, nick: &str, online: u64, start: WelcomeStart) -> SharedFrame {
     frame(&ServerEnvelope::Welcome {
         id,
         room,
         nick,
         online,
+        epoch: start.epoch,
+        offset: start.offset,
+        replay: start.replay,
+        recovered: start.recovered,
     })
 }
 
 /// `message`: `text` from member `id` (`nick` is `None` for a plain client), received at `ts`
-/// (milliseconds since the Unix epoch).
-pub fn message(id: &str, nick: Option<&str>, text: &str, ts: u64) -> SharedFrame {
-    frame(&ServerEnvelope::Message { id, nick, text, ts })
+/// (milliseconds since the Unix epoch), at `place` in its room.
+pub fn message(id: &str, nick: Option<&str>, text: &str, ts: u64, place: Place) -> SharedFrame {
+    frame(&ServerEnvelope::Message {
+        id,
+        nick,
+        text,
+        ts,
+        offset: place.offset,
+        history: place.replayed,
+    })
 }
 
 /// `join` or `leave` of member `id`; `online` counts the change.
@@ -169,7 +253,24 @@ mod tests {
     fn client_envelopes_parse_and_ignore_extra_fields() {
         assert_eq!(
             ClientEnvelope::parse(r#"{"type":"hello","nick":"ann"}"#),
-            Some(ClientEnvelope::Hello { nick: "ann".into() })
+            Some(ClientEnvelope::Hello {
+                nick: "ann".into(),
+                history: None,
+                since: None
+            })
+        );
+        assert_eq!(
+            ClientEnvelope::parse(
+                r#"{"type":"hello","nick":"ann","history":5,"since":{"epoch":"x","offset":3}}"#
+            ),
+            Some(ClientEnvelope::Hello {
+                nick: "ann".into(),
+                history: Some(5),
+                since: Some(HelloSince {
+                    epoch: "x".into(),
+                    offset: 3
+                })
+            })
         );
         assert_eq!(
             ClientEnvelope::parse(r#"{"text":"hi \"you\"","type":"message","x":1}"#),
@@ -185,6 +286,9 @@ mod tests {
             r#"{"type":"message"}"#,
             r#"{"type":"message","text":5}"#,
             r#"{"type":"hello","nick":null}"#,
+            r#"{"type":"hello","nick":"a","since":{"epoch":"x"}}"#,
+            r#"{"type":"hello","nick":"a","since":{"epoch":"x","offset":-1}}"#,
+            r#"{"type":"hello","nick":"a","history":"all"}"#,
         ] {
             assert_eq!(ClientEnvelope::parse(bad), None, "{bad}");
         }
@@ -192,15 +296,37 @@ mod tests {
 
     #[test]
     fn server_envelopes_are_documented_json() {
-        let v = payload(&welcome("0.1", "a", "ann", 3));
+        let v = payload(&welcome("0.1", "a", "ann", 3, WelcomeStart::default()));
         assert_eq!(
             v,
             serde_json::json!({"type":"welcome","id":"0.1","room":"a","nick":"ann","online":3})
         );
-        let v = payload(&message("1.4", None, "<b>\"x\"</b>", 7));
+        let start = WelcomeStart {
+            epoch: Some("00000000000000ff"),
+            offset: Some(9),
+            replay: Some(2),
+            recovered: Some(true),
+        };
+        let v = payload(&welcome("0.1", "a", "ann", 3, start));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"welcome","id":"0.1","room":"a","nick":"ann","online":3,
+                "epoch":"00000000000000ff","offset":9,"replay":2,"recovered":true})
+        );
+        let v = payload(&message("1.4", None, "<b>\"x\"</b>", 7, Place::default()));
         assert_eq!(
             v,
             serde_json::json!({"type":"message","id":"1.4","nick":null,"text":"<b>\"x\"</b>","ts":7})
+        );
+        let place = Place {
+            offset: 12,
+            replayed: true,
+        };
+        let v = payload(&message("1.4", Some("bob"), "x", 7, place));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"message","id":"1.4","nick":"bob","text":"x","ts":7,
+                "offset":12,"history":true})
         );
         let v = payload(&presence(Change::Leave, "1.4", Some("bob"), 2));
         assert_eq!(

@@ -1,6 +1,6 @@
 //! A message on its way to a room, and its renderings for each dialect.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tungstenite::{Bytes, Utf8Bytes};
@@ -56,21 +56,41 @@ pub struct Needs {
 pub struct Outgoing {
     /// The message.
     pub post: Post,
+    /// Its offset in its room (1, 2, …), or 0 when history and offsets are off.
+    pub offset: u64,
     plain: Option<SharedFrame>,
     v1: Option<SharedFrame>,
+    /// The v1 rendering marked as history, made the first time a resume replays it.
+    replayed_v1: OnceLock<SharedFrame>,
 }
 
 impl Outgoing {
-    /// Encodes `post` for the dialects in `needs`.
+    /// Encodes `post` for the dialects in `needs`, without an offset (history off).
     pub fn new(post: Post, needs: Needs) -> Arc<Outgoing> {
-        let plain = needs.plain.then(|| render(&post, Dialect::Plain));
+        Outgoing::sequenced(post, needs, 0)
+    }
+
+    /// Encodes `post`, the room's message number `offset` (0: none), for the dialects in
+    /// `needs`.
+    pub fn sequenced(post: Post, needs: Needs, offset: u64) -> Arc<Outgoing> {
+        let plain = needs
+            .plain
+            .then(|| render(&post, Dialect::Plain, offset, false));
         // A binary frame is the same for both dialects.
         let v1 = match (&post.body, needs.v1) {
-            (Body::Binary(_), true) => plain.clone().or_else(|| Some(render(&post, Dialect::V1))),
-            (Body::Text(_), true) => Some(render(&post, Dialect::V1)),
+            (Body::Binary(_), true) => plain
+                .clone()
+                .or_else(|| Some(render(&post, Dialect::V1, offset, false))),
+            (Body::Text(_), true) => Some(render(&post, Dialect::V1, offset, false)),
             (_, false) => None,
         };
-        Arc::new(Outgoing { post, plain, v1 })
+        Arc::new(Outgoing {
+            post,
+            offset,
+            plain,
+            v1,
+            replayed_v1: OnceLock::new(),
+        })
     }
 
     /// The frame for members speaking `dialect`.
@@ -81,13 +101,49 @@ impl Outgoing {
         };
         match cached {
             Some(frame) => frame.clone(),
-            None => render(&self.post, dialect),
+            None => render(&self.post, dialect, self.offset, false),
         }
+    }
+
+    /// The frame for a `dialect` member that gets this message replayed from history:
+    /// v1 text is marked `"history":true`; plain clients get the same bytes as live.
+    pub fn replay_frame(&self, dialect: Dialect) -> SharedFrame {
+        match (&self.post.body, dialect) {
+            (Body::Text(_), Dialect::V1) => self
+                .replayed_v1
+                .get_or_init(|| render(&self.post, Dialect::V1, self.offset, true))
+                .clone(),
+            _ => self.frame(dialect),
+        }
+    }
+
+    /// Bytes this message holds while a history keeps it (the frames it has made so far
+    /// included), for the history's memory bound.
+    pub fn footprint(&self) -> usize {
+        let body = match &self.post.body {
+            Body::Text(text) => text.len(),
+            Body::Binary(data) => data.len(),
+        };
+        // An `Arc`'s two counts come before each shared allocation.
+        let shared = |len: usize| len + 2 * std::mem::size_of::<usize>();
+        let frame = |f: Option<&SharedFrame>| f.map_or(0, |f| shared(f.len()));
+        shared(std::mem::size_of::<Outgoing>())
+            + body
+            + shared(self.post.sender.len())
+            + self
+                .post
+                .nick
+                .as_ref()
+                .map_or(0, |n| shared(n.as_str().len()))
+            + frame(self.plain.as_ref())
+            + frame(self.v1.as_ref())
+            + frame(self.replayed_v1.get())
     }
 }
 
-/// One rendering of `post` (docs/protocol.md, "Between dialects").
-fn render(post: &Post, dialect: Dialect) -> SharedFrame {
+/// One rendering of `post`, the room's message `offset` (0: none), `replayed` from history
+/// or live (docs/protocol.md, "Between dialects").
+fn render(post: &Post, dialect: Dialect, offset: u64, replayed: bool) -> SharedFrame {
     match (&post.body, dialect) {
         (Body::Binary(data), _) => encode_shared(OP_BINARY, data),
         (Body::Text(text), Dialect::Plain) => match &post.nick {
@@ -105,6 +161,7 @@ fn render(post: &Post, dialect: Dialect) -> SharedFrame {
             post.nick.as_ref().map(Nick::as_str),
             text,
             post.ts,
+            envelope::Place { offset, replayed },
         ),
     }
 }

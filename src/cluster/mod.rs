@@ -318,6 +318,7 @@ pub fn start(
     url: &str,
     node: &str,
     presence: bool,
+    ordered: bool,
     shards: Vec<PeerHandle>,
     stats: Arc<ClusterStats>,
 ) -> Result<ClusterLink, ServerError> {
@@ -341,7 +342,7 @@ pub fn start(
     let subscriber = subscriber::Subscriber::new(
         client,
         node.clone(),
-        presence,
+        (presence, ordered),
         shards,
         share_rx,
         tx.clone(),

@@ -63,6 +63,9 @@ pub struct Subscriber {
     client: redis::Client,
     node: Arc<str>,
     presence: bool,
+    /// Rooms have one order (history on): messages from other nodes go to their room's home
+    /// shard, which numbers them.
+    ordered: bool,
     mesh: MeshLinks,
     workers: usize,
     share_rx: ShareReceiver,
@@ -89,7 +92,7 @@ impl Subscriber {
     pub fn new(
         client: redis::Client,
         node: Arc<str>,
-        presence: bool,
+        (presence, ordered): (bool, bool),
         shards: Vec<PeerHandle>,
         share_rx: ShareReceiver,
         publisher: Sender<Outbound>,
@@ -100,6 +103,7 @@ impl Subscriber {
             client,
             node,
             presence,
+            ordered,
             // An id beyond every shard's: every shard is a peer.
             mesh: MeshLinks::new(ShardId(usize::MAX), shards),
             workers,
@@ -294,6 +298,12 @@ impl Subscriber {
                     body,
                     ts,
                 };
+                if self.ordered {
+                    // The room's home numbers it among the room's other messages.
+                    let home = room.home(self.workers);
+                    self.mesh.send(home, ShardMsg::Publish { room, post });
+                    return;
+                }
                 let share = self.local.total(&room);
                 let needs = Needs {
                     plain: share.plain > 0,
@@ -468,7 +478,7 @@ mod tests {
         let sub = Subscriber::new(
             redis::Client::open("redis://127.0.0.1:1/").unwrap(),
             Arc::from("me"),
-            presence,
+            (presence, false),
             handles,
             share_rx,
             publisher,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::chat::{Dialect, SUBPROTOCOL};
 use crate::config::Config;
+use crate::history::{Ask, Since};
 use crate::metrics::{self, Counter, Counters};
 use crate::room::RoomId;
 use crate::stats::ServerStats;
@@ -109,8 +110,17 @@ pub fn respond(
 
 /// A short plain-text error answer; the connection is closed after it.
 pub fn error_response(status: Status, extra_headers: &[(&str, &str)]) -> Response {
+    explained_error(status, extra_headers, "")
+}
+
+/// An error answer whose body also says why (`why`, one line; empty: the status alone).
+pub fn explained_error(status: Status, extra_headers: &[(&str, &str)], why: &str) -> Response {
     let (code, reason) = status.line();
-    let body = format!("{code} {reason}\n");
+    let body = if why.is_empty() {
+        format!("{code} {reason}\n")
+    } else {
+        format!("{code} {reason}: {why}\n")
+    };
     respond(
         status,
         "text/plain; charset=utf-8",
@@ -134,6 +144,8 @@ pub enum Dispatch {
         dialect: Dialect,
         /// The `?nick=` query parameter, unvalidated (v1 only).
         nick: Option<String>,
+        /// What `?history=` and `?since=` ask of the room's history (`history` not capped yet).
+        ask: Ask,
         /// The `101 Switching Protocols` answer.
         response: Vec<u8>,
     },
@@ -214,6 +226,12 @@ impl Site {
                 return Dispatch::Answer(error_response(Status::NotFound, &[]));
             };
             let dialect = Dialect::negotiate(head.ws_protocols.iter().map(String::as_str));
+            let ask = match history_query(head, dialect) {
+                Ok(ask) => ask,
+                Err(why) => {
+                    return Dispatch::Answer(explained_error(Status::BadRequest, &[], why));
+                }
+            };
             let subprotocol = (dialect == Dialect::V1).then_some(SUBPROTOCOL);
             let response = match handshake::accept(head, subprotocol) {
                 Ok(response) => response,
@@ -236,6 +254,7 @@ impl Site {
                 room,
                 dialect,
                 nick,
+                ask,
                 response,
             };
         }
@@ -343,4 +362,24 @@ pub fn http_counter(status: Status) -> Counter {
         Status::Unavailable => Counter::Http503,
         _ => Counter::Http400,
     }
+}
+
+/// Reads `?history=N` and (v1 only) `?since=EPOCH:OFFSET`; a malformed value is the
+/// reason for a 400.
+fn history_query(head: &RequestHead, dialect: Dialect) -> Result<Ask, &'static str> {
+    let history = match head.query_param("history") {
+        None => 0,
+        // A huge number is only a big ask: it is capped later, like any over the limit.
+        Some(n) => n
+            .parse::<u64>()
+            .map(|n| n.min(u64::from(u32::MAX)) as u32)
+            .map_err(|_| "history must be a whole number")?,
+    };
+    let since = match (dialect, head.query_param("since")) {
+        (Dialect::V1, Some(text)) => Some(
+            Since::parse(&text).ok_or("since must be EPOCH:OFFSET (16 hex digits, a number)")?,
+        ),
+        _ => None,
+    };
+    Ok(Ask { history, since })
 }

@@ -16,15 +16,18 @@ pub mod shared;
 pub mod single;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
 use crate::acceptor::Handoff;
 use crate::chat::post::Needs;
 use crate::chat::{Outgoing, Post};
+use crate::config::Config;
 use crate::frame::SharedFrame;
-use crate::ids::SessionKey;
-use crate::metrics::Counters;
+use crate::history::{Ask, History, Limits, Start};
+use crate::ids::{SessionKey, ShardId};
+use crate::metrics::{Counter, Counters};
 use crate::room::{Room, RoomId, Share};
 use crate::session::Ctx;
 use crate::session::cell::Cell;
@@ -52,7 +55,35 @@ pub struct Joiner<H> {
     pub handle: H,
 }
 
-/// How a room's messages and presence reach the members this thread does not own.
+/// Where a joining member goes in its room's history.
+#[derive(Debug)]
+pub enum Placing<'a> {
+    /// The reach places it (when history is on), as it asks.
+    Here(&'a Ask),
+    /// The room's sequencer on another thread placed it there.
+    Placed(Start),
+}
+
+impl Placing<'_> {
+    /// The place: the one given, or, when the reach places it, what `history` says (none when
+    /// history is off).
+    pub fn start(
+        self,
+        room: &RoomId,
+        history: Option<&mut History>,
+        now: Instant,
+    ) -> Option<Start> {
+        match (self, history) {
+            (Placing::Placed(start), _) => Some(start),
+            (Placing::Here(ask), Some(history)) => Some(history.join(room, ask, now)),
+            (Placing::Here(_), None) => None,
+        }
+    }
+}
+
+/// How a room's messages and presence reach the members this thread does not own — and,
+/// with history on, who gives a room its one order (its sequencer: a home shard, the one
+/// loop, or the registry) and how a joining member is placed in it.
 ///
 /// `local` is always this thread's view of the room ([`Room`]): its own members, and what it
 /// was told of the others (the mesh's shares, the cluster's count). The default methods are
@@ -64,28 +95,38 @@ pub trait Reach {
     /// What the model calls its event-loop threads (`shard-2`, `worker-0`; the log span).
     const THREAD: &'static str = "shard";
 
-    /// A member of this thread joined `room` (it is in `local` already). `welcome(online)`
-    /// queues its welcome, and must be called so that no message from another thread can
-    /// reach the member before it. Returns the room's online count.
+    /// A member of this thread is about to join `room` asking `ask`. True when the room's
+    /// sequencer is another thread, which was asked to place it: the loop then admits the
+    /// member when the answer comes ([`crate::mesh::ShardMsg::Joined`]).
+    fn defer_join(&mut self, room: &RoomId, key: SessionKey, generation: u64, ask: &Ask) -> bool {
+        let _ = (room, key, generation, ask);
+        false
+    }
+
+    /// A member of this thread joined `room` (it is in `local` already). The reach places it
+    /// in the room's history (history on), or takes the place another thread's sequencer
+    /// gave it ([`Placing`]). `welcome(online, start)` queues its welcome
+    /// and replay, and must be called so that no message from another thread can reach the
+    /// member before it. Returns the room's online count.
     fn admit(
         &mut self,
         room: &RoomId,
         joiner: Joiner<<Self::Cell as Cell>::Handle>,
+        placing: Placing,
         local: &Room,
-        welcome: impl FnOnce(u64),
-    ) -> u64 {
-        let _ = (room, joiner);
-        let online = local.online();
-        welcome(online);
-        online
-    }
+        now: Instant,
+        welcome: impl FnOnce(u64, Option<&Start>),
+    ) -> u64;
 
     /// Member `key` of this thread left `room` (it is out of `local` already, which is
     /// `None` once nobody anywhere is known to be there). Returns the online count.
-    fn dismiss(&mut self, room: &RoomId, key: SessionKey, local: Option<&Room>) -> u64 {
-        let _ = (room, key);
-        local.map_or(0, Room::online)
-    }
+    fn dismiss(
+        &mut self,
+        room: &RoomId,
+        key: SessionKey,
+        local: Option<&Room>,
+        now: Instant,
+    ) -> u64;
 
     /// Members of `room` everywhere.
     fn online(&self, room: &RoomId, local: Option<&Room>) -> u64 {
@@ -99,9 +140,39 @@ pub trait Reach {
         local.map_or_else(Needs::default, Room::needs)
     }
 
-    /// Encodes `post` for the room's members everywhere and sends it to those this thread
-    /// does not own; returns it for the loop's own members.
-    fn fan_out(&mut self, room: &RoomId, post: Post, local: &Room, cx: &mut Ctx) -> Arc<Outgoing>;
+    /// Sends `post` to the room's members everywhere, in the room's one order (history on).
+    /// Returns what this thread's own members get now; `None` when they get it later, in
+    /// order, through the inbox (the sequencer is another thread), or got it already.
+    fn fan_out(
+        &mut self,
+        room: &RoomId,
+        post: Post,
+        local: Option<&Room>,
+        cx: &mut Ctx,
+    ) -> Option<Arc<Outgoing>>;
+
+    /// The mesh only: a member of shard `from` joins `room`, whose sequencer this is.
+    fn on_subscribe(
+        &mut self,
+        room: &RoomId,
+        from: ShardId,
+        key: SessionKey,
+        generation: u64,
+        ask: &Ask,
+        now: Instant,
+    ) {
+        let _ = (room, from, key, generation, ask, now);
+    }
+
+    /// The mesh only: a member of shard `from` left `room`, whose sequencer this is.
+    fn on_unsubscribe(&mut self, room: &RoomId, from: ShardId, now: Instant) {
+        let _ = (room, from, now);
+    }
+
+    /// Lets histories this thread keeps drop what expired by `now`.
+    fn sweep(&mut self, now: Instant) {
+        let _ = now;
+    }
 
     /// This thread's membership of `room` changed to `share`: tell the others, and give their
     /// v1 members `notice` (a join or leave), if any.
@@ -119,10 +190,31 @@ pub trait Reach {
         let _ = into;
     }
 
-    /// The end of a loop turn: send what waits, count what was dropped. True while something
-    /// still waits (poll again soon).
+    /// The end of a loop turn: send what waits, count what was dropped (and what the
+    /// histories did). True while something still waits (poll again soon).
     fn end_turn(&mut self, counters: &mut Counters) -> bool {
         let _ = counters;
         false
     }
+}
+
+/// A history for one sequencer's share of `--history-memory` (one of `sequencers`), or none
+/// when history is off.
+pub fn history_for(config: &Config, sequencers: usize) -> Option<History> {
+    config.history_on().then(|| {
+        History::new(Limits {
+            size: config.history_size,
+            ttl: config.history_ttl,
+            memory: config.history_memory / sequencers.max(1),
+        })
+    })
+}
+
+/// Adds what `history` did since the last call to `counters`.
+pub fn count_history(history: &mut History, counters: &mut Counters) {
+    let tally = history.take_tally();
+    counters.add(Counter::HistoryEvicted, tally.evicted);
+    counters.add(Counter::HistoryExpired, tally.expired);
+    counters.add(Counter::ResumeRecovered, tally.recovered);
+    counters.add(Counter::ResumeNotRecovered, tally.not_recovered);
 }

@@ -8,6 +8,14 @@
 //! loop like in every model. A member cut off (or failing) under another thread's write is
 //! put on its owner's attention list, and the owner is woken to settle it.
 //!
+//! **One order per room** (history on): the registry also holds every room's history, and a
+//! thread numbers a message and queues it for every member of the room — its own included —
+//! under the registry lock, so that every member's queue takes the room's messages in the
+//! same order; the writes to the sockets come after the lock is released. A joining member
+//! is placed, welcomed and added under the same lock. The price is the classic one of this
+//! model: publishes to all rooms queue behind one lock (for as long as it takes to queue a
+//! pointer per member).
+//!
 //! Lock order: the registry, then one session at a time, never the other way round; no
 //! thread holds a session's lock while it fans out.
 //!
@@ -17,14 +25,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use mio::Waker;
 
 use crate::chat::post::Needs;
 use crate::chat::{Dialect, Outgoing, Post};
 use crate::frame::SharedFrame;
+use crate::history::{History, Start};
 use crate::ids::{SessionKey, ShardId};
-use crate::models::{Joiner, Reach};
+use crate::metrics::Counters;
+use crate::models::{Joiner, Placing, Reach, count_history};
 use crate::room::{Room, RoomId, Share};
 use crate::session::cell::{Locked, lock};
 use crate::session::{Ctx, Delivery, Progress};
@@ -66,17 +77,29 @@ impl SharedRoom {
 /// One thread's list of sessions another thread changed, and its waker.
 type Attention = (Mutex<Vec<(SessionKey, u64)>>, Arc<Waker>);
 
+/// What the registry lock guards.
+#[derive(Default)]
+struct State {
+    rooms: HashMap<RoomId, SharedRoom>,
+    /// Every room's history (`None`: history off).
+    history: Option<History>,
+}
+
 /// What every thread of the model shares.
 pub struct Registry {
-    rooms: Mutex<HashMap<RoomId, SharedRoom>>,
+    state: Mutex<State>,
     attention: Vec<Attention>,
 }
 
 impl Registry {
-    /// A registry for threads with these wakers (thread `i` has `wakers[i]`).
-    pub fn new(wakers: Vec<Arc<Waker>>) -> Arc<Self> {
+    /// A registry for threads with these wakers (thread `i` has `wakers[i]`), keeping
+    /// `history` for every room.
+    pub fn new(wakers: Vec<Arc<Waker>>, history: Option<History>) -> Arc<Self> {
         Arc::new(Registry {
-            rooms: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                rooms: HashMap::new(),
+                history,
+            }),
             attention: wakers
                 .into_iter()
                 .map(|w| (Mutex::new(Vec::new()), w))
@@ -96,19 +119,26 @@ impl Registry {
 pub struct Shared {
     me: ShardId,
     registry: Arc<Registry>,
+    /// History is on: rooms have one order, made under the registry lock.
+    ordered: bool,
 }
 
 impl Shared {
     /// Thread `me`'s reach.
     pub fn new(me: ShardId, registry: Arc<Registry>) -> Self {
-        Shared { me, registry }
+        let ordered = lock(&registry.state).history.is_some();
+        Shared {
+            me,
+            registry,
+            ordered,
+        }
     }
 
     /// Which renderings `room` needs (its members on every thread), and its plain and v1
     /// members on other threads.
     fn others(&self, room: &RoomId) -> (Needs, Vec<Member>, Vec<Member>) {
-        let rooms = lock(&self.registry.rooms);
-        let Some(entry) = rooms.get(room) else {
+        let state = lock(&self.registry.state);
+        let Some(entry) = state.rooms.get(room) else {
             return Default::default();
         };
         let theirs = |list: &[Member]| {
@@ -125,20 +155,70 @@ impl Shared {
     fn deliver(&self, members: &[Member], frame: &SharedFrame, cx: &mut Ctx) -> u64 {
         let mut delivered = 0;
         for member in members {
-            let mut session = lock(&member.session);
-            let delivery = session.push_broadcast(frame, cx);
-            if delivery == Delivery::Refused {
-                continue;
-            }
-            delivered += u64::from(delivery == Delivery::Queued);
-            let flushed = session.flush(cx.counters);
-            drop(session);
-            let ended = matches!(delivery, Delivery::SlowConsumer | Delivery::Failed);
-            if ended || flushed == Progress::Finished {
-                self.registry.call_attention(member);
+            if let Some(queued) = self.queue(member, frame, cx) {
+                delivered += u64::from(queued);
+                self.write(member, cx);
             }
         }
         delivered
+    }
+
+    /// Queues `frame` for `member`: `None` if it takes no more messages, else whether it was
+    /// queued (false: the member was cut off, and its owner told).
+    fn queue(&self, member: &Member, frame: &SharedFrame, cx: &mut Ctx) -> Option<bool> {
+        let delivery = lock(&member.session).push_broadcast(frame, cx);
+        match delivery {
+            Delivery::Refused => None,
+            Delivery::Queued => Some(true),
+            Delivery::SlowConsumer | Delivery::Failed => {
+                self.registry.call_attention(member);
+                Some(false)
+            }
+        }
+    }
+
+    /// Writes what waits for `member` to its socket; a socket that failed goes to its owner.
+    fn write(&self, member: &Member, cx: &mut Ctx) {
+        if lock(&member.session).flush(cx.counters) == Progress::Finished {
+            self.registry.call_attention(member);
+        }
+    }
+
+    /// History on: numbers `post` and queues it for every member of `room`, this thread's
+    /// included, under the registry lock; then writes to their sockets.
+    fn fan_out_in_order(&self, room: &RoomId, post: Post, cx: &mut Ctx) {
+        let mut queued = Vec::new();
+        let mut delivered = 0;
+        {
+            let mut state = lock(&self.registry.state);
+            let State { rooms, history } = &mut *state;
+            let entry = rooms.get(room);
+            let needs = entry.map_or_else(Needs::default, SharedRoom::needs);
+            let Some(history) = history else {
+                return;
+            };
+            let out = history.append(room, post, needs, cx.now);
+            let Some(entry) = entry else {
+                return;
+            };
+            for (members, dialect) in [(&entry.plain, Dialect::Plain), (&entry.v1, Dialect::V1)] {
+                if members.is_empty() {
+                    continue;
+                }
+                let frame = out.frame(dialect);
+                for member in members {
+                    if self.queue(member, &frame, cx) == Some(true) {
+                        delivered += 1;
+                        queued.push(member.clone());
+                    }
+                }
+            }
+        }
+        for member in &queued {
+            self.write(member, cx);
+        }
+        cx.counters
+            .add(crate::metrics::Counter::Deliveries, delivered);
     }
 }
 
@@ -155,13 +235,16 @@ impl Reach for Shared {
         &mut self,
         room: &RoomId,
         joiner: Joiner<Locked<Conn>>,
+        placing: Placing,
         local: &Room,
-        welcome: impl FnOnce(u64),
+        now: Instant,
+        welcome: impl FnOnce(u64, Option<&Start>),
     ) -> u64 {
         // The welcome is queued under the registry lock, so that no other thread's broadcast
-        // can reach the member before it.
-        let mut rooms = lock(&self.registry.rooms);
-        let entry = rooms.entry(room.clone()).or_default();
+        // can reach the member before it (and, history on, none numbered before its place).
+        let mut state = lock(&self.registry.state);
+        let start = placing.start(room, state.history.as_mut(), now);
+        let entry = state.rooms.entry(room.clone()).or_default();
         entry.list_mut(joiner.v1).push(Member {
             session: joiner.handle,
             owner: self.me,
@@ -169,12 +252,22 @@ impl Reach for Shared {
             generation: joiner.generation,
         });
         let online = entry.online() + local.others;
-        welcome(online);
+        welcome(online, start.as_ref());
         online
     }
 
-    fn dismiss(&mut self, room: &RoomId, key: SessionKey, local: Option<&Room>) -> u64 {
-        let mut rooms = lock(&self.registry.rooms);
+    fn dismiss(
+        &mut self,
+        room: &RoomId,
+        key: SessionKey,
+        local: Option<&Room>,
+        now: Instant,
+    ) -> u64 {
+        let mut state = lock(&self.registry.state);
+        if let Some(history) = &mut state.history {
+            history.leave(room, now);
+        }
+        let rooms = &mut state.rooms;
         let Some(entry) = rooms.get_mut(room) else {
             return cluster_others(local);
         };
@@ -189,18 +282,29 @@ impl Reach for Shared {
     }
 
     fn online(&self, room: &RoomId, local: Option<&Room>) -> u64 {
-        let rooms = lock(&self.registry.rooms);
-        rooms.get(room).map_or(0, SharedRoom::online) + cluster_others(local)
+        let state = lock(&self.registry.state);
+        state.rooms.get(room).map_or(0, SharedRoom::online) + cluster_others(local)
     }
 
     fn needs(&self, room: &RoomId, _: Option<&Room>) -> Needs {
-        let rooms = lock(&self.registry.rooms);
-        rooms
+        let state = lock(&self.registry.state);
+        state
+            .rooms
             .get(room)
             .map_or_else(Needs::default, SharedRoom::needs)
     }
 
-    fn fan_out(&mut self, room: &RoomId, post: Post, _: &Room, cx: &mut Ctx) -> Arc<Outgoing> {
+    fn fan_out(
+        &mut self,
+        room: &RoomId,
+        post: Post,
+        _: Option<&Room>,
+        cx: &mut Ctx,
+    ) -> Option<Arc<Outgoing>> {
+        if self.ordered {
+            self.fan_out_in_order(room, post, cx);
+            return None;
+        }
         let (needs, plain, v1) = self.others(room);
         let out = Outgoing::new(post, needs);
         let mut delivered = 0;
@@ -212,7 +316,7 @@ impl Reach for Shared {
         }
         cx.counters
             .add(crate::metrics::Counter::Deliveries, delivered);
-        out
+        Some(out)
     }
 
     fn tell_presence(
@@ -232,5 +336,20 @@ impl Reach for Shared {
         if let Some((list, _)) = self.registry.attention.get(self.me.0) {
             into.append(&mut lock(list));
         }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        if let Some(history) = &mut lock(&self.registry.state).history {
+            history.sweep(now);
+        }
+    }
+
+    fn end_turn(&mut self, counters: &mut Counters) -> bool {
+        if self.ordered
+            && let Some(history) = &mut lock(&self.registry.state).history
+        {
+            count_history(history, counters);
+        }
+        false
     }
 }

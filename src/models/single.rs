@@ -12,8 +12,11 @@ use mio::{Interest, Registry, Token};
 use crate::acceptor::{Accepted, Handoff, RESOURCE_BACKOFF, accept_ready};
 use crate::chat::{Outgoing, Post};
 use crate::frame::SharedFrame;
+use crate::history::{History, Start};
+use crate::ids::SessionKey;
 use crate::limits::PerIpLimit;
-use crate::models::Reach;
+use crate::metrics::Counters;
+use crate::models::{Joiner, Placing, Reach, count_history};
 use crate::room::{Room, RoomId, Share};
 use crate::session::{Ctx, Session};
 use crate::stats::ServerStats;
@@ -75,15 +78,69 @@ impl Listener {
     }
 }
 
-/// The `single` model's reach: there is no other thread.
-pub struct Alone;
+/// The `single` model's reach: there is no other thread, so the loop is every room's
+/// sequencer and keeps every history (history on).
+pub struct Alone {
+    history: Option<History>,
+}
+
+impl Alone {
+    /// The reach, keeping `history` (`None`: history off).
+    pub fn new(history: Option<History>) -> Self {
+        Alone { history }
+    }
+}
 
 impl Reach for Alone {
     type Cell = Session<Conn>;
 
-    fn fan_out(&mut self, _: &RoomId, post: Post, local: &Room, _: &mut Ctx) -> Arc<Outgoing> {
-        Outgoing::new(post, local.needs())
+    fn admit(
+        &mut self,
+        room: &RoomId,
+        _: Joiner<()>,
+        placing: Placing,
+        local: &Room,
+        now: Instant,
+        welcome: impl FnOnce(u64, Option<&Start>),
+    ) -> u64 {
+        let start = placing.start(room, self.history.as_mut(), now);
+        welcome(local.online(), start.as_ref());
+        local.online()
+    }
+
+    fn dismiss(&mut self, room: &RoomId, _: SessionKey, local: Option<&Room>, now: Instant) -> u64 {
+        if let Some(history) = &mut self.history {
+            history.leave(room, now);
+        }
+        local.map_or(0, Room::online)
+    }
+
+    fn fan_out(
+        &mut self,
+        room: &RoomId,
+        post: Post,
+        local: Option<&Room>,
+        cx: &mut Ctx,
+    ) -> Option<Arc<Outgoing>> {
+        let needs = local.map(Room::needs).unwrap_or_default();
+        Some(match &mut self.history {
+            Some(history) => history.append(room, post, needs, cx.now),
+            None => Outgoing::new(post, needs),
+        })
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        if let Some(history) = &mut self.history {
+            history.sweep(now);
+        }
     }
 
     fn tell_presence(&mut self, _: &RoomId, _: Share, _: Option<&SharedFrame>, _: &mut Ctx) {}
+
+    fn end_turn(&mut self, counters: &mut Counters) -> bool {
+        if let Some(history) = &mut self.history {
+            count_history(history, counters);
+        }
+        false
+    }
 }

@@ -83,6 +83,7 @@ impl<S: Transport> Session<S> {
                     room,
                     dialect,
                     nick,
+                    ask,
                     response,
                 } => {
                     self.out.push(Chunk::Owned(response));
@@ -95,14 +96,14 @@ impl<S: Transport> Session<S> {
                         ws: Box::new(WebSocketContext::new(Role::Server, Some(ws_config))),
                         liveness: Liveness::new(&Timing::of(cfg), cx.now),
                         closing_until: None,
-                        hello_until: None,
+                        hello: None,
                     };
                     self.room = Some(room.clone());
                     self.dialect = dialect;
                     events.push(Event::Upgraded);
                     match dialect {
-                        Dialect::Plain => events.push(Event::Joined(room)),
-                        Dialect::V1 => self.greet_v1(nick, cx, events),
+                        Dialect::Plain => events.push(Event::Joined(room, ask)),
+                        Dialect::V1 => self.greet_v1(nick, ask, cx, events),
                     }
                     return self.consume_ws(&rest, cx, events, budget);
                 }

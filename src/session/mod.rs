@@ -42,6 +42,7 @@ use crate::chat::{Dialect, Nick, Post};
 pub use crate::close::CloseReason;
 use crate::config::Config;
 use crate::frame::SharedFrame;
+use crate::history::Ask;
 use crate::http::Site;
 use crate::ids::SessionId;
 use crate::metrics::{Counter, Counters};
@@ -68,8 +69,8 @@ pub enum Event {
     /// The session completed its upgrade: it holds a WebSocket place from now on.
     Upgraded,
     /// The session is now a member of `RoomId` (a plain client at once, a v1 client once it
-    /// has a nickname): add it, welcome it, announce it.
-    Joined(RoomId),
+    /// has a nickname), asking `Ask` of its history: add it, welcome it, announce it.
+    Joined(RoomId, Ask),
     /// The session sent a message: deliver it to its room (the sender included).
     Message(Post),
 }
@@ -110,8 +111,9 @@ enum Phase {
         liveness: Liveness,
         /// We sent a close frame and wait for the peer's, until this moment.
         closing_until: Option<Instant>,
-        /// A v1 client without a nickname must send a valid `hello` by then.
-        hello_until: Option<Instant>,
+        /// A v1 client without a nickname: when its `hello` is due (boxed: rare, and every
+        /// idle connection carries this phase).
+        hello: Option<Box<v1::AwaitingHello>>,
     },
     Discard {
         write_shut: bool,
@@ -403,11 +405,11 @@ impl<S: Transport> Session<S> {
     fn expire(&mut self, cx: &mut Ctx) -> Progress {
         let now = cx.now;
         if let Phase::Open {
-            hello_until: Some(until),
+            hello: Some(hello),
             closing_until: None,
             ..
         } = &self.phase
-            && *until <= now
+            && hello.until <= now
         {
             cx.counters.bump(Counter::TimerHello);
             self.fail(CloseReason::NoHello, cx);
@@ -482,6 +484,13 @@ impl<S: Transport> Session<S> {
         progress
     }
 
+    /// Closes an open WebSocket for `reason`, which the loop decided (not the peer): a close
+    /// frame, then its reply awaited. It takes no more messages from now on.
+    pub fn close_for(&mut self, reason: CloseReason, cx: &mut Ctx) {
+        self.close_politely(reason, cx);
+        self.refresh_deadline(cx.config);
+    }
+
     /// Offers a broadcast frame. A session whose queue would pass `max_buffered` first gives
     /// its socket what it will take; if the queue would still pass it, the session is cut off
     /// as a slow consumer: its unsent frames are dropped and a close frame (1008) is queued.
@@ -522,16 +531,18 @@ impl<S: Transport> Session<S> {
         if let Phase::Open {
             liveness,
             closing_until,
-            hello_until,
+            hello,
             ..
         } = &self.phase
         {
             let timing = Timing::of(config);
-            self.deadline = match (closing_until, hello_until) {
+            self.deadline = match (closing_until, hello) {
                 (Some(until), _) => Some(*until),
-                (None, Some(hello)) => {
-                    Some(liveness.next_due(&timing).map_or(*hello, |d| d.min(*hello)))
-                }
+                (None, Some(hello)) => Some(
+                    liveness
+                        .next_due(&timing)
+                        .map_or(hello.until, |d| d.min(hello.until)),
+                ),
                 (None, None) => liveness.next_due(&timing),
             };
         }

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::chat::envelope::{ClientEnvelope, ErrorCode};
+use crate::chat::envelope::{ClientEnvelope, ErrorCode, HelloSince};
 use crate::chat::post::now_millis;
 use crate::chat::{Body, Nick, Post};
+use crate::history::{Ask, Epoch, Since};
 use crate::room::RoomId;
 use crate::session::Event;
 
@@ -17,10 +18,20 @@ use crate::session::Event;
 pub struct V1State<'a> {
     /// The nickname, once set.
     pub nick: &'a mut Option<Nick>,
-    /// The deadline for a `hello`, cleared once one is accepted.
-    pub hello_until: &'a mut Option<Instant>,
+    /// Set while a `hello` is due, cleared once one is accepted.
+    pub hello: &'a mut Option<Box<AwaitingHello>>,
     /// The room the session upgraded into.
     pub room: Option<&'a RoomId>,
+}
+
+/// A v1 client that upgraded without a nickname: when its `hello` is due, and what the
+/// upgrade's query asked of the history (a `hello` may ask instead).
+#[derive(Debug)]
+pub struct AwaitingHello {
+    /// The deadline.
+    pub until: Instant,
+    /// The query's `history` and `since`.
+    pub ask: Ask,
 }
 
 /// Acts on one text message from a v1 client: a `message` becomes [`Event::Message`] (from
@@ -48,18 +59,49 @@ pub fn on_text(
             None
         }
         (Some(ClientEnvelope::Hello { .. }), Some(_)) => Some(ErrorCode::AlreadyJoined),
-        (Some(ClientEnvelope::Hello { nick }), None) => match Nick::parse(&nick) {
+        (
+            Some(ClientEnvelope::Hello {
+                nick,
+                history,
+                since,
+            }),
+            None,
+        ) => match Nick::parse(&nick) {
             Some(nick) => {
                 *state.nick = Some(nick);
-                *state.hello_until = None;
+                let query_ask = state.hello.take().map_or_else(Ask::default, |h| h.ask);
+                let (ask, error) = hello_ask(history, since, query_ask);
                 if let Some(room) = state.room {
-                    events.push(Event::Joined(room.clone()));
+                    events.push(Event::Joined(room.clone(), ask));
                 }
-                None
+                error
             }
             None => Some(ErrorCode::BadNick),
         },
     }
+}
+
+/// What a `hello` asks of the history: its own `history` and `since` if it has either, the
+/// query's otherwise. An epoch that is no epoch still asks for a resume (never recovered),
+/// and is reported.
+fn hello_ask(
+    history: Option<u64>,
+    since: Option<HelloSince>,
+    query: Ask,
+) -> (Ask, Option<ErrorCode>) {
+    if history.is_none() && since.is_none() {
+        return (query, None);
+    }
+    let epoch = since.as_ref().map(|s| Epoch::parse(&s.epoch));
+    let ask = Ask {
+        history: history.map_or(0, |n| n.min(u64::from(u32::MAX)) as u32),
+        since: since.map(|s| Since {
+            epoch: Epoch::parse(&s.epoch),
+            offset: s.offset,
+        }),
+    };
+    let error = matches!(epoch, Some(None)).then_some(ErrorCode::BadSince);
+    (ask, error)
 }
 
 /// What a v1 client's upgrade leads to: with a valid `?nick=` it joins now (`Ok(true)`);
@@ -69,6 +111,7 @@ pub fn greet(
     nick: Option<String>,
     own: &mut Option<Nick>,
     room: Option<&RoomId>,
+    ask: Ask,
     events: &mut Vec<Event>,
 ) -> Result<bool, ErrorCode> {
     let Some(asked) = nick else {
@@ -78,7 +121,7 @@ pub fn greet(
         Some(nick) => {
             *own = Some(nick);
             if let Some(room) = room {
-                events.push(Event::Joined(room.clone()));
+                events.push(Event::Joined(room.clone(), ask));
             }
             Ok(true)
         }
@@ -92,12 +135,18 @@ mod tests {
 
     fn run(text: &str, nick: &mut Option<Nick>, events: &mut Vec<Event>) -> Option<ErrorCode> {
         let room = RoomId::parse("r").unwrap();
-        let mut hello_until = Some(Instant::now());
+        let mut hello = Some(Box::new(AwaitingHello {
+            until: Instant::now(),
+            ask: Ask {
+                history: 7,
+                since: None,
+            },
+        }));
         on_text(
             text,
             V1State {
                 nick,
-                hello_until: &mut hello_until,
+                hello: &mut hello,
                 room: Some(&room),
             },
             || Arc::from("0.1"),
@@ -111,7 +160,7 @@ mod tests {
         let hello = r#"{"type":"hello","nick":"ann"}"#;
         assert_eq!(run(hello, &mut nick, &mut events), None);
         assert_eq!(nick.as_ref().map(Nick::as_str), Some("ann"));
-        assert!(matches!(events.as_slice(), [Event::Joined(_)]));
+        assert!(matches!(events.as_slice(), [Event::Joined(_, ask)] if ask.history == 7));
         assert_eq!(
             run(hello, &mut nick, &mut events),
             Some(ErrorCode::AlreadyJoined)
@@ -140,16 +189,49 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_asks_for_history_itself_or_leaves_it_to_the_query() {
+        let mut events = Vec::new();
+        let hello = r#"{"type":"hello","nick":"a","history":3,"since":{"epoch":"00000000000000ff","offset":9}}"#;
+        assert_eq!(run(hello, &mut None, &mut events), None);
+        let [Event::Joined(_, ask)] = events.as_slice() else {
+            panic!("one join, got {events:?}");
+        };
+        assert_eq!(ask.history, 3);
+        assert_eq!(
+            ask.since,
+            Some(Since {
+                epoch: Some(Epoch(255)),
+                offset: 9
+            })
+        );
+        // An epoch that is none: reported, and asked as a resume that cannot be recovered.
+        let mut events = Vec::new();
+        let hello = r#"{"type":"hello","nick":"a","since":{"epoch":"nope","offset":9}}"#;
+        assert_eq!(
+            run(hello, &mut None, &mut events),
+            Some(ErrorCode::BadSince)
+        );
+        let [Event::Joined(_, ask)] = events.as_slice() else {
+            panic!("one join, got {events:?}");
+        };
+        assert_eq!(ask.since.map(|s| s.epoch), Some(None));
+    }
+
+    #[test]
     fn greeting_takes_a_valid_query_nick_and_refuses_a_bad_one() {
         let room = RoomId::parse("r").unwrap();
         let (mut nick, mut events) = (None, Vec::new());
-        assert_eq!(greet(None, &mut nick, Some(&room), &mut events), Ok(false));
+        let ask = Ask::default();
         assert_eq!(
-            greet(Some("a b".into()), &mut nick, Some(&room), &mut events),
+            greet(None, &mut nick, Some(&room), ask, &mut events),
+            Ok(false)
+        );
+        assert_eq!(
+            greet(Some("a b".into()), &mut nick, Some(&room), ask, &mut events),
             Err(ErrorCode::BadNick)
         );
         assert_eq!(
-            greet(Some("ann".into()), &mut nick, Some(&room), &mut events),
+            greet(Some("ann".into()), &mut nick, Some(&room), ask, &mut events),
             Ok(true)
         );
         assert_eq!(events.len(), 1);

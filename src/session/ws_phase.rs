@@ -16,6 +16,7 @@ use super::wsio::WsIo;
 use super::{CloseReason, Ctx, Event, Phase, Session, Transport, id_text, v1};
 use crate::chat::post::now_millis;
 use crate::chat::{Body, Dialect, Post, envelope};
+use crate::history::Ask;
 use crate::metrics::Counter;
 
 impl<S: Transport> Session<S> {
@@ -30,7 +31,7 @@ impl<S: Transport> Session<S> {
             ws,
             liveness,
             closing_until,
-            hello_until,
+            hello,
         } = &mut self.phase
         else {
             return true;
@@ -55,7 +56,7 @@ impl<S: Transport> Session<S> {
                             cx.counters.bump(Counter::MessagesIn);
                             let state = v1::V1State {
                                 nick: &mut self.nick,
-                                hello_until,
+                                hello,
                                 room: self.room.as_ref(),
                             };
                             let (id_slot, id) = (&mut self.id_text, self.id);
@@ -133,8 +134,14 @@ impl<S: Transport> Session<S> {
 
     /// A v1 client just upgraded: with a valid `?nick=` it joins now; otherwise it is told
     /// why (a bad nickname) and has `handshake_timeout` to send a `hello`.
-    pub(super) fn greet_v1(&mut self, nick: Option<String>, cx: &mut Ctx, events: &mut Vec<Event>) {
-        match v1::greet(nick, &mut self.nick, self.room.as_ref(), events) {
+    pub(super) fn greet_v1(
+        &mut self,
+        nick: Option<String>,
+        ask: Ask,
+        cx: &mut Ctx,
+        events: &mut Vec<Event>,
+    ) {
+        match v1::greet(nick, &mut self.nick, self.room.as_ref(), ask, events) {
             Ok(true) => return,
             Ok(false) => {}
             Err(code) => {
@@ -142,8 +149,11 @@ impl<S: Transport> Session<S> {
                 self.out.push(Chunk::Shared(envelope::error(code)));
             }
         }
-        if let Phase::Open { hello_until, .. } = &mut self.phase {
-            *hello_until = Some(cx.now + cx.config.handshake_timeout);
+        if let Phase::Open { hello, .. } = &mut self.phase {
+            *hello = Some(Box::new(v1::AwaitingHello {
+                until: cx.now + cx.config.handshake_timeout,
+                ask,
+            }));
         }
     }
 }

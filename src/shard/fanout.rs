@@ -9,20 +9,59 @@
 
 use std::sync::Arc;
 
-use crate::chat::envelope::{self, Change};
+use crate::chat::envelope::{self, Change, ErrorCode, WelcomeStart};
 use crate::chat::{Dialect, MemberChange, Outgoing, Post};
+use crate::close::CloseReason;
 use crate::frame::SharedFrame;
+use crate::history::{Ask, Start};
 use crate::ids::SessionKey;
 use crate::mesh::{ClusterNews, ShardMsg};
 use crate::metrics::Counter;
-use crate::models::{Joiner, Reach};
+use crate::models::{Joiner, Placing, Reach};
 use crate::room::{RoomId, Share};
 use crate::session::Delivery;
 use crate::shard::Shard;
 
 impl<R: Reach> Shard<R> {
-    /// Session `key` becomes a member of `room`: it is welcomed (v1), the others are told.
-    pub(super) fn join(&mut self, key: SessionKey, room: RoomId) {
+    /// Session `key` joins `room`, asking `ask` of its history: placed and welcomed now,
+    /// or, when the room's sequencer is another thread, once it has placed it.
+    pub(super) fn join(&mut self, key: SessionKey, room: RoomId, ask: Ask) {
+        let Some(generation) = self.table.generation(key) else {
+            return;
+        };
+        let ask = self.cap_history(key, ask);
+        if !self.reach.defer_join(&room, key, generation, &ask) {
+            self.admit(key, room, Placing::Here(&ask));
+        }
+    }
+
+    /// Caps what `key` asks of the history at `--history-size`; a v1 client asking more is
+    /// told so (it gets all there is).
+    fn cap_history(&mut self, key: SessionKey, mut ask: Ask) -> Ask {
+        let size = u32::try_from(self.common.config.history_size).unwrap_or(u32::MAX);
+        if ask.history <= size {
+            return ask;
+        }
+        ask.history = size;
+        let told = self.common.config.history_on()
+            && self.table.with(key, |s| {
+                let v1 = s.dialect() == Dialect::V1;
+                if v1 {
+                    s.push_own(envelope::error(ErrorCode::HistoryLimit));
+                }
+                v1
+            }) == Some(true);
+        if told {
+            self.counters.bump(Counter::EnvelopeErrors);
+            self.table.list_for_flush(key);
+        }
+        ask
+    }
+
+    /// Session `key` becomes a member of `room`: it is welcomed (v1) at its place in the
+    /// room's history (`placed` by another thread, or found by the reach now) and gets what
+    /// it asked to have replayed; the others are told.
+    fn admit(&mut self, key: SessionKey, room: RoomId, placing: Placing) {
         let (Some(generation), Some(handle)) = (self.table.generation(key), self.table.handle(key))
         else {
             return;
@@ -32,6 +71,14 @@ impl<R: Reach> Shard<R> {
         };
         let slot = self.rooms.join(&room, dialect, key);
         self.table.set_room_slot(key, Some(slot));
+        let placed_at = match &placing {
+            Placing::Placed(start) => Some(start.offset),
+            Placing::Here(_) => None,
+        };
+        let resumed = match &placing {
+            Placing::Placed(_) => false,
+            Placing::Here(ask) => ask.since.is_some(),
+        };
         let joiner = Joiner {
             key,
             generation,
@@ -42,17 +89,80 @@ impl<R: Reach> Shard<R> {
             return;
         };
         let (table, config) = (&mut self.table, &self.common.config);
-        let online = self.reach.admit(&room, joiner, local, |online| {
-            if dialect == Dialect::V1 {
+        let online = self
+            .reach
+            .admit(&room, joiner, placing, local, self.now, |online, start| {
                 table.with(key, |s| {
-                    let id = s.id_text(config);
-                    let nick = s.nick().map_or("", |n| n.as_str());
-                    s.push_own(envelope::welcome(&id, room.as_str(), nick, online));
+                    if dialect == Dialect::V1 {
+                        let id = s.id_text(config);
+                        let nick = s.nick().map_or("", |n| n.as_str());
+                        let epoch = start.map(|st| st.epoch.to_string());
+                        let place = WelcomeStart {
+                            epoch: epoch.as_deref(),
+                            offset: start.map(|st| st.offset),
+                            replay: start.map(|st| st.replay.len() as u64),
+                            // History off: a resume cannot be vouched for.
+                            recovered: start.map_or(resumed.then_some(false), |st| st.recovered),
+                        };
+                        s.push_own(envelope::welcome(&id, room.as_str(), nick, online, place));
+                    }
+                    for out in start.map_or(&[][..], |st| &st.replay) {
+                        s.push_own(out.replay_frame(dialect));
+                    }
                 });
                 table.list_for_flush(key);
-            }
-        });
+            });
+        if let Some(offset) = placed_at
+            && self.rooms.started(&room, offset)
+        {
+            self.missed_messages(&room, Some(key));
+        }
         self.announce(&room, Change::Join, key, online);
+    }
+
+    /// The room's home placed session `key` (of `generation`) in `room`: it is admitted if it
+    /// still waits for that; otherwise the home is told it is not there after all.
+    fn on_joined(&mut self, key: SessionKey, generation: u64, room: RoomId, start: Start) {
+        let waiting = self.table.is_current(key, generation)
+            && self.table.room_slot(key).is_none()
+            && self
+                .table
+                .with(key, |s| s.receives() && s.room() == Some(&room))
+                == Some(true);
+        if waiting {
+            self.admit(key, room, Placing::Placed(start));
+        } else {
+            self.reach.dismiss(&room, key, None, self.now);
+        }
+    }
+
+    /// This shard's members of `room` (but `except`) missed some of its messages: the mesh
+    /// dropped them. They are closed (1013), never left with a silent gap; a v1 client
+    /// resumes with `since` and gets them from the history.
+    fn missed_messages(&mut self, room: &RoomId, except: Option<SessionKey>) {
+        let Some(entry) = self.rooms.get(room) else {
+            return;
+        };
+        let members: Vec<SessionKey> = entry
+            .plain
+            .iter()
+            .chain(&entry.v1)
+            .copied()
+            .filter(|&key| Some(key) != except)
+            .collect();
+        tracing::warn!(
+            room = room.as_str(),
+            members = members.len(),
+            "this shard missed messages of the room: closing its members here (1013) to resume"
+        );
+        let mut cx = self.common.ctx(self.now, &mut self.counters);
+        for key in members {
+            self.table
+                .with(key, |s| s.close_for(CloseReason::MissedMessages, &mut cx));
+            self.table.list_for_flush(key);
+            self.departures.push(key);
+            self.table.arm(key);
+        }
     }
 
     /// Members that stopped taking messages leave their rooms (which may cut off others as
@@ -80,7 +190,9 @@ impl<R: Reach> Shard<R> {
         if let Some(moved) = self.rooms.leave(&room, dialect, slot) {
             self.table.set_room_slot(moved, Some(slot));
         }
-        let online = self.reach.dismiss(&room, key, self.rooms.get(&room));
+        let online = self
+            .reach
+            .dismiss(&room, key, self.rooms.get(&room), self.now);
         self.announce(&room, Change::Leave, key, online);
     }
 
@@ -137,25 +249,33 @@ impl<R: Reach> Shard<R> {
         self.push_to_members(room, Dialect::V1, &notice, None);
     }
 
-    /// Sends `post` from session `from` to its room: the reach encodes it and sends it to
-    /// the members of other threads, the bridge to other nodes, and this thread queues it
-    /// for its own.
+    /// Sends `post` from session `from` to its room (and, in a cluster, to other nodes).
+    /// The sender is a member, or one whose place the room's home is deciding: its message
+    /// is numbered after that place, so it gets it back like every member.
     pub(super) fn fan_out(&mut self, from: SessionKey, post: Post) {
-        if self.table.room_slot(from).is_none() {
-            return;
-        }
-        let Some(Some(room)) = self.table.with(from, |s| s.room().cloned()) else {
-            return;
-        };
-        let Some(local) = self.rooms.get(&room) else {
+        let Some(Some(room)) = self
+            .table
+            .with(from, |s| s.receives().then(|| s.room().cloned()).flatten())
+        else {
             return;
         };
-        let mut cx = self.common.ctx(self.now, &mut self.counters);
-        let out = self.reach.fan_out(&room, post, local, &mut cx);
         if let Some(cluster) = &self.cluster {
-            cluster.publish(&room, &out.post);
+            cluster.publish(&room, &post);
         }
-        self.deliver_local(&room, &out);
+        self.publish(&room, post);
+    }
+
+    /// Sends `post` to `room`'s members everywhere through the reach (which numbers it, or
+    /// hands it to the room's home), and queues it for this thread's own when it is theirs
+    /// now.
+    fn publish(&mut self, room: &RoomId, post: Post) {
+        let mut cx = self.common.ctx(self.now, &mut self.counters);
+        let out = self
+            .reach
+            .fan_out(room, post, self.rooms.get(room), &mut cx);
+        if let Some(out) = out {
+            self.deliver_local(room, &out);
+        }
     }
 
     /// Queues `out` for this thread's members of `room`, each in its dialect.
@@ -220,7 +340,31 @@ impl<R: Reach> Shard<R> {
     /// Acts on a message from another shard or from the bridge.
     pub(super) fn on_shard_msg(&mut self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Broadcast { room, post } => self.deliver_local(&room, &post),
+            ShardMsg::Broadcast { room, post } => {
+                if post.offset > 0 && self.rooms.advance(&room, post.offset) {
+                    self.missed_messages(&room, None);
+                }
+                self.deliver_local(&room, &post);
+            }
+            ShardMsg::Publish { room, post } => self.publish(&room, post),
+            ShardMsg::Subscribe {
+                room,
+                from,
+                key,
+                generation,
+                ask,
+            } => self
+                .reach
+                .on_subscribe(&room, from, key, generation, &ask, self.now),
+            ShardMsg::Unsubscribe { room, from } => {
+                self.reach.on_unsubscribe(&room, from, self.now);
+            }
+            ShardMsg::Joined {
+                room,
+                key,
+                generation,
+                start,
+            } => self.on_joined(key, generation, room, *start),
             ShardMsg::Presence {
                 room,
                 from,

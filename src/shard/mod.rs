@@ -66,6 +66,10 @@ const SCRATCH_SIZE: usize = 64 * 1024;
 /// Most inbox messages handled per turn before sockets get their turn again.
 const INBOX_BUDGET: usize = 4096;
 
+/// How often expired room histories are looked for. Expiry is also checked whenever a room's
+/// history is used, so this only bounds how long expired memory lingers in a quiet loop.
+const HISTORY_SWEEP: Duration = Duration::from_secs(1);
+
 /// Most readiness events taken from one poll.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -161,6 +165,8 @@ pub struct Shard<R: Reach> {
     attention: Vec<(SessionKey, u64)>,
     /// Set once shutdown began: the moment the loop stops regardless.
     drain_until: Option<Instant>,
+    /// When expired histories are next looked for.
+    next_sweep: Instant,
     now: Instant,
 }
 
@@ -190,6 +196,7 @@ impl<R: Reach> Shard<R> {
             fresh: Vec::new(),
             attention: Vec::new(),
             drain_until: None,
+            next_sweep: now + HISTORY_SWEEP,
             now,
         }
     }
@@ -435,7 +442,7 @@ impl<R: Reach> Shard<R> {
         for event in events.drain(..) {
             match event {
                 Event::Upgraded => self.upgraded(key),
-                Event::Joined(room) => self.join(key, room),
+                Event::Joined(room, ask) => self.join(key, room, ask),
                 Event::Message(post) => self.fan_out(key, post),
             }
         }
@@ -463,6 +470,10 @@ impl<R: Reach> Shard<R> {
 
     fn expire_timers(&mut self) {
         let now = Instant::now();
+        if now >= self.next_sweep {
+            self.reach.sweep(now);
+            self.next_sweep = now + HISTORY_SWEEP;
+        }
         while let Some(key) = self.table.pop_due(now) {
             let span = self.session_span(key);
             let _entered = span.enter();

@@ -17,6 +17,7 @@ use crate::mesh::{MeshLinks, PeerHandle};
 use crate::models::sharded::Mesh;
 use crate::models::shared::{Registry, Shared};
 use crate::models::single::Alone;
+use crate::room::RoomId;
 use crate::shard::table::{Cell, Locked};
 
 // ---------------------------------------------------------------------------------------
@@ -361,10 +362,153 @@ fn field(text: &str, name: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(text).unwrap()[name].clone()
 }
 
+/// A history as the default configuration keeps it.
+fn history() -> Option<crate::history::History> {
+    crate::models::history_for(&Config::default(), 2)
+}
+
+/// A room whose home, among two shards, is shard `home`.
+fn room_at_home(home: usize) -> String {
+    (0..)
+        .map(|i| format!("r{i}"))
+        .find(|name| RoomId::parse(name).unwrap().home(2) == ShardId(home))
+        .unwrap()
+}
+
+fn offsets(texts: &[String]) -> Vec<u64> {
+    texts
+        .iter()
+        .filter(|t| field(t, "type") == "message")
+        .map(|t| field(t, "offset").as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn mesh_gives_every_member_of_a_room_one_order() {
+    let mut rig = rig(2, |i, peers, _| {
+        Mesh::new(
+            ShardId(i),
+            2,
+            MeshLinks::new(ShardId(i), peers.to_vec()),
+            history(),
+        )
+    });
+    for home in [0, 1] {
+        let room = room_at_home(home);
+        let mut a = rig.client(0, &room, None);
+        let mut b = rig.client(1, &room, None);
+        let mut c = rig.client(1, &room, Some("cy"));
+        c.texts();
+        // Both send before either loop turns: the home numbers one message from the other
+        // shard after its own, whatever each shard saw first.
+        for i in 0..3 {
+            a.send_text(&format!("a{i}"));
+            b.send_text(&format!("b{i}"));
+        }
+        let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            rig.settle();
+            seen_a.extend(a.texts());
+            seen_b.extend(b.texts());
+            if seen_a.len() == 6 && seen_b.len() == 6 {
+                break;
+            }
+        }
+        assert_eq!(seen_a.len(), 6, "{seen_a:?}");
+        assert_eq!(seen_a, seen_b, "home {home}: one order for all");
+        let v1 = c.texts();
+        let first = offsets(&v1)[0];
+        assert_eq!(offsets(&v1), (first..first + 6).collect::<Vec<_>>());
+        let texts: Vec<_> = v1.iter().map(|t| field(t, "text")).collect();
+        assert_eq!(texts, seen_a, "v1 members see the same sequence");
+    }
+}
+
+#[test]
+fn mesh_places_a_member_of_another_shard_where_its_replay_ends() {
+    let mut rig = rig(2, |i, peers, _| {
+        Mesh::new(
+            ShardId(i),
+            2,
+            MeshLinks::new(ShardId(i), peers.to_vec()),
+            history(),
+        )
+    });
+    let room = room_at_home(0);
+    let mut ann = rig.client(0, &room, Some("ann"));
+    let welcome = ann.texts();
+    let epoch = field(&welcome[0], "epoch");
+    assert_eq!(field(&welcome[0], "offset"), 0);
+    for i in 0..3 {
+        ann.send_text(&format!(r#"{{"type":"message","text":"m{i}"}}"#));
+    }
+    rig.settle();
+    // Bob joins on the other shard asking for two, while ann sends a fourth.
+    ann.send_text(r#"{"type":"message","text":"m3"}"#);
+    let mut bob = rig.client(1, &room, Some("bob&history=2"));
+    rig.settle();
+    let got = bob.texts();
+    assert_eq!(field(&got[0], "type"), "welcome");
+    assert_eq!(field(&got[0], "epoch"), epoch);
+    let at = field(&got[0], "offset").as_u64().unwrap();
+    assert_eq!(field(&got[0], "replay"), 2);
+    let replayed: Vec<_> = got[1..3].iter().map(|t| field(t, "history")).collect();
+    assert_eq!(replayed, [true, true]);
+    // Two replayed up to its place, then live from there: contiguous, nothing twice.
+    assert_eq!(offsets(&got), (at - 1..=4).collect::<Vec<_>>(), "{got:?}");
+
+    // Dropped and back with `since`: exactly what it missed.
+    drop(bob);
+    rig.settle();
+    ann.send_text(r#"{"type":"message","text":"m4"}"#);
+    ann.send_text(r#"{"type":"message","text":"m5"}"#);
+    rig.settle();
+    let since = format!("bob&since={}:4", epoch.as_str().unwrap());
+    let mut bob = rig.client(1, &room, Some(&since));
+    rig.settle();
+    let got = bob.texts();
+    assert_eq!(field(&got[0], "recovered"), true);
+    assert_eq!(offsets(&got), [5, 6]);
+}
+
+#[test]
+fn shared_gives_every_member_of_a_room_one_order() {
+    let registry = std::sync::OnceLock::new();
+    let mut rig = rig(2, |i, _, wakers| {
+        let registry = registry.get_or_init(|| Registry::new(wakers.to_vec(), history()));
+        Shared::new(ShardId(i), registry.clone())
+    });
+    let mut a = rig.client(0, "r", None);
+    let mut b = rig.client(1, "r", None);
+    let mut c = rig.client(0, "r", Some("cy"));
+    c.texts();
+    for i in 0..3 {
+        a.send_text(&format!("a{i}"));
+        b.send_text(&format!("b{i}"));
+    }
+    let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        rig.settle();
+        seen_a.extend(a.texts());
+        seen_b.extend(b.texts());
+        if seen_a.len() == 6 && seen_b.len() == 6 {
+            break;
+        }
+    }
+    assert_eq!(seen_a.len(), 6, "{seen_a:?}");
+    assert_eq!(seen_a, seen_b);
+    assert_eq!(offsets(&c.texts()), [1, 2, 3, 4, 5, 6]);
+}
+
 #[test]
 fn mesh_delivers_one_encoding_to_every_shard_in_each_senders_order() {
     let mut rig = rig(2, |i, peers, _| {
-        Mesh::new(ShardId(i), MeshLinks::new(ShardId(i), peers.to_vec()))
+        Mesh::new(
+            ShardId(i),
+            2,
+            MeshLinks::new(ShardId(i), peers.to_vec()),
+            None,
+        )
     });
     let mut a = rig.client(0, "r", None);
     let mut b = rig.client(1, "r", None);
@@ -385,7 +529,12 @@ fn mesh_delivers_one_encoding_to_every_shard_in_each_senders_order() {
 #[test]
 fn mesh_counts_members_on_every_shard_and_tells_them_of_joins() {
     let mut rig = rig(2, |i, peers, _| {
-        Mesh::new(ShardId(i), MeshLinks::new(ShardId(i), peers.to_vec()))
+        Mesh::new(
+            ShardId(i),
+            2,
+            MeshLinks::new(ShardId(i), peers.to_vec()),
+            history(),
+        )
     });
     let mut ann = rig.client(0, "r", Some("ann"));
     let welcome = ann.texts();
@@ -410,7 +559,7 @@ fn mesh_counts_members_on_every_shard_and_tells_them_of_joins() {
 
 #[test]
 fn alone_serves_a_room_on_one_loop() {
-    let mut rig = rig(1, |_, _, _| Alone);
+    let mut rig = rig(1, |_, _, _| Alone::new(history()));
     let mut ann = rig.client(0, "r", Some("ann"));
     let mut plain = rig.client(0, "r", None);
     ann.texts();
@@ -427,7 +576,7 @@ fn alone_serves_a_room_on_one_loop() {
 fn shared_sender_writes_to_other_threads_members_itself() {
     let registry = std::sync::OnceLock::new();
     let mut rig = rig(2, |i, _, wakers| {
-        let registry = registry.get_or_init(|| Registry::new(wakers.to_vec()));
+        let registry = registry.get_or_init(|| Registry::new(wakers.to_vec(), None));
         Shared::new(ShardId(i), registry.clone())
     });
     let mut ann = rig.client(0, "r", Some("ann"));
@@ -453,7 +602,7 @@ fn shared_sender_writes_to_other_threads_members_itself() {
 fn shared_members_of_a_closed_connection_leave_the_registry() {
     let registry = std::sync::OnceLock::new();
     let mut rig = rig(2, |i, _, wakers| {
-        let registry = registry.get_or_init(|| Registry::new(wakers.to_vec()));
+        let registry = registry.get_or_init(|| Registry::new(wakers.to_vec(), history()));
         Shared::new(ShardId(i), registry.clone())
     });
     let mut ann = rig.client(0, "r", Some("ann"));

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "metrics"],
     &["chat"],
     &["room"],
+    &["history"],
     &["mesh"],
     &["cluster"],
     &["stats"],

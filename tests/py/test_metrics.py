@@ -44,7 +44,7 @@ COUNTERS = {
     "shardcast_broadcast_deliveries_total": None,
     "shardcast_slow_consumer_closes_total": None,
     "shardcast_close_frames_sent_total": (
-        "code", {"1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011"}
+        "code", {"1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "1013"}
     ),
     "shardcast_timer_closes_total": ("timer", {"handshake", "pong", "idle", "close", "hello"}),
     "shardcast_envelope_errors_total": None,
@@ -55,8 +55,10 @@ COUNTERS = {
         "reason",
         {"client_close", "peer_gone", "io_error", "slow_consumer", "no_hello", "unsupported_data",
          "message_too_big", "invalid_utf8", "protocol_error", "internal_error", "idle_timeout",
-         "pong_timeout", "shutdown"},
+         "pong_timeout", "shutdown", "missed_messages"},
     ),
+    "shardcast_history_dropped_total": ("cause", {"memory", "ttl"}),
+    "shardcast_resumes_total": ("recovered", {"true", "false"}),
     "shardcast_loop_iterations_total": ("shard", SHARD_LABELS),
     "shardcast_per_ip_refused_total": None,
 }
