@@ -111,7 +111,11 @@ def test_history_memory_bounds_ten_thousand_rooms(server):
     srv = server("--history-memory", str(HISTORY_MEMORY))
     # Baseline with every shard awake and its buffers allocated: a first round of rooms'
     # worth of connections, in a room of its own that keeps no history worth counting.
-    run(asyncio.gather(*(fill_plain(srv.port, -1 - i) for i in range(FILLERS))), timeout=20)
+
+    async def warm_up():
+        await asyncio.gather(*(fill_plain(srv.port, -1 - i) for i in range(FILLERS)))
+
+    run(warm_up())
     baseline = srv.rss_bytes()
     started = time.monotonic()
     epochs = run(fill(srv.port), timeout=50)
