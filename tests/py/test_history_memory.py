@@ -3,6 +3,7 @@ each given 5 KB of history by a client that then leaves (50 MB in all), on a ser
 8 MiB, must not grow the server by much more than 8 MiB; the rooms filled first lose their
 history to the bound, and come back with a new epoch.
 """
+
 from __future__ import annotations
 
 import asyncio
