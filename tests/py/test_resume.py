@@ -14,6 +14,7 @@ import json
 from websockets.exceptions import ConnectionClosed
 
 from chat import as_plain, connect, expect, next_message, run, v1
+from wire import wait_for
 
 # ---------------------------------------------------------------------------------------------
 # Resume under load
@@ -173,6 +174,15 @@ def test_an_abruptly_dropped_member_resumes_exactly_twenty_times(server):
     # Not a claim about the server: the test's own check that it did drop messages to resume.
     assert sum(resumer.replayed) > ROUNDS, f"replays {resumer.replayed}"
     print(f"{reference.last} messages; replays {resumer.replayed}")
+
+    def counted():
+        m = srv.metrics()
+        gone = [m[f'shardcast_closes_total{{reason="{r}"}}'] for r in ("peer_gone", "io_error")]
+        return m['shardcast_resumes_total{recovered="true"}'] == ROUNDS and sum(gone) >= ROUNDS
+
+    # The server saw every drop as a connection gone without a close frame, and counted every
+    # resume as exact.
+    wait_for(counted, 5, f"{ROUNDS} exact resumes and {ROUNDS} abrupt closes counted")
 
 
 # ---------------------------------------------------------------------------------------------
