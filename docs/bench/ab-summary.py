@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Summarises an A/B directory written by docs/bench/ab-loop.sh: medians over its rounds."""
+"""Summarises an A/B directory written by docs/bench/ab-loop.sh or ab-order.sh: medians over
+its rounds (the kinds a directory has)."""
 import json, statistics as st, sys
 from pathlib import Path
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/ab-loop")
 load = lambda name: json.loads((out / name).read_text())
 rounds = sorted({int(p.stem.rsplit("-", 1)[1]) for p in out.glob("before-fanout-*.json")})
-for kind in ("fanout", "shared"):
+kinds = [k for k in ("fanout", "fanout1", "shared", "chat") if (out / f"before-{k}-1.json").exists()]
+for kind in kinds:
     for v in ("before", "after"):
         runs = [load(f"{v}-{kind}-{r}.json") for r in rounds]
         per_cpu = [r["server"]["deliveries_per_cpu_sec"] for r in runs]
@@ -26,4 +28,5 @@ for w in (1, 2):
         steps = {x["rate"]: x for x in s["steps"]}
         p99 = steps[best]["report"]["latency_ms"]["p99"] if best in steps else None
         tried = ", ".join(f"{r:.0f}{'' if x['passed'] else ' (fail)'}" for r, x in steps.items())
-        print(f"sweep w{w} {v:6} top rate {best}  p99 there {p99:.1f} ms  [{tried}]")
+        there = f"{p99:.1f} ms" if p99 is not None else "-"
+        print(f"sweep w{w} {v:6} top rate {best}  p99 there {there}  [{tried}]")

@@ -9,7 +9,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::{Response, generate_request};
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::handshake::machine::TryParse;
-use tungstenite::http::StatusCode;
+use tungstenite::http::{HeaderValue, StatusCode};
 
 /// Response heads longer than this are refused rather than buffered without bound.
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -29,6 +29,9 @@ pub enum HandshakeError {
     WrongAccept,
     #[error("upgrade response head exceeds {MAX_RESPONSE_HEAD} bytes")]
     HeadTooLong,
+    /// The server upgraded without the subprotocol asked for: it would speak another dialect.
+    #[error("the server did not accept subprotocol {0}")]
+    SubprotocolRefused(String),
 }
 
 /// An upgrade request ready to send, and what its answer must say.
@@ -36,18 +39,38 @@ pub enum HandshakeError {
 pub struct Upgrade {
     pub request: Vec<u8>,
     expected_accept: String,
+    /// The subprotocol asked for, which the `101` must name.
+    subprotocol: Option<String>,
 }
 
 impl Upgrade {
-    /// Builds `GET <path>` for `ws://<authority><path>`.
+    /// Builds `GET <path>` for `ws://<authority><path>` (the path may carry a query).
     pub fn new(authority: &str, path: &str) -> Result<Upgrade, HandshakeError> {
-        let request = format!("ws://{authority}{path}")
+        Upgrade::with_subprotocol(authority, path, None)
+    }
+
+    /// Like [`Upgrade::new`], asking for `subprotocol` (`Sec-WebSocket-Protocol`), e.g.
+    /// `shardcast.v1`.
+    pub fn with_subprotocol(
+        authority: &str,
+        path: &str,
+        subprotocol: Option<&str>,
+    ) -> Result<Upgrade, HandshakeError> {
+        let mut request = format!("ws://{authority}{path}")
             .into_client_request()
             .map_err(HandshakeError::Request)?;
+        if let Some(name) = subprotocol {
+            let value = HeaderValue::from_str(name)
+                .map_err(|e| HandshakeError::Request(tungstenite::Error::HttpFormat(e.into())))?;
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", value);
+        }
         let (request, key) = generate_request(request).map_err(HandshakeError::Request)?;
         Ok(Upgrade {
             request,
             expected_accept: derive_accept_key(key.as_bytes()),
+            subprotocol: subprotocol.map(str::to_string),
         })
     }
 
@@ -84,6 +107,15 @@ impl Upgrade {
         if header("Sec-WebSocket-Accept")? != self.expected_accept {
             return Err(HandshakeError::WrongAccept);
         }
+        if let Some(asked) = &self.subprotocol {
+            let chosen = response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok());
+            if chosen.map(str::trim) != Some(asked.as_str()) {
+                return Err(HandshakeError::SubprotocolRefused(asked.clone()));
+            }
+        }
         Ok(Some(head_len))
     }
 }
@@ -115,6 +147,38 @@ mod tests {
         let head = upgrade.check_response(&wire).unwrap().unwrap();
         assert_eq!(&wire[head..], b"\x81\x00");
         assert!(upgrade.check_response(&wire[..20]).unwrap().is_none());
+    }
+
+    #[test]
+    fn asks_for_a_subprotocol_and_insists_on_it() {
+        let upgrade = Upgrade::with_subprotocol(
+            "127.0.0.1:9",
+            "/r?nick=a&since=00ff:3",
+            Some("shardcast.v1"),
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&upgrade.request).to_string();
+        assert!(
+            text.starts_with("GET /r?nick=a&since=00ff:3 HTTP/1.1\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Sec-WebSocket-Protocol: shardcast.v1\r\n"),
+            "{text}"
+        );
+        let accept = derive_accept_key(key_of(&upgrade.request).as_bytes());
+        let plain = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        assert!(matches!(
+            upgrade.check_response(plain.as_bytes()),
+            Err(HandshakeError::SubprotocolRefused(_))
+        ));
+        let v1 = plain.replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Protocol: shardcast.v1\r\n\r\n",
+        );
+        assert!(upgrade.check_response(v1.as_bytes()).unwrap().is_some());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 
 use crate::frame::{ClientOpcode, FrameError, FrameKind, parse_server_frame};
+use crate::order::OrderPrint;
 use crate::outbox::Outbox;
 use crate::roundtrip::RoundTripBoard;
 use crate::stats::{ReceiveStats, new_histogram};
@@ -21,6 +22,11 @@ pub struct Recipient {
     /// Publisher id of `trackers[0]`.
     pub first_publisher: u32,
     pub trackers: Box<[SeqTracker]>,
+    /// The order of this recipient's first arrivals (see [`crate::order`]).
+    pub order: OrderPrint,
+    /// This recipient's share of [`ReceiveStats::duplicates`]: a member with duplicates is
+    /// left out of the order comparison.
+    pub duplicates: u64,
 }
 
 impl Recipient {
@@ -135,9 +141,11 @@ impl Inbound {
                 Arrival::Reordered => stats.reordered += 1,
                 Arrival::Duplicate => {
                     stats.duplicates += 1;
+                    recipient.duplicates += 1;
                     return;
                 }
             }
+            recipient.order.observe(token.publisher, token.seq);
             stats.delivered += 1;
             if (*measure_start_ns..*measure_end_ns).contains(&now_ns) {
                 stats.delivered_in_window += 1;
@@ -186,6 +194,7 @@ mod tests {
         let mut recipient = Recipient {
             first_publisher: 10,
             trackers: vec![SeqTracker::default(); 2].into(),
+            ..Recipient::default()
         };
         let mut outbox = Outbox::new(MaskSource::new(1));
         let mut wire = Vec::new();
@@ -200,6 +209,13 @@ mod tests {
         assert_eq!((s.delivered, s.duplicates, s.foreign), (3, 1, 1));
         assert_eq!(s.delivered_in_window, 3);
         assert_eq!(inbound.latency.len(), 3);
+        // The recipient's own books: first arrivals in order, and its duplicate.
+        let mut order = crate::order::OrderPrint::default();
+        for (publisher, seq) in [(10, 0), (11, 0), (10, 1)] {
+            order.observe(publisher, seq);
+        }
+        assert_eq!(recipient.order, order);
+        assert_eq!(recipient.duplicates, 1);
     }
 
     #[test]

@@ -25,7 +25,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = run_scenario(&scenario)
                 .with_context(|| format!("{} scenario failed", scenario.name()))?;
             emit(&report, &scenario.common().output)?;
-            Ok(ExitCode::SUCCESS)
+            let failed = report.failed_checks();
+            for check in &failed {
+                eprintln!("shardcast-load: check failed: {check}");
+            }
+            Ok(if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Compare(args) => {
             let report = compare::run(&args).context("compare failed")?;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::order::OrderReport;
 use crate::stats::Quantiles;
 
 /// The server's resource use during a run (with `--server-pid`).
@@ -83,6 +84,9 @@ pub struct TrafficReport {
     pub client_cpu_secs: f64,
     pub server: Option<ServerReport>,
     pub round_trip: Option<RoundTripReport>,
+    /// Whether every member of a room saw one order (see [`crate::order`]); `None` without
+    /// publishers.
+    pub order: Option<OrderReport>,
 }
 
 impl TrafficReport {
@@ -99,6 +103,13 @@ impl TrafficReport {
             && self.server_closed() == 0
             && self.dropped == 0
             && self.protocol_errors == 0
+    }
+
+    /// Makes a difference in order fail the run (`--expect-one-order`).
+    pub fn require_one_order(&mut self, required: bool) {
+        if let Some(order) = &mut self.order {
+            order.required = required;
+        }
     }
 
     /// The human-readable summary.
@@ -153,6 +164,9 @@ impl TrafficReport {
                 self.foreign_tokens,
                 self.malformed_tokens
             );
+        }
+        if let Some(order) = &self.order {
+            let _ = writeln!(s, "  order        {}", order.describe());
         }
         if let Some(rt) = &self.round_trip {
             let _ = writeln!(
@@ -217,6 +231,10 @@ impl TrafficReport {
             ("loss", self.loss.to_string()),
             ("duplicates", self.duplicates.to_string()),
             ("reordered", self.reordered.to_string()),
+            (
+                "order_differ",
+                self.order.map_or(String::new(), |o| o.differ.to_string()),
+            ),
             ("server_closed", self.server_closed().to_string()),
             (
                 "server_cpu_secs",

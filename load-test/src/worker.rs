@@ -25,6 +25,7 @@ use crate::control::{Phase, RunControl, Schedule};
 use crate::frame::MaskSource;
 use crate::handshake::Upgrade;
 use crate::inbound::{Inbound, Recipient};
+use crate::order::MemberOrder;
 use crate::outbox::Outbox;
 use crate::plan::{Plan, Role};
 use crate::roundtrip::RoundTripBoard;
@@ -75,6 +76,8 @@ pub struct WorkerReport {
     pub sent: u64,
     pub skipped: u64,
     pub open_holes: u64,
+    /// The order books of every member still open when the run ended.
+    pub members: Vec<MemberOrder>,
 }
 
 /// Connection accounting, apart from the receive statistics in [`Inbound`].
@@ -92,6 +95,7 @@ struct Tally {
     open_holes: u64,
     /// (publisher, messages sent) of publishers whose connection is gone.
     finished_publishers: Vec<(u32, u64)>,
+    members: Vec<MemberOrder>,
 }
 
 pub struct Worker {
@@ -161,6 +165,7 @@ impl Worker {
                 skipped: 0,
                 open_holes: 0,
                 finished_publishers: Vec::new(),
+                members: Vec::new(),
             },
             plan: setup.plan,
             control: setup.control,
@@ -195,6 +200,7 @@ impl Worker {
             self.flush_dirty();
             self.share_progress();
         }
+        self.keep_member_orders();
         self.close_all(&mut events)?;
         Ok(self.into_report())
     }
@@ -302,6 +308,7 @@ impl Worker {
         let recipient = Recipient {
             first_publisher: room.first_publisher,
             trackers: vec![SeqTracker::default(); room.publishers as usize].into(),
+            ..Recipient::default()
         };
         let publishing = spec.role.publisher().map(|publisher| Publishing {
             publisher,
@@ -541,6 +548,23 @@ impl Worker {
         Ok(IDLE_POLL)
     }
 
+    /// Keeps the order books of the members still open: connections open only now were
+    /// open since traffic started (late ones were dropped then), so these were connected
+    /// throughout.
+    fn keep_member_orders(&mut self) {
+        let plan = &self.plan;
+        self.tally.members = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_open())
+            .map(|(_, c)| MemberOrder {
+                room: plan.connections[c.spec].room,
+                print: c.recipient.order,
+                duplicates: c.recipient.duplicates,
+            })
+            .collect();
+    }
+
     /// Closes every connection politely (close frame, wait for the server's EOF), bounded by
     /// [`CLOSE_GRACE`]; what remains is dropped.
     fn close_all(&mut self, events: &mut Events) -> io::Result<()> {
@@ -644,6 +668,7 @@ impl Worker {
             sent: self.tally.sent,
             skipped: self.tally.skipped + skipped_open,
             open_holes: self.tally.open_holes,
+            members: self.tally.members,
         }
     }
 }

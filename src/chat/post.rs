@@ -117,8 +117,9 @@ impl Outgoing {
         }
     }
 
-    /// Bytes this message holds while a history keeps it (the frames it has made so far
-    /// included), for the history's memory bound.
+    /// Bytes this message may hold while a history keeps it: the message, the frames it
+    /// has made, and room for the v1 rendering a resume may make later (so that the figure
+    /// does not change while the message is kept, and the memory bound holds afterwards).
     pub fn footprint(&self) -> usize {
         let body = match &self.post.body {
             Body::Text(text) => text.len(),
@@ -127,17 +128,21 @@ impl Outgoing {
         // An `Arc`'s two counts come before each shared allocation.
         let shared = |len: usize| len + 2 * std::mem::size_of::<usize>();
         let frame = |f: Option<&SharedFrame>| f.map_or(0, |f| shared(f.len()));
+        let nick = self.post.nick.as_ref().map_or(0, |n| n.as_str().len());
+        let replayed = match (&self.post.body, &self.v1) {
+            (Body::Binary(_), _) => 0,
+            // `"history":true` and its comma.
+            (Body::Text(_), Some(v1)) => shared(v1.len() + 16),
+            // The envelope's fixed part, with the id, nick, ts and offset at their longest.
+            (Body::Text(_), None) => shared(body + self.post.sender.len() + nick + 128),
+        };
         shared(std::mem::size_of::<Outgoing>())
             + body
             + shared(self.post.sender.len())
-            + self
-                .post
-                .nick
-                .as_ref()
-                .map_or(0, |n| shared(n.as_str().len()))
+            + self.post.nick.as_ref().map_or(0, |_| shared(nick))
             + frame(self.plain.as_ref())
             + frame(self.v1.as_ref())
-            + frame(self.replayed_v1.get())
+            + replayed
     }
 }
 

@@ -4,7 +4,8 @@
 //! - **Interactive** (`shardcast client`): a prompt with `connect`, `send`, `close`, `show`,
 //!   `list`, `help` and `quit`, several connections at once ([`interactive`]).
 //! - **Pipe** (`shardcast client URL`): stdin lines become messages and messages become
-//!   stdout lines, like websocat ([`pipe`]); `--reconnect` survives drops ([`backoff`]).
+//!   stdout lines, like websocat ([`pipe`]); `--reconnect` survives drops ([`backoff`]) and,
+//!   speaking `shardcast.v1`, resumes the room where it left off ([`resume`]).
 //!
 //! Both open connections the same way ([`connect`]: TCP, then TLS for `wss` with
 //! [`tls`]'s trust rules, then the HTTP upgrade with the `--header`, `--origin` and
@@ -28,6 +29,7 @@ pub mod mailbox;
 pub mod options;
 pub mod pipe;
 pub mod pump;
+pub mod resume;
 pub mod stream;
 pub mod target;
 pub mod tls;

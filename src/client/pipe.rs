@@ -7,6 +7,11 @@
 //! mailbox and poll outlive each connection, so lines typed while reconnecting are sent on
 //! the next one.
 //!
+//! Under `--reconnect`, a connection that speaks `shardcast.v1` resumes the room ([`Resume`]):
+//! the next connection asks for `since=` the last message's epoch and offset, a message
+//! printed before is never printed again, and a reconnection the server could not recover
+//! prints "some messages may be missing" on stderr.
+//!
 //! The run ends with `Ok` when stdin ends (after our close and its reply, or the close
 //! timeout), when the server closes the connection, or when stdout is closed; with an error
 //! when the connection fails or drops, or when reconnection gives up. `--reconnect` retries
@@ -25,8 +30,10 @@ use super::error::ClientError;
 use super::mailbox::{self, CloseNote, Inbox, Mailbox, Request};
 use super::options::{ConnectOptions, LinkSettings};
 use super::pump::{Ending, Observer, Pump, Side, WAKER};
+use super::resume::{Admit, Resume};
 use super::target::Target;
 use crate::backoff::Backoff;
+use crate::chat::dialect::SUBPROTOCOL;
 
 /// What pipe mode does beyond connecting.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,18 +59,26 @@ pub fn run(
         .name("stdin".into())
         .spawn(move || read_lines(io::stdin().lock(), &mailbox, pipe.binary))
         .map_err(ClientError::setup("the stdin thread"))?;
-    let mut output = StdoutLines;
+    let mut output = StdoutLines {
+        resume: pipe.reconnect.map(|_| Resume::default()),
+        v1: false,
+    };
     let mut backoff = pipe.reconnect.map(Backoff::new);
     loop {
+        let url = match &mut output.resume {
+            Some(resume) => resume.target(target),
+            None => target.clone(),
+        };
         // What this run returns if it stops now, and the setback in words.
-        let (stop, setback) = match connect::open(target, options) {
+        let (stop, setback) = match connect::open(&url, options) {
             Ok(opened) => {
                 if let Some(backoff) = &mut backoff {
                     if backoff.retries() > 0 {
-                        notice(format_args!("reconnected to {target}"));
+                        notice(format_args!("reconnected to {url}"));
                     }
                     backoff.reset();
                 }
+                output.v1 = opened.handshake.subprotocol.as_deref() == Some(SUBPROTOCOL);
                 match Pump::new(opened.ws, &mut poll, &mut inbox, &mut output, link).run() {
                     // We closed (stdin ended, or stdout did): done, even if the reply never
                     // came; that is the server's problem.
@@ -112,14 +127,33 @@ pub fn run(
 }
 
 /// Writes each received message as one stdout line.
-struct StdoutLines;
+struct StdoutLines {
+    /// The room's position across connections (`--reconnect`).
+    resume: Option<Resume>,
+    /// The current connection speaks `shardcast.v1`: its text messages are envelopes.
+    v1: bool,
+}
 
 impl Observer for StdoutLines {
     fn sent(&mut self, _message: &Message) {}
 
     fn received(&mut self, message: &Message) -> io::Result<()> {
         let payload: &[u8] = match message {
-            Message::Text(text) => text.as_bytes(),
+            Message::Text(text) => {
+                if let Some(resume) = self.resume.as_mut().filter(|_| self.v1) {
+                    match resume.admit(text) {
+                        Admit::Print => {}
+                        Admit::Duplicate(offset) => {
+                            tracing::debug!("skipping message {offset}: printed already");
+                            return Ok(());
+                        }
+                        Admit::Gap(why) => {
+                            notice(format_args!("some messages may be missing: {why}"))
+                        }
+                    }
+                }
+                text.as_bytes()
+            }
             Message::Binary(bytes) => bytes,
             _ => return Ok(()),
         };

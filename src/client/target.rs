@@ -100,6 +100,29 @@ impl Target {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// This URL with the query parameter `name` set to `value` (any earlier `name=` removed,
+    /// the other parameters kept in order). `value` goes in as it is: give it URL-safe.
+    pub fn with_query_param(&self, name: &str, value: &str) -> Target {
+        let path = self.uri.path();
+        let mut query: Vec<&str> = self
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty() && p.split('=').next() != Some(name))
+            .collect();
+        let param = format!("{name}={value}");
+        query.push(&param);
+        let authority = self.uri.authority().map_or("", |a| a.as_str());
+        let scheme = if self.secure { "wss" } else { "ws" };
+        let url = format!("{scheme}://{authority}{path}?{}", query.join("&"));
+        // Built from a valid URL and a safe parameter, so it parses; if not, keep this one.
+        Target::parse(&url).unwrap_or_else(|e| {
+            tracing::debug!("cannot set {name} in {self}: {e}");
+            self.clone()
+        })
+    }
 }
 
 impl fmt::Display for Target {
@@ -132,6 +155,26 @@ mod tests {
         assert_eq!(t.to_string(), "ws://user@[::1]:9001/general");
         let t = Target::parse("wss://[::1]/").unwrap();
         assert_eq!((t.host(), t.port()), ("::1", 443));
+    }
+
+    #[test]
+    fn a_query_parameter_is_added_or_replaced() {
+        let t = Target::parse("ws://user@[::1]:9001/general?nick=ann&since=x:1&history=5").unwrap();
+        assert_eq!(
+            t.with_query_param("since", "ab:2").to_string(),
+            "ws://user@[::1]:9001/general?nick=ann&history=5&since=ab:2"
+        );
+        let t = Target::parse("wss://example.com").unwrap();
+        assert_eq!(
+            t.with_query_param("since", "ab:2").to_string(),
+            "wss://example.com/?since=ab:2"
+        );
+        // A parameter whose name only starts the same is another one.
+        let t = Target::parse("ws://h/r?sinceX=1").unwrap();
+        assert_eq!(
+            t.with_query_param("since", "3").to_string(),
+            "ws://h/r?sinceX=1&since=3"
+        );
     }
 
     #[test]

@@ -62,12 +62,18 @@ pub struct Tally {
     pub not_recovered: u64,
 }
 
+/// A kept message and the bytes it was counted for (given back exactly when it goes).
+struct Kept {
+    out: Arc<Outgoing>,
+    bytes: usize,
+}
+
 struct Log {
     epoch: Epoch,
     /// The latest message's offset (0 before the first).
     offset: u64,
     /// The last messages, oldest first; they hold offsets `offset - len + 1 ..= offset`.
-    entries: VecDeque<Arc<Outgoing>>,
+    entries: VecDeque<Kept>,
     /// Bytes of `entries`.
     bytes: usize,
     /// Members in the room (this store's sequencer counts every one of them).
@@ -92,7 +98,12 @@ impl Log {
             epoch: self.epoch,
             offset: self.offset,
             recovered,
-            replay: self.entries.iter().skip(skip).cloned().collect(),
+            replay: self
+                .entries
+                .iter()
+                .skip(skip)
+                .map(|kept| kept.out.clone())
+                .collect(),
         }
     }
 }
@@ -228,15 +239,18 @@ impl History {
         if log.entries.len() == size
             && let Some(old) = log.entries.pop_front()
         {
-            freed = entry_bytes(&old);
+            freed = old.bytes;
         }
         let added = entry_bytes(&out);
-        log.entries.push_back(out.clone());
+        log.entries.push_back(Kept {
+            out: out.clone(),
+            bytes: added,
+        });
         log.bytes = log.bytes + added - freed;
         log.expires = now + ttl;
         self.bytes = self.bytes + added - freed;
         self.logs.promote(room);
-        self.fit_memory(now);
+        self.fit_memory(room, now);
         out
     }
 
@@ -282,8 +296,9 @@ impl History {
         }
     }
 
-    /// Gives way, least recently used first, until the logs fit the memory bound.
-    fn fit_memory(&mut self, now: Instant) {
+    /// Gives way, least recently used first, until the logs fit the memory bound; `fresh`
+    /// (the room just written to) gives its oldest messages last.
+    fn fit_memory(&mut self, fresh: &RoomId, now: Instant) {
         for _ in 0..self.logs.len() {
             if self.bytes <= self.limits.memory {
                 return;
@@ -291,28 +306,23 @@ impl History {
             let Some((room, _)) = self.logs.peek_lru() else {
                 return;
             };
+            if room == fresh {
+                // Every other log has given what it can (a thinned one moved above it).
+                break;
+            }
             let room = room.clone();
             if self.thin(&room, now) {
                 self.tally.evicted += 1;
             }
         }
-        // Every log was thinned once and it still does not fit: one room's messages alone
-        // pass the bound. Its oldest go.
-        while self.bytes > self.limits.memory {
-            let Some((_, log)) = self.logs.peek_mru() else {
-                return;
-            };
-            if log.entries.len() <= 1 {
-                return;
-            }
-            let room = self.logs.peek_mru().map(|(r, _)| r.clone());
-            let Some(log) = room.and_then(|r| self.logs.peek_mut(&r)) else {
-                return;
-            };
+        // The fresh room alone passes the bound: its oldest messages go, its newest stays.
+        let Some(log) = self.logs.peek_mut(fresh) else {
+            return;
+        };
+        while self.bytes > self.limits.memory && log.entries.len() > 1 {
             if let Some(old) = log.entries.pop_front() {
-                let freed = entry_bytes(&old);
-                log.bytes -= freed;
-                self.bytes -= freed;
+                log.bytes -= old.bytes;
+                self.bytes -= old.bytes;
             }
         }
     }
@@ -320,7 +330,7 @@ impl History {
 
 /// Bytes one kept message costs: the message and its slot.
 fn entry_bytes(out: &Outgoing) -> usize {
-    out.footprint() + std::mem::size_of::<Arc<Outgoing>>()
+    out.footprint() + std::mem::size_of::<Kept>()
 }
 
 #[cfg(test)]

@@ -191,6 +191,30 @@ fn a_room_with_members_keeps_its_epoch_under_memory_pressure() {
 }
 
 #[test]
+fn replaying_a_message_never_changes_what_the_history_counts() {
+    let (mut h, now, r) = (History::new(limits(3, 1 << 20)), Instant::now(), room("r"));
+    h.join(&r, &Ask::default(), now);
+    for round in 0..20 {
+        h.append(&r, post("some text"), Needs::default(), now);
+        // A resume renders the kept messages for v1 (made once, kept with the message).
+        let start = h.join(
+            &r,
+            &Ask {
+                history: 3,
+                since: None,
+            },
+            now,
+        );
+        for out in &start.replay {
+            out.replay_frame(crate::chat::Dialect::V1);
+        }
+        let kept: usize = start.replay.iter().map(|o| entry_bytes(o)).sum();
+        let overhead = LOG_OVERHEAD + 1;
+        assert_eq!(h.bytes(), kept + overhead, "round {round}");
+    }
+}
+
+#[test]
 fn one_room_alone_over_the_bound_keeps_its_newest_messages() {
     let mut h = History::new(limits(100, 4 * 1024));
     let (now, r) = (Instant::now(), room("r"));

@@ -190,6 +190,10 @@ pub trait Reach {
         let _ = into;
     }
 
+    /// The turn's reading is done, its writing to sockets comes next: hand the other threads
+    /// what it produced now (wake them), so that they deliver while this thread writes.
+    fn send_now(&mut self) {}
+
     /// The end of a loop turn: send what waits, count what was dropped (and what the
     /// histories did). True while something still waits (poll again soon).
     fn end_turn(&mut self, counters: &mut Counters) -> bool {

@@ -225,6 +225,11 @@ impl Reach for Mesh {
         });
     }
 
+    fn send_now(&mut self) {
+        // What is left (a full inbox) is retried at the end of the turn.
+        self.links.flush();
+    }
+
     fn end_turn(&mut self, counters: &mut Counters) -> bool {
         let waiting = self.links.flush();
         counters.add(

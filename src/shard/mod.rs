@@ -14,6 +14,8 @@
 //! 5. **dispatch** readiness events to sessions; complete messages fan out at once;
 //! 6. **resume** sessions that stopped for fairness last turn;
 //! 7. **expire** deadlines (pings are queued here, so they leave in this turn's flush);
+//!    then the reach hands the other threads what this turn produced and wakes them, so that
+//!    they deliver it while this one writes (a room's home shard, above all);
 //! 8. **flush** every session with queued output, one `writev` each — or hold it for the
 //!    coalescing window ([`coalesce`]);
 //! 9. **reap** finished sessions (their rooms may lose their last local member);
@@ -69,6 +71,9 @@ const INBOX_BUDGET: usize = 4096;
 /// How often expired room histories are looked for. Expiry is also checked whenever a room's
 /// history is used, so this only bounds how long expired memory lingers in a quiet loop.
 const HISTORY_SWEEP: Duration = Duration::from_secs(1);
+
+/// Sessions written to between two looks at the inbox during a flush.
+const FLUSH_SLICE: usize = 64;
 
 /// Most readiness events taken from one poll.
 const EVENTS_CAPACITY: usize = 1024;
@@ -242,6 +247,7 @@ impl<R: Reach> Shard<R> {
         self.dispatch(events)?;
         self.resume_ready();
         self.expire_timers();
+        self.reach.send_now();
         self.flush_or_coalesce();
         self.reap_finished();
         self.end_turn();
@@ -509,10 +515,22 @@ impl<R: Reach> Shard<R> {
         }
     }
 
+    /// Writes every listed session's output, a slice at a time. Between slices, messages
+    /// that came from other shards meanwhile are taken at once: writing to thousands of
+    /// sockets takes milliseconds, and a room's home must not keep the others waiting for
+    /// its numbering that long (their deliveries join this pass where still ahead in it).
     fn flush_output(&mut self) {
-        let counters = &mut self.counters;
-        self.table
-            .flush_each(|s| s.flush(counters), &mut self.finished);
+        let list = self.table.take_flush_list();
+        for slice in list.chunks(FLUSH_SLICE) {
+            if !self.inbox.is_empty() {
+                self.drain_inbox();
+                self.reach.send_now();
+            }
+            let counters = &mut self.counters;
+            self.table
+                .flush_listed(slice, |s| s.flush(counters), &mut self.finished);
+        }
+        self.table.give_back_flush_list(list);
     }
 
     fn reap_finished(&mut self) {

@@ -162,26 +162,51 @@ impl<C: Cell> SessionTable<C> {
         !self.flush_list.is_empty()
     }
 
-    /// Runs `flush` once on every session on the flush list and empties the list (each may
-    /// be listed again); the keys of those that report `Finished` go to `finished`. One
-    /// lookup per session: this runs for every session with output, every turn.
-    pub fn flush_each(
+    /// Takes the flush list (give it back with [`SessionTable::give_back_flush_list`]).
+    /// Sessions listed while it is out go on a new list.
+    pub fn take_flush_list(&mut self) -> Vec<SessionKey> {
+        std::mem::take(&mut self.flush_list)
+    }
+
+    /// Runs `flush` once on each of `keys` (taken from the flush list) that is still listed;
+    /// the keys of those that report `Finished` go to `finished`. One lookup per session:
+    /// this runs for every session with output, every turn.
+    pub fn flush_listed(
         &mut self,
+        keys: &[SessionKey],
         mut flush: impl FnMut(&mut Session<C::Stream>) -> Progress,
         finished: &mut Vec<SessionKey>,
     ) {
-        let mut list = std::mem::take(&mut self.flush_list);
-        for &key in &list {
-            if let Some(slot) = self.slots.get_mut(key.0) {
+        for &key in keys {
+            if let Some(slot) = self.slots.get_mut(key.0)
+                && slot.flush_listed
+            {
                 slot.flush_listed = false;
                 if slot.cell.with(&mut flush) == Progress::Finished {
                     finished.push(key);
                 }
             }
         }
-        // Keep the buffer's capacity for the next turn.
-        list.clear();
-        self.flush_list = list;
+    }
+
+    /// Gives back a flush list that was taken, emptied, so that its buffer serves again.
+    pub fn give_back_flush_list(&mut self, mut list: Vec<SessionKey>) {
+        if self.flush_list.is_empty() {
+            list.clear();
+            self.flush_list = list;
+        }
+    }
+
+    /// Runs `flush` once on every session on the flush list and empties the list (each may
+    /// be listed again); the keys of those that report `Finished` go to `finished`.
+    pub fn flush_each(
+        &mut self,
+        flush: impl FnMut(&mut Session<C::Stream>) -> Progress,
+        finished: &mut Vec<SessionKey>,
+    ) {
+        let list = self.take_flush_list();
+        self.flush_listed(&list, flush, finished);
+        self.give_back_flush_list(list);
     }
 
     /// The session stopped for fairness: it reads again next turn (once).

@@ -472,6 +472,46 @@ fn mesh_places_a_member_of_another_shard_where_its_replay_ends() {
 }
 
 #[test]
+fn mesh_closes_members_that_missed_messages_rather_than_leave_a_gap() {
+    let peers = std::cell::RefCell::new(Vec::new());
+    let mut rig = rig(2, |i, all, _| {
+        *peers.borrow_mut() = all.to_vec();
+        Mesh::new(
+            ShardId(i),
+            2,
+            MeshLinks::new(ShardId(i), all.to_vec()),
+            history(),
+        )
+    });
+    let room = room_at_home(0);
+    let mut ann = rig.client(0, &room, None);
+    let mut bob = rig.client(1, &room, None);
+    ann.send_text("one");
+    rig.settle();
+    assert_eq!(bob.texts(), ["one"]);
+    // As if the home's backlog to shard 1 had overflowed: message 2 never arrives there.
+    let post = crate::chat::Post {
+        sender: Arc::from("0.1"),
+        nick: None,
+        body: crate::chat::Body::Text("three".into()),
+        ts: 0,
+    };
+    let peer = peers.borrow()[1].clone();
+    peer.tx
+        .send(ShardMsg::Broadcast {
+            room: RoomId::parse(&room).unwrap(),
+            post: crate::chat::Outgoing::sequenced(post, Default::default(), 3),
+        })
+        .unwrap();
+    rig.settle();
+    bob.take_input();
+    // A close frame, 1013, and not the message after the gap.
+    let close = [0x88u8, 0x02 + 34, 0x03, 0xf5];
+    assert!(bob.input.starts_with(&close), "{:?}", bob.input);
+    assert!(!bob.input.windows(5).any(|w| w == b"three"));
+}
+
+#[test]
 fn shared_gives_every_member_of_a_room_one_order() {
     let registry = std::sync::OnceLock::new();
     let mut rig = rig(2, |i, _, wakers| {

@@ -15,10 +15,15 @@
 // The tests run in order and share one browser and one server (restarted on the same port by
 // the reconnect test); the https test starts its own TLS server. They wait for conditions,
 // never for fixed times; every wait is bounded.
+//
+// Order: the server guarantees one order per room (every member sees the same sequence, each
+// sender's messages in the order sent), never a particular interleaving of two senders; the
+// tests assert exactly that (sameSequence, sentInOrder) and nothing more.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -43,6 +48,8 @@ const RECONNECT_MS = 20_000;
 const START_MS = 10_000;
 
 const XSS = "<img src=x onerror=alert(1)>";
+/** Messages of history the page asks for on every join (HISTORY in app.js). */
+const HISTORY = 50;
 
 // ---- the server ---------------------------------------------------------------------------
 
@@ -115,6 +122,68 @@ async function restartServer(port) {
   }
 }
 
+/**
+ * A TCP proxy to the shared server (whatever its current process), to drop a page's connection
+ * abruptly: `cut()` resets every connection through it on both sides, so the server sees its
+ * client vanish (ECONNRESET, no close frame) and the page sees code 1006, as with a dead link.
+ * No server flag or endpoint drops one client today, and a restart is not a disconnect (it
+ * changes the history epoch). While `hold()` is on, new connections are accepted but not
+ * passed on until `release()`: the page waits in its reconnect while the room moves on.
+ */
+function startProxy() {
+  const pairs = new Set();
+  const held = [];
+  let holding = false;
+  const pass = (client) => {
+    const upstream = tcpConnect(server.port, "127.0.0.1");
+    const pair = { client, upstream };
+    pairs.add(pair);
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      socket.on("error", end);
+      socket.on("close", end);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+  const proxy = createServer((client) => {
+    client.on("error", () => client.destroy());
+    // A held socket stays paused: what the browser sent waits in its buffer.
+    if (holding) held.push(client);
+    else pass(client);
+  });
+  return new Promise((resolve, reject) => {
+    proxy.once("error", reject);
+    proxy.listen(0, "127.0.0.1", () => {
+      resolve({
+        port: proxy.address().port,
+        hold() {
+          holding = true;
+        },
+        release() {
+          holding = false;
+          for (const client of held.splice(0)) if (!client.destroyed) pass(client);
+        },
+        cut() {
+          for (const { client, upstream } of [...pairs]) {
+            client.resetAndDestroy();
+            upstream.resetAndDestroy();
+          }
+        },
+        close() {
+          this.cut();
+          for (const client of held.splice(0)) client.destroy();
+          return new Promise((r) => proxy.close(() => r()));
+        },
+      });
+    });
+  });
+}
+
 // ---- the browser --------------------------------------------------------------------------
 
 let browser;
@@ -178,7 +247,10 @@ async function send(page, text, how = "enter") {
   assert.equal(await page.inputValue("#text"), "", "the input is cleared after sending");
 }
 
-/** Every list item as `{kind, nick, text, own, time}`. */
+/**
+ * Every list item as `{kind, nick, text, own, time, offset, history}` (`offset`: the
+ * message's offset in the room, a number, or null).
+ */
 function items(page) {
   return page.$$eval("#messages li", (lis) =>
     lis.map((li) => ({
@@ -187,8 +259,52 @@ function items(page) {
       text: li.querySelector(".text")?.textContent ?? li.textContent,
       own: li.dataset.own === "true",
       time: li.querySelector("time")?.dateTime ?? null,
+      offset: li.dataset.offset === undefined ? null : Number(li.dataset.offset),
+      history: li.dataset.history === "true",
     })),
   );
+}
+
+/** The message items only. */
+async function messages(page) {
+  return (await items(page)).filter((i) => i.kind === "message");
+}
+
+/** Waits until `page` shows at least `n` messages. */
+function waitMessages(page, n, timeout = WAIT_MS) {
+  return page.waitForFunction(
+    (n) => document.querySelectorAll('#messages li[data-kind="message"]').length >= n,
+    n,
+    { timeout },
+  );
+}
+
+/** `{nick, text, offset}` of each message: what two members of a room must agree on. */
+function sequence(list) {
+  return list.map(({ nick, text, offset }) => ({ nick, text, offset }));
+}
+
+/** Two pages show the same messages in the same order (the one order of their room). */
+async function sameSequence(a, b, what) {
+  assert.deepEqual(sequence(await messages(a)), sequence(await messages(b)), what);
+}
+
+/** `nick`'s messages in `list` are `texts`, in that order (a sender's order is kept). */
+function sentInOrder(list, nick, texts) {
+  assert.deepEqual(
+    list.filter((i) => i.nick === nick).map((i) => i.text),
+    texts,
+    `${nick}'s messages in the order sent`,
+  );
+}
+
+/** Each message is shown once, and the offsets follow one another with no hole. */
+function contiguous(list) {
+  const offsets = list.map((i) => i.offset);
+  assert.ok(offsets.every(Number.isSafeInteger), `every message has an offset: ${offsets}`);
+  for (let k = 1; k < offsets.length; k++) {
+    assert.equal(offsets[k], offsets[k - 1] + 1, `offsets in order, no duplicate, no hole: ${offsets}`);
+  }
 }
 
 function textOf(page, selector) {
@@ -266,7 +382,10 @@ step("two pages in room a chat; room b sees none of it", async () => {
   assert.equal(await ann.isDisabled("#send"), true, "sending is disabled before connecting");
   await enter(ann, "ann");
   await waitOnline(ann, 1);
-  assert.match(ann.sockets[0], new RegExp(`^ws://127\\.0\\.0\\.1:${server.port}/a\\?nick=ann$`));
+  assert.match(
+    ann.sockets[0],
+    new RegExp(`^ws://127\\.0\\.0\\.1:${server.port}/a\\?nick=ann&history=${HISTORY}$`),
+  );
 
   bob = await openPage("/a");
   await enter(bob, "bob");
@@ -281,20 +400,19 @@ step("two pages in room a chat; room b sees none of it", async () => {
     await waitItem(page, "message", "hello ann!");
   }
 
-  const seenByBob = (await items(bob)).filter((i) => i.kind === "message");
-  assert.deepEqual(
-    seenByBob.map(({ nick, text, own }) => ({ nick, text, own })),
-    [
-      { nick: "ann", text: "hi bob, this is ann", own: false },
-      { nick: "bob", text: "hello ann!", own: true },
-    ],
-  );
-  const seenByAnn = (await items(ann)).filter((i) => i.kind === "message");
-  assert.deepEqual(
-    seenByAnn.map((i) => i.own),
-    [true, false],
-    "ann's own message is marked",
-  );
+  // Ann's and bob's messages may reach the room in either order: both see the same one.
+  const seenByBob = await messages(bob);
+  const seenByAnn = await messages(ann);
+  assert.equal(seenByBob.length, 2, JSON.stringify(seenByBob));
+  await sameSequence(ann, bob, "ann and bob see one order");
+  contiguous(seenByAnn);
+  for (const [seen, nick] of [[seenByAnn, "ann"], [seenByBob, "bob"]]) {
+    assert.deepEqual(
+      seen.map((i) => i.own),
+      seen.map((i) => i.nick === nick),
+      `${nick}'s own message is marked`,
+    );
+  }
   for (const { time } of [...seenByAnn, ...seenByBob]) {
     assert.ok(Math.abs(Date.parse(time) - Date.now()) < 60_000, `message time ${time} is now`);
   }
@@ -389,6 +507,120 @@ step("the page fits a phone screen", async () => {
   await phone.context().close();
 });
 
+step("a page joining shows the room's last messages", async () => {
+  // Room a has had fewer than HISTORY messages, all seen live by ann (its first member).
+  const before = await messages(ann);
+  assert.ok(before.length > 3 && before.length < HISTORY, `room a so far: ${before.length}`);
+  contiguous(before);
+
+  const gil = await openPage("/a");
+  await enter(gil, "gil");
+  assert.match(gil.sockets[0], new RegExp(`/a\\?nick=gil&history=${HISTORY}$`));
+  await waitMessages(gil, before.length);
+  const shown = await messages(gil);
+  assert.deepEqual(sequence(shown), sequence(before), "the same messages, in the same order");
+  assert.ok(shown.every((i) => i.history && !i.own), "marked as earlier messages, none own");
+  // They were sent before gil joined: the list reads in time order, welcome last.
+  const kinds = (await items(gil)).map((i) => i.kind);
+  assert.equal(kinds.indexOf("welcome"), shown.length, `history before the welcome: ${kinds}`);
+  assert.equal(await count(gil, "#messages img"), 0, "the replayed XSS text is text too");
+  assert.equal(await count(gil, "#messages li.gap"), 0, "nothing is missing on a first join");
+
+  // Live messages come after the history, as usual.
+  await send(ann, "hello gil");
+  await waitItem(gil, "message", "hello gil");
+  const last = (await messages(gil)).at(-1);
+  assert.deepEqual([last.text, last.history], ["hello gil", false]);
+  await sameSequence(ann, gil, "ann and gil agree");
+  assertClean(gil);
+  await gil.click("#disconnect");
+  await waitOnline(ann, 1);
+  await gil.context().close();
+});
+
+step("a page resumes after its connection drops, missing nothing and showing nothing twice", async () => {
+  // hal reaches the server through a proxy that can cut his connection: see startProxy.
+  const proxy = await startProxy();
+  try {
+    const hal = await openPage("/a", undefined, {}, `http://127.0.0.1:${proxy.port}`);
+    await enter(hal, "hal");
+    await waitOnline(ann, 2);
+    await waitMessages(hal, (await messages(ann)).length);
+    await sameSequence(ann, hal, "hal starts from the room's history");
+    await send(hal, "hal here, about to lose my link");
+    await waitItem(ann, "message", "about to lose my link");
+    await waitItem(hal, "message", "about to lose my link");
+    await hal.fill("#text", "half-typed while the link is down");
+
+    proxy.hold();
+    proxy.cut();
+    // The server saw hal vanish (a leave for the others), and hal's page saw it too: it is
+    // reconnecting, or already waiting in the proxy (the first retry comes within 0.5 s, so
+    // the "reconnecting" state may be over by the time it could be seen).
+    await waitItem(hal, "status", "code 1006");
+    await waitItem(ann, "leave", "hal");
+    await waitOnline(ann, 1);
+    assert.notEqual(await hal.getAttribute("#state", "data-state"), "connected");
+
+    // The room moves on while hal is away (his reconnect waits in the proxy).
+    const missed = ["one while hal is away", "two while hal is away", "three while hal is away"];
+    for (const text of missed) await send(ann, text);
+    await waitItem(ann, "message", missed.at(-1));
+    proxy.release();
+
+    await waitState(hal, "connected", RECONNECT_MS);
+    await waitItem(hal, "message", missed.at(-1));
+    const resumed = hal.sockets.slice(1);
+    assert.ok(
+      resumed.length > 0 && resumed.every((url) => new RegExp(`&history=${HISTORY}&since=[0-9a-f]{16}:\\d+$`).test(url)),
+      `every reconnect asks to resume: ${JSON.stringify(resumed)}`,
+    );
+    const seen = await messages(hal);
+    contiguous(seen);
+    await sameSequence(ann, hal, "hal shows exactly the room's sequence");
+    sentInOrder(seen.slice(-missed.length), "ann", missed);
+    assert.ok(seen.slice(-missed.length).every((i) => i.history), "the missed ones came from history");
+    assert.equal(await count(hal, "#messages li.gap"), 0, "recovered: no missing marker");
+    assert.equal(await hal.inputValue("#text"), "half-typed while the link is down");
+
+    // And on it goes, live.
+    await send(hal, "back, and I saw all three");
+    await waitItem(ann, "message", "I saw all three");
+    await waitItem(hal, "message", "I saw all three");
+    contiguous(await messages(hal));
+    await sameSequence(ann, hal, "still one order");
+    assertClean(hal);
+    await hal.click("#disconnect");
+    await waitOnline(ann, 1);
+    await hal.context().close();
+  } finally {
+    await proxy.close();
+  }
+});
+
+step("two pages sending at once show the same sequence", async () => {
+  const ivy = await openPage("/order");
+  await enter(ivy, "ivy");
+  const jon = await openPage("/order");
+  await enter(jon, "jon");
+  await waitOnline(ivy, 2);
+  const burst = (nick) => Array.from({ length: 8 }, (_, k) => `${nick} ${k + 1} of 8`);
+  const sendAll = async (page, texts) => {
+    for (const text of texts) await send(page, text);
+  };
+  await Promise.all([sendAll(ivy, burst("ivy")), sendAll(jon, burst("jon"))]);
+  await waitMessages(ivy, 16);
+  await waitMessages(jon, 16);
+  const seen = await messages(ivy);
+  assert.equal(seen.length, 16, JSON.stringify(seen.map((i) => i.text)));
+  await sameSequence(ivy, jon, "ivy and jon see one order");
+  contiguous(seen);
+  sentInOrder(seen, "ivy", burst("ivy"));
+  sentInOrder(seen, "jon", burst("jon"));
+  for (const page of [ivy, jon]) assertClean(page);
+  for (const page of [ivy, jon]) await page.context().close();
+});
+
 step("pages reconnect by themselves after a server restart", async () => {
   const welcomes = (page) => count(page, '#messages li[data-kind="welcome"]');
   assert.equal(await welcomes(ann), 1);
@@ -406,6 +638,17 @@ step("pages reconnect by themselves after a server restart", async () => {
   await waitState(cy, "connected", RECONNECT_MS);
   assert.equal(await welcomes(ann), 2, "a new welcome");
   assert.equal(await welcomes(cy), 2, "a new welcome");
+  // A restarted server has a new history epoch: it cannot vouch that nothing was missed.
+  for (const page of [ann, cy]) {
+    assert.match(page.sockets.at(-1), /&since=[0-9a-f]{16}:\d+$/, "the page asked to resume");
+    await waitItem(page, "gap", "some messages may be missing");
+    assert.equal(await count(page, "#messages li.gap"), 1, "one marker");
+    const kinds = (await items(page)).map((i) => i.kind);
+    assert.ok(
+      kinds.lastIndexOf("gap") > kinds.lastIndexOf("message"),
+      `the marker follows the messages from before the restart: ${kinds}`,
+    );
+  }
   // Bob pressed Disconnect before: he stays out.
   assert.equal(await bob.getAttribute("#state", "data-state"), "disconnected");
 
@@ -457,12 +700,12 @@ test("the page works over https, connecting with wss", { timeout: TEST_MS }, asy
     assert.equal(await textOf(eve, "#state"), "connected");
     const wss = new RegExp(`^wss://127\\.0\\.0\\.1:${tls.port}/secure\\?nick=`);
     assert.match(eve.sockets[0] ?? "", wss);
-    assert.match(eve.sockets[0], /nick=eve$/);
+    assert.match(eve.sockets[0], new RegExp(`nick=eve&history=${HISTORY}$`));
 
     const fay = await open();
     await enter(fay, "fay");
     assert.match(fay.sockets[0] ?? "", wss);
-    assert.match(fay.sockets[0], /nick=fay$/);
+    assert.match(fay.sockets[0], new RegExp(`nick=fay&history=${HISTORY}$`));
     await waitOnline(fay, 2);
     await waitItem(eve, "join", "fay");
     await waitOnline(eve, 2);
@@ -480,13 +723,17 @@ test("the page works over https, connecting with wss", { timeout: TEST_MS }, asy
       );
       assertClean(page);
     }
-    const seenByFay = (await items(fay)).filter((i) => i.kind === "message");
+    // Eve's and fay's messages race to the server: either order is right, as long as both
+    // pages show the same one.
+    const seenByFay = await messages(fay);
+    assert.equal(seenByFay.length, 2, JSON.stringify(seenByFay));
+    await sameSequence(eve, fay, "eve and fay see one order");
+    sentInOrder(seenByFay, "eve", ["is this encrypted?"]);
+    sentInOrder(seenByFay, "fay", ["yes, wss all the way"]);
     assert.deepEqual(
-      seenByFay.map(({ nick, text, own }) => ({ nick, text, own })),
-      [
-        { nick: "eve", text: "is this encrypted?", own: false },
-        { nick: "fay", text: "yes, wss all the way", own: true },
-      ],
+      seenByFay.map((i) => i.own),
+      seenByFay.map((i) => i.nick === "fay"),
+      "fay's own message is marked",
     );
   } finally {
     for (const page of opened) await page.context().close().catch(() => {});

@@ -390,6 +390,9 @@ fn binary_mode_sends_lines_as_binary_messages() {
 #[test]
 fn reconnect_resumes_after_a_drop() {
     let (addr, server) = scripted_server(2, |n, _, mut ws| {
+        if n == 1 {
+            ws.send(Message::text("second connection")).unwrap();
+        }
         let first = match ws.read().expect("a message arrives") {
             Message::Text(text) => text,
             other => panic!("text expected, got {other:?}"),
@@ -406,6 +409,9 @@ fn reconnect_resumes_after_a_drop() {
     let mut client = PipeClient::start(&[&format!("ws://{addr}/"), "--reconnect"]);
     client.send_line("one");
     assert_eq!(client.recv_line(), "first:one");
+    // A line sent before the client has noticed the drop goes to the dead connection and is
+    // lost (nothing acknowledges a message): send the next one on the new connection.
+    assert_eq!(client.recv_line(), "second connection");
     client.send_line("two");
     assert_eq!(client.recv_line(), "second:two");
     let (status, stderr) = client.finish();
@@ -680,4 +686,234 @@ fn scripted_server(
 /// Reads until the client has finished the close handshake (or gone).
 fn drain(ws: &mut WebSocket<TcpStream>) {
     while ws.read().is_ok() {}
+}
+
+/// A TCP proxy in front of a server, to drop a client abruptly and to stand in for a
+/// restart. `cut` shuts every connection through it down on both sides (no close frame: the
+/// server sees its client vanish, the client sees the connection lost); while `hold` is on,
+/// new connections are accepted but not passed on until `release`, so that the room can move
+/// on while the client is away; `point_to` sends later connections to another server.
+struct CutProxy {
+    addr: SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+struct ProxyState {
+    upstream: SocketAddr,
+    holding: bool,
+    /// Connections accepted while holding, not passed on yet.
+    held: Vec<TcpStream>,
+    /// Both ends of every connection passed on, for `cut`.
+    open: Vec<TcpStream>,
+}
+
+impl CutProxy {
+    fn start(upstream: SocketAddr) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
+            upstream,
+            holding: false,
+            held: Vec::new(),
+            open: Vec::new(),
+        }));
+        let shared = state.clone();
+        // Ends with the test process (the listener is never closed).
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let mut state = shared.lock().unwrap();
+                if state.holding {
+                    state.held.push(client);
+                } else {
+                    state.pass(client);
+                }
+            }
+        });
+        CutProxy { addr, state }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    fn hold(&self) {
+        self.state.lock().unwrap().holding = true;
+    }
+
+    fn release(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.holding = false;
+        for client in std::mem::take(&mut state.held) {
+            state.pass(client);
+        }
+    }
+
+    fn cut(&self) {
+        for socket in std::mem::take(&mut self.state.lock().unwrap().open) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn point_to(&self, upstream: SocketAddr) {
+        self.state.lock().unwrap().upstream = upstream;
+    }
+
+    /// Waits until a connection is held: the client has noticed the drop and is back.
+    fn wait_held(&self) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.state.lock().unwrap().held.is_empty() {
+            assert!(Instant::now() < deadline, "the client did not reconnect");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl ProxyState {
+    fn pass(&mut self, client: TcpStream) {
+        let Ok(upstream) = TcpStream::connect(self.upstream) else {
+            return; // Dropping the client: as if the server were down.
+        };
+        for socket in [&client, &upstream] {
+            self.open.push(socket.try_clone().expect("clone"));
+        }
+        let pipe = |mut from: TcpStream, mut to: TcpStream| {
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                let _ = from.shutdown(std::net::Shutdown::Both);
+            });
+        };
+        pipe(
+            client.try_clone().expect("clone"),
+            upstream.try_clone().expect("clone"),
+        );
+        pipe(upstream, client);
+    }
+}
+
+/// A stdout line of a v1 client as JSON.
+fn envelope(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+}
+
+/// Reads the client's lines until a `message` whose text is `last`; returns the texts of the
+/// messages read (with `last`) and the welcomes among them.
+fn read_until(client: &PipeClient, last: &str) -> (Vec<String>, Vec<serde_json::Value>) {
+    let (mut texts, mut welcomes) = (Vec::new(), Vec::new());
+    loop {
+        let line = envelope(&client.recv_line());
+        match line["type"].as_str() {
+            Some("welcome") => welcomes.push(line),
+            Some("message") => {
+                let text = line["text"].as_str().expect("a text").to_string();
+                let done = text == last;
+                texts.push(text);
+                if done {
+                    return (texts, welcomes);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Sends `texts` as a plain member and waits for each echo: the room has them all then.
+fn say(watcher: &mut crate::util::Client, texts: &[&str]) {
+    for text in texts {
+        watcher.send(Message::text(*text)).unwrap();
+    }
+    for text in texts {
+        assert_eq!(recv_data(watcher), Message::text(*text));
+    }
+}
+
+#[test]
+fn reconnect_resumes_a_v1_room_and_prints_no_line_twice() {
+    let server = ServerProcess::start(&[]);
+    let proxy = CutProxy::start(server.addr);
+    let mut watcher = server.client("resume");
+    let url = format!("{}?nick=term", proxy.url("resume"));
+    let mut client = PipeClient::start(&[&url, "--subprotocol", "shardcast.v1", "--reconnect"]);
+    let welcome = envelope(&client.recv_line());
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert!(welcome["epoch"].is_string(), "history is on: {welcome}");
+
+    say(&mut watcher, &["before 1", "before 2"]);
+    let (before, _) = read_until(&client, "before 2");
+    assert_eq!(before, ["before 1", "before 2"]);
+
+    // Drop the client without a close frame; the room moves on while it is away.
+    proxy.hold();
+    proxy.cut();
+    proxy.wait_held();
+    say(&mut watcher, &["away 1", "away 2", "away 3"]);
+    proxy.release();
+    client.send_line(r#"{"type":"message","text":"back"}"#);
+
+    let (after, welcomes) = read_until(&client, "back");
+    assert_eq!(
+        after,
+        ["away 1", "away 2", "away 3", "back"],
+        "each once, in order"
+    );
+    assert_eq!(welcomes.len(), 1, "{welcomes:?}");
+    assert_eq!(welcomes[0]["recovered"], true, "{}", welcomes[0]);
+    assert_eq!(welcomes[0]["replay"], 3, "{}", welcomes[0]);
+    assert_eq!(welcomes[0]["epoch"], welcome["epoch"]);
+    assert_eq!(recv_data(&mut watcher), Message::text("term: back"));
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains("reconnected to") && stderr.contains("since="),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("missing"), "{stderr}");
+}
+
+#[test]
+fn reconnect_to_a_restarted_server_says_messages_may_be_missing() {
+    // The proxy stands in for a restart on the same address: the client reconnects to the
+    // same URL and finds a new server process, with a new history epoch.
+    let first = ServerProcess::start(&[]);
+    let proxy = CutProxy::start(first.addr);
+    let mut watcher = first.client("restart");
+    let url = format!("{}?nick=term", proxy.url("restart"));
+    let client = PipeClient::start(&[&url, "--subprotocol", "shardcast.v1", "--reconnect"]);
+    let welcome = envelope(&client.recv_line());
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    say(&mut watcher, &["old"]);
+    assert_eq!(read_until(&client, "old").0, ["old"]);
+    drop(watcher);
+
+    proxy.hold();
+    proxy.cut();
+    drop(first);
+    let second = ServerProcess::start(&[]);
+    proxy.point_to(second.addr);
+    proxy.wait_held();
+    proxy.release();
+    let mut watcher = second.client("restart");
+    // Once its welcome is printed, the client is a member of the new server's room. (The
+    // old watcher's leave may come first, if it reached the client before the cut.)
+    let welcome = loop {
+        let line = envelope(&client.recv_line());
+        if line["type"] != "leave" {
+            break line;
+        }
+    };
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["recovered"], false, "a new epoch: {welcome}");
+    say(&mut watcher, &["new"]);
+    let (texts, welcomes) = read_until(&client, "new");
+    assert_eq!(texts, ["new"], "nothing of the old server's again");
+    assert!(welcomes.is_empty());
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(
+        stderr.matches("some messages may be missing").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("could not resume from"), "{stderr}");
 }

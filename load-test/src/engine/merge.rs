@@ -4,6 +4,7 @@
 use hdrhistogram::Histogram;
 
 use crate::clock::ns_to_secs;
+use crate::order::MemberOrder;
 use crate::plan::Plan;
 use crate::probe::{ServerProbe, Usage};
 use crate::report::{RoundTripReport, ServerReport, TrafficReport};
@@ -37,6 +38,8 @@ pub(super) struct Merged {
     sent: u64,
     skipped: u64,
     open_holes: u64,
+    /// Every worker's members still open at the end, for the order check.
+    pub members: Vec<MemberOrder>,
 }
 
 impl Default for Merged {
@@ -55,6 +58,7 @@ impl Default for Merged {
             sent: 0,
             skipped: 0,
             open_holes: 0,
+            members: Vec::new(),
         }
     }
 }
@@ -80,6 +84,7 @@ impl Merged {
         self.sent += r.sent;
         self.skipped += r.skipped;
         self.open_holes += r.open_holes;
+        self.members.extend_from_slice(&r.members);
     }
 
     pub fn into_report(
@@ -159,6 +164,8 @@ impl Merged {
                 incomplete: b.incomplete(),
                 ms: Quantiles::of(&b.round_trips()),
             }),
+            // Filled in by the coordinator, which knows how much each room was sent.
+            order: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::clock::Clock;
 use crate::control::{RunControl, Schedule};
 use crate::error::LoadError;
 use crate::limits::{SPARE_FDS, raise_fd_limit};
+use crate::order;
 use crate::plan::{Plan, Role};
 use crate::probe::{ServerProbe, Usage, own_cpu_secs};
 use crate::progress::Progress;
@@ -304,14 +305,19 @@ impl Coordinator {
         for report in reports {
             merged.add(report);
         }
-        merged.into_report(
+        // Without publishers (idle) there is no order to compare.
+        let order = (self.plan.publisher_count() > 0)
+            .then(|| order::compare(&merged.members, &self.room_sent(), self.room_members()));
+        let mut report = merged.into_report(
             &self.plan,
             self.expected,
             self.drained,
             self.probe,
             &self.samples,
             self.board.as_deref(),
-        )
+        );
+        report.order = order;
+        report
     }
 
     fn sample(&self) -> Option<Usage> {
@@ -331,6 +337,20 @@ impl Coordinator {
 
     fn all_published(&self) -> bool {
         self.control.publishing_done.load(Ordering::Acquire) >= self.threads
+    }
+
+    /// Messages sent into each room, by all of its publishers.
+    fn room_sent(&self) -> Vec<u64> {
+        let mut sent = vec![0; self.plan.rooms.len()];
+        for (publisher, &room) in self.plan.publisher_rooms().iter().enumerate() {
+            if let (Some(total), Some(n)) = (
+                sent.get_mut(room as usize),
+                self.control.sent.get(publisher),
+            ) {
+                *total += n.load(Ordering::Acquire);
+            }
+        }
+        sent
     }
 
     fn room_members(&self) -> u64 {

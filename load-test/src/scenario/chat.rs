@@ -45,7 +45,9 @@ pub fn run(args: &ChatArgs) -> Result<TrafficReport, LoadError> {
             roles,
         );
     }
-    run_plan(plan, &base.options())
+    let mut report = run_plan(plan, &base.options())?;
+    report.require_one_order(args.expect_one_order);
+    Ok(report)
 }
 
 /// A fixed pseudo-random phase in `0..interval`: members do not all speak at once.

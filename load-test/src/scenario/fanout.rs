@@ -10,7 +10,9 @@ use crate::target::Target;
 
 pub fn run(args: &FanoutArgs) -> Result<TrafficReport, LoadError> {
     let base = Base::new(&args.common)?;
-    run_plan(plan(&base, &args.shape, args.rate)?, &base.options())
+    let mut report = run_plan(plan(&base, &args.shape, args.rate)?, &base.options())?;
+    report.require_one_order(args.expect_one_order);
+    Ok(report)
 }
 
 pub(crate) fn plan(base: &Base, shape: &FanoutShape, rate: f64) -> Result<Plan, LoadError> {

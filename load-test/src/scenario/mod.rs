@@ -5,6 +5,7 @@ pub mod compare;
 pub mod fanout;
 pub mod idle;
 pub mod knee;
+pub mod resume;
 pub mod sweep;
 
 use serde::Serialize;
@@ -16,6 +17,7 @@ use crate::error::LoadError;
 use crate::plan::{ConnSpec, Plan, Role, Room, Timing};
 use crate::probe::ServerProbe;
 use crate::report::TrafficReport;
+use crate::resume::report::ResumeReport;
 use crate::target::{SourceIps, Target};
 
 pub use idle::IdleReport;
@@ -31,6 +33,7 @@ pub enum ScenarioReport {
     Sweep(SweepReport),
     Idle(IdleReport),
     Knee(KneeReport),
+    Resume(ResumeReport),
 }
 
 /// Runs any scenario.
@@ -41,6 +44,7 @@ pub fn run_scenario(scenario: &Scenario) -> Result<ScenarioReport, LoadError> {
         Scenario::Sweep(args) => ScenarioReport::Sweep(sweep::run(args)?),
         Scenario::Idle(args) => ScenarioReport::Idle(idle::run(args)?),
         Scenario::Knee(args) => ScenarioReport::Knee(knee::run(args)?),
+        Scenario::Resume(args) => ScenarioReport::Resume(resume::run(args)?),
     })
 }
 
@@ -51,6 +55,24 @@ impl ScenarioReport {
             ScenarioReport::Sweep(r) => r.summary(),
             ScenarioReport::Idle(r) => r.summary(),
             ScenarioReport::Knee(r) => r.summary(),
+            ScenarioReport::Resume(r) => r.summary(),
+        }
+    }
+
+    /// The checks the run was asked to pass and did not, each as a sentence; empty when the
+    /// run passed (or asked for nothing). The binary exits non-zero when there are any.
+    pub fn failed_checks(&self) -> Vec<String> {
+        match self {
+            ScenarioReport::Fanout(r) | ScenarioReport::Chat(r) => r
+                .order
+                .filter(|o| o.failed())
+                .map(|o| format!("--expect-one-order: {}", o.describe()))
+                .into_iter()
+                .collect(),
+            ScenarioReport::Resume(r) => r.failed_checks(),
+            ScenarioReport::Sweep(_) | ScenarioReport::Idle(_) | ScenarioReport::Knee(_) => {
+                Vec::new()
+            }
         }
     }
 
@@ -61,6 +83,7 @@ impl ScenarioReport {
             ScenarioReport::Sweep(r) => split(r.step_columns()),
             ScenarioReport::Idle(r) => split(vec![r.columns()]),
             ScenarioReport::Knee(r) => split(r.step_columns()),
+            ScenarioReport::Resume(r) => split(vec![r.columns()]),
         }
     }
 
@@ -88,6 +111,21 @@ impl ScenarioReport {
             ScenarioReport::Sweep(r) => r.headline(),
             ScenarioReport::Idle(r) => r.headline(),
             ScenarioReport::Knee(r) => r.headline(),
+            ScenarioReport::Resume(r) => r
+                .columns()
+                .into_iter()
+                .filter(|(n, _)| {
+                    [
+                        "recovered",
+                        "not_recovered",
+                        "catch_up_p99_ms",
+                        "lost",
+                        "duplicates",
+                        "server_cpu_secs",
+                    ]
+                    .contains(n)
+                })
+                .collect(),
         }
     }
 
@@ -101,6 +139,10 @@ impl ScenarioReport {
             ScenarioReport::Sweep(r) => r.plot_metrics(),
             ScenarioReport::Idle(r) => r.plot_metrics(),
             ScenarioReport::Knee(r) => r.plot_metrics(),
+            ScenarioReport::Resume(r) => [
+                ("catch-up p99 (ms)", r.catch_up_ms.p99),
+                ("latency p99 (ms)", r.latency_ms.p99),
+            ],
         }
     }
 }

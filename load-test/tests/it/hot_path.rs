@@ -71,6 +71,7 @@ fn consuming_frames_does_not_allocate() {
     let mut recipient = Recipient {
         first_publisher: 0,
         trackers: vec![SeqTracker::default(); 4].into(),
+        ..Recipient::default()
     };
     let mut outbox = Outbox::new(MaskSource::new(3));
 

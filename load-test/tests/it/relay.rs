@@ -54,6 +54,9 @@ fn counts_exactly_the_dropped_duplicated_and_reordered_messages() {
     assert_eq!(report.reordered, MEMBERS, "{}", report.summary());
     assert_eq!(report.foreign_tokens + report.malformed_tokens, 0);
     assert!(!report.is_clean());
+    // Every member lost a message: nobody's order is comparable.
+    let order = report.order.expect("an order check");
+    assert_eq!((order.members, order.compared), (MEMBERS, 0));
 }
 
 #[test]
@@ -67,4 +70,12 @@ fn finds_tokens_inside_json_wrapped_messages() {
     assert_eq!(report.loss + report.duplicates + report.reordered, 0);
     assert_eq!(report.malformed_tokens, 0);
     assert!(report.latency_ms.count > 0);
+    // One hub relays every message to everyone in turn: one order for the room.
+    let order = report.order.expect("an order check");
+    assert_eq!(
+        (order.compared, order.differ),
+        (MEMBERS, 0),
+        "{}",
+        report.summary()
+    );
 }

@@ -26,6 +26,7 @@ fn chat_rooms_are_lossless_and_isolated() {
         "1",
         "--warmup",
         "0.2",
+        "--expect-one-order",
     ];
     let ScenarioReport::Chat(report) = run_scenario(&scenario(&args)).expect("chat runs") else {
         panic!("not a chat report");
@@ -37,6 +38,15 @@ fn chat_rooms_are_lossless_and_isolated() {
     assert_eq!(report.expected_deliveries, report.sent * 4);
     assert!(report.is_clean(), "{}", report.summary());
     assert_eq!(report.foreign_tokens, 0);
+    // Each room has one order for its 4 members, whose shards differ.
+    let order = report.order.expect("an order check");
+    assert_eq!(
+        (order.compared, order.differ),
+        (12, 0),
+        "{}",
+        report.summary()
+    );
+    assert_eq!(order.rooms_compared, 3);
 }
 
 #[test]

@@ -50,6 +50,14 @@ fn fanout_against_shardcast_is_lossless() {
     assert_eq!(report.reordered, 0);
     assert_eq!(report.foreign_tokens + report.malformed_tokens, 0);
     assert!(report.drained);
+    // One order per room, across the two shards (issue 11).
+    let order = report.order.expect("an order check");
+    assert_eq!(
+        (order.compared, order.differ),
+        (52, 0),
+        "{}",
+        report.summary()
+    );
     assert!(report.latency_ms.count > 0);
     // Messages scheduled in the 2 s window: 400, each to 52 members.
     assert_eq!(report.latency_ms.count, 400 * 52);

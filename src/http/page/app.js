@@ -1,6 +1,12 @@
 // The shardcast chat page: joins the room named by the URL path with the `shardcast.v1`
 // subprotocol (docs/protocol.md), shows messages and presence, and reconnects by itself.
 //
+// History and resume: every join asks for the room's last HISTORY messages (`history=`), and
+// once the page has a welcome with an `epoch` it also asks to resume (`since=EPOCH:OFFSET`,
+// the offset of the last message it has). A recovered resume appends exactly what was missed;
+// otherwise a "some messages may be missing" marker (li.gap) comes first. Each message is
+// shown once: they are keyed by epoch and offset.
+//
 // Safety: everything that comes from the network (nicks, texts, room names, close reasons)
 // is inserted with textContent / createTextNode, never parsed as HTML.
 (function () {
@@ -15,6 +21,10 @@
   // (the server closes a client without a nickname after its 10 s handshake timeout anyway).
   const WELCOME_TIMEOUT_MS = 15000;
   const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+  // Messages of the room's history asked for on every join (the server's default keeps 100).
+  const HISTORY = 50;
+  // A history epoch as the server writes it; anything else is never sent back in `since`.
+  const EPOCH = /^[0-9a-f]{16}$/;
 
   const path = location.pathname.replace(/^\/+|\/+$/g, "");
   const room = path === "" || path === "index.html" ? "lobby" : path;
@@ -46,6 +56,19 @@
   let retryTimer = null;
   let countdownTimer = null;
   let welcomeTimer = null;
+
+  // Resume state (see the header). `epoch` is the room's history epoch from the last welcome
+  // (null: never joined, or history is off); `lastOffset` the offset of the last message of
+  // that epoch this page has, which is what `since=` names.
+  let epoch = null;
+  let lastOffset = 0;
+  let everJoined = false; // a welcome came since the page was loaded
+  let sentSince = false; // the current socket asked to resume
+  let replayLeft = 0; // history messages still to come after the current socket's welcome
+  let welcomeOffset = null; // that welcome's offset, counted once its replay has arrived
+  let welcomeItem = null; // its notice: replayed messages go before it, in time order
+  const shown = new Set(); // "epoch:offset" of every message shown
+  const ownIds = new Set(); // this page's session ids in the current epoch
 
   el.room.textContent = "#" + room;
   // Shown by CSS while the list is empty (an attribute, so never parsed as HTML).
@@ -84,10 +107,12 @@
     return time;
   }
 
-  // Appends an item, keeping the view pinned to the bottom if it was there.
-  function append(item) {
+  // Appends an item (or inserts it before `before`), keeping the view pinned to the bottom
+  // if it was there.
+  function append(item, before) {
     const atBottom = el.log.scrollHeight - el.log.scrollTop - el.log.clientHeight < 40;
-    el.list.append(item);
+    if (before && before.parentNode === el.list) el.list.insertBefore(item, before);
+    else el.list.append(item);
     if (atBottom) el.log.scrollTop = el.log.scrollHeight;
   }
 
@@ -104,12 +129,23 @@
     return span;
   }
 
-  // A chat message. `env` is a `message` envelope.
+  // A chat message. `env` is a `message` envelope; one replayed from history goes before
+  // the welcome notice that it precedes in time.
   function showMessage(env) {
     const item = document.createElement("li");
     item.dataset.kind = "message";
     item.dataset.id = String(env.id);
-    const own = myId !== null && env.id === myId;
+    if (isOffset(env.offset) && epoch !== null) {
+      item.dataset.epoch = epoch;
+      item.dataset.offset = String(env.offset);
+    }
+    const replayed = env.history === true;
+    if (replayed) {
+      item.classList.add("history");
+      item.dataset.history = "true";
+      item.title = "sent before you joined";
+    }
+    const own = ownIds.has(env.id);
     if (own) {
       item.classList.add("own");
       item.dataset.own = "true";
@@ -121,7 +157,7 @@
     body.className = "text";
     body.textContent = String(env.text);
     item.append(meta, body);
-    append(item);
+    append(item, replayed ? welcomeItem : null);
   }
 
   // A one-line notice (join, leave, error, status); `parts` are strings or nodes.
@@ -152,8 +188,14 @@
     clearTimers();
     const nick = el.nick.value.trim();
     myId = null;
+    replayLeft = 0;
+    welcomeOffset = null;
+    welcomeItem = null;
     setState("connecting");
-    const ws = new WebSocket(baseUrl + "?nick=" + encodeURIComponent(nick), SUBPROTOCOL);
+    let query = "?nick=" + encodeURIComponent(nick) + "&history=" + HISTORY;
+    sentSince = epoch !== null;
+    if (sentSince) query += "&since=" + epoch + ":" + lastOffset;
+    const ws = new WebSocket(baseUrl + query, SUBPROTOCOL);
     ws.binaryType = "arraybuffer";
     socket = ws;
     welcomeTimer = setTimeout(function () {
@@ -193,11 +235,13 @@
         }
         setState("connected");
         setOnline(env.online);
-        showNotice("welcome", ["You joined #" + env.room + " as ", nickNode(env.nick)]);
+        resumeFrom(env);
+        welcomeItem = showNotice("welcome", ["You joined #" + env.room + " as ", nickNode(env.nick)]);
+        settleReplay();
         el.text.focus();
         break;
       case "message":
-        showMessage(env);
+        received(env);
         break;
       case "join":
         setOnline(env.online);
@@ -220,7 +264,65 @@
     }
   }
 
+  // Takes the resume state from a welcome: the same epoch and offset if the server recovered
+  // what this page missed, else a gap marker and the new epoch.
+  function resumeFrom(env) {
+    const recovered = sentSince && env.recovered === true && env.epoch === epoch;
+    if (!recovered) {
+      // Any join after the first may have missed messages, unless the server vouches.
+      if (everJoined) showGap();
+      const next = typeof env.epoch === "string" && EPOCH.test(env.epoch) ? env.epoch : null;
+      // Session ids are unique within one server run only; a new epoch may be a new run.
+      if (next === null || next !== epoch) ownIds.clear();
+      epoch = next;
+      lastOffset = 0;
+    }
+    everJoined = true;
+    ownIds.add(env.id);
+    replayLeft = typeof env.replay === "number" && env.replay > 0 ? env.replay : 0;
+    welcomeOffset = isOffset(env.offset) ? env.offset : null;
+  }
+
+  // Once the welcome's replay has arrived (at once if there is none), the page has every
+  // message up to the welcome's offset, and live messages go at the end again.
+  function settleReplay() {
+    if (replayLeft > 0) return;
+    if (epoch !== null && welcomeOffset !== null) lastOffset = Math.max(lastOffset, welcomeOffset);
+    welcomeOffset = null;
+    welcomeItem = null;
+  }
+
+  function received(env) {
+    if (replayLeft > 0) replayLeft -= 1;
+    let fresh = true;
+    if (epoch !== null && isOffset(env.offset)) {
+      const key = epoch + ":" + env.offset;
+      fresh = !shown.has(key);
+      shown.add(key);
+      lastOffset = Math.max(lastOffset, env.offset);
+    }
+    if (fresh) showMessage(env);
+    // The last replayed message must not go before the welcome: settle after showing it.
+    settleReplay();
+  }
+
+  function isOffset(value) {
+    return Number.isSafeInteger(value) && value >= 0;
+  }
+
+  // The marker for a join that may have missed messages: a server restart, history that no
+  // longer reaches back far enough, or a server without history.
+  function showGap() {
+    const item = showNotice("gap", ["some messages may be missing"]);
+    item.title = "the server could not replay everything sent while you were away";
+  }
+
   function showError(env) {
+    if (env.code === "history_limit") {
+      // The server keeps fewer than HISTORY messages and says so; it sends what it has.
+      console.info("shardcast:", env.text);
+      return;
+    }
     const item = showNotice("error", [String(env.text)]);
     item.dataset.code = String(env.code);
     if (env.code === "bad_nick" && myId === null) {
