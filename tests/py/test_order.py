@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 
-from chat import NOTICES, as_plain, assert_quiet, connect, expect, run, v1
+import pytest
+
+import wire
+from chat import NOTICES, as_plain, assert_quiet, connect, expect, next_message, run, v1
 from conftest import expected_shards
 
 WORKERS = 4
@@ -161,3 +165,42 @@ def test_every_member_on_every_shard_sees_one_order(server):
         assert m.offsets == list(range(1, TOTAL + 1)), (
             f"{m}: offsets not 1..{TOTAL} {first_difference(m.offsets, list(range(1, TOTAL + 1)))}"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# A last word
+
+
+@pytest.mark.parametrize("dialect", ["plain", "v1"])
+def test_a_message_just_before_the_close_frame_reaches_the_room(server, dialect):
+    """A message and the close frame right behind it, in one TCP segment (so the server reads
+    both at once): the message was sent while the sender was a member, so it is the room's
+    like any other — numbered, delivered, kept. Ten senders in a row, on every shard."""
+    srv = server(workers=WORKERS)
+    path, extra = "/last", ()
+    if dialect == "v1":
+        extra = ("Sec-WebSocket-Protocol: shardcast.v1",)
+
+    async def scenario():
+        async with v1(srv.port, "last", "watch") as watcher:
+            await expect(watcher, "welcome")
+            for i in range(10):
+                conn = wire.Conn.open(srv.port)
+                try:
+                    query = f"?nick=s{i}" if dialect == "v1" else ""
+                    resp = conn.request(wire.upgrade_request(path + query, None, "13", *extra))
+                    assert resp.status == 101, resp
+                    body = f"last word {i}"
+                    if dialect == "v1":
+                        body = json.dumps({"type": "message", "text": body})
+                        assert json.loads(wire.read_frame(conn)[2])["type"] == "welcome"
+                    conn.send(wire.encode_frame(wire.OP_TEXT, body.encode())
+                              + wire.encode_frame(wire.OP_CLOSE, struct.pack("!H", 1000)))
+                    # The server answers the close (after the sender's own copy, if any).
+                    await asyncio.to_thread(wire.read_close, conn)
+                finally:
+                    conn.close()
+                m = await next_message(watcher)
+                assert (m["text"], m["offset"]) == (f"last word {i}", i + 1), m
+
+    run(scenario(), timeout=40)
