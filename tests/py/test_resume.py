@@ -63,20 +63,23 @@ class Log:
 
 
 async def sender(port: int, i: int, go: asyncio.Event, stop: asyncio.Event) -> int:
-    """Sends its share of RATE from `go` until `stop`, reading (and discarding) the room meanwhile
-    so that it never becomes a slow consumer; returns how many it sent."""
+    """Sends its share of RATE from `go` until `stop`, reading the room meanwhile so that it
+    never becomes a slow consumer; returns how many it sent, once all of them came back (so
+    that the room surely has them before it closes)."""
     plain = i % 2 == 0
     ws = await (connect(port, ROOM) if plain else v1(port, ROOM, f"s{i}"))
     if not plain:
         await expect(ws, "welcome")
+    mine = f"m{i}."
+    echoed = [0]
 
     async def drain():
-        # Its own copy of the room is not what this test checks (and its close is its own).
-        try:
-            async for _ in ws:
-                pass
-        except ConnectionClosed:
-            pass
+        async for got in ws:
+            if not plain:
+                env = json.loads(got)
+                got = env.get("text", "") if env["type"] == "message" else ""
+            if got.startswith(mine):
+                echoed[0] += 1
 
     draining = asyncio.create_task(drain())
     loop = asyncio.get_running_loop()
@@ -85,13 +88,17 @@ async def sender(port: int, i: int, go: asyncio.Event, stop: asyncio.Event) -> i
         await go.wait()
         start = loop.time() + i / RATE
         while not stop.is_set():
-            message = f"m{i}.{sent}"
+            message = f"{mine}{sent}"
             await ws.send(message if plain else json.dumps({"type": "message", "text": message}))
             sent += 1
             await asyncio.sleep(max(0.0, start + sent * SENDERS / RATE - loop.time()))
+        deadline = loop.time() + RECV_TIMEOUT
+        while echoed[0] < sent and not draining.done() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert echoed[0] == sent, f"sender {i}: {echoed[0]} of its {sent} messages came back"
     finally:
+        draining.cancel()
         await ws.close()
-        await asyncio.wait_for(draining, 5)
     return sent
 
 
