@@ -13,7 +13,7 @@ import json
 
 from websockets.exceptions import ConnectionClosed
 
-from chat import as_plain, connect, expect, next_message, run, v1
+from chat import as_plain, connect, envelope, expect, next_message, run, v1
 from wire import wait_for
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +293,17 @@ def test_resume_in_a_hello(server):
                 assert (await expect(ws, "error"))["code"] == "bad_envelope", since
             await ws.send(json.dumps({"type": "hello", "nick": "bob"}))
             assert (await expect(ws, "welcome"))["nick"] == "bob"
+        # A well-formed object whose epoch is no epoch: `bad_since`, and the join goes on.
+        async with v1(srv.port, "hi") as ws:
+            since = {"epoch": "not an epoch", "offset": 2}
+            await ws.send(json.dumps({"type": "hello", "nick": "cy", "since": since}))
+            got = {}
+            for _ in range(2):
+                env = await envelope(ws)
+                got[env["type"]] = env
+            assert got.keys() == {"error", "welcome"}, got
+            assert got["error"]["code"] == "bad_since", got
+            assert (got["welcome"]["recovered"], got["welcome"]["replay"]) == (False, 0), got
 
     run(scenario())
 
