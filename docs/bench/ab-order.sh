@@ -27,6 +27,7 @@ for run in $(seq 1 "$rounds"); do
     bin=$AFTER; [ $v = before ] && bin=$BEFORE
     start "$bin" --workers 2; fanout "$v-fanout-$run"; stop
     start "$bin" --workers 1; fanout "$v-fanout1-$run"; stop
+    start "$bin" --workers 2 --model shared; fanout "$v-shared-$run"; stop
     start "$bin" --workers 2; chat "$v-chat-$run"; stop
     start "$bin" --workers 2
     $LOAD idle --url ws://127.0.0.1:$port/idle --connections 10000 --hold 2 --server-pid $pid \

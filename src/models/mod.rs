@@ -169,6 +169,12 @@ pub trait Reach {
         let _ = (room, from, now);
     }
 
+    /// Members of this thread that the reach queued a message for itself (the `shared`
+    /// model's ordered fan-out) since the last call: the loop lists them for its flush.
+    fn take_queued(&mut self, into: &mut Vec<SessionKey>) {
+        let _ = into;
+    }
+
     /// Lets histories this thread keeps drop what expired by `now`.
     fn sweep(&mut self, now: Instant) {
         let _ = now;

@@ -8,23 +8,25 @@
 //! loop like in every model. A member cut off (or failing) under another thread's write is
 //! put on its owner's attention list, and the owner is woken to settle it.
 //!
-//! **One order per room** (history on): the registry also holds every room's history, and a
-//! thread numbers a message and queues it for every member of the room — its own included —
-//! under the registry lock, so that every member's queue takes the room's messages in the
-//! same order; the writes to the sockets come after the lock is released. A joining member
-//! is placed, welcomed and added under the same lock. The price is the classic one of this
-//! model: publishes to all rooms queue behind one lock (for as long as it takes to queue a
-//! pointer per member).
+//! **One order per room** (history on): the registry also holds every room's history. A
+//! thread numbers a message and copies the room's member list under the registry lock, then
+//! queues it for every member — its own thread's included — in the room's order: a room's
+//! [`Turnstile`] lets each numbered message be queued only after the one before it, so every
+//! member's queue takes the room's messages in the same order. A joining member is placed,
+//! welcomed and added under the registry lock, so it gets every message numbered after its
+//! place and none before. The price is this model's classic one: one room's messages are
+//! queued one after the other, whichever thread numbered them (a thread may wait its turn).
 //!
 //! Lock order: the registry, then one session at a time, never the other way round; no
-//! thread holds a session's lock while it fans out.
+//! thread holds a session's lock while it fans out, nor the registry lock while it waits
+//! for a turnstile.
 //!
 //! Bounds: a member is on the registry once per room it is in; the attention lists get at
 //! most one entry per cut-off and per failed write of a session, and a cut-off session takes
 //! no further broadcasts, so they hold at most about two entries per session.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use mio::Waker;
@@ -55,6 +57,48 @@ struct Member {
 struct SharedRoom {
     plain: Vec<Member>,
     v1: Vec<Member>,
+    /// Whose turn it is to queue the room's next message (history on).
+    turnstile: Arc<Turnstile>,
+}
+
+/// Lets the threads that numbered a room's messages queue them in offset order: each waits
+/// until the message before its own is queued everywhere. A short lock numbers a message
+/// and copies the member list; the queueing itself happens outside the registry lock, one
+/// room's messages one after the other, in the order of their tickets (so no thread can
+/// barge ahead of another and starve it, as it could on the registry mutex).
+#[derive(Default)]
+struct Turnstile {
+    /// The offset of the last message queued for every member.
+    done: Mutex<u64>,
+    turn: Condvar,
+}
+
+impl Turnstile {
+    /// A turnstile for a room whose messages up to `done` need no queueing any more.
+    fn after(done: u64) -> Arc<Turnstile> {
+        Arc::new(Turnstile {
+            done: Mutex::new(done),
+            turn: Condvar::new(),
+        })
+    }
+
+    /// Waits until every message before `offset` is queued.
+    fn wait_for(&self, offset: u64) {
+        let mut done = lock(&self.done);
+        while *done + 1 < offset {
+            done = self
+                .turn
+                .wait(done)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Message `offset` is queued for every member: the next may go.
+    fn finish(&self, offset: u64) {
+        let mut done = lock(&self.done);
+        *done = (*done).max(offset);
+        self.turn.notify_all();
+    }
 }
 
 impl SharedRoom {
@@ -121,6 +165,8 @@ pub struct Shared {
     registry: Arc<Registry>,
     /// History is on: rooms have one order, made under the registry lock.
     ordered: bool,
+    /// This thread's members that an ordered fan-out queued a message for.
+    queued_here: Vec<SessionKey>,
 }
 
 impl Shared {
@@ -131,6 +177,7 @@ impl Shared {
             me,
             registry,
             ordered,
+            queued_here: Vec::new(),
         }
     }
 
@@ -184,37 +231,51 @@ impl Shared {
         }
     }
 
-    /// History on: numbers `post` and queues it for every member of `room`, this thread's
-    /// included, under the registry lock; then writes to their sockets.
-    fn fan_out_in_order(&self, room: &RoomId, post: Post, cx: &mut Ctx) {
-        let mut queued = Vec::new();
-        let mut delivered = 0;
-        {
+    /// History on: numbers `post` and copies the room's member list under the registry
+    /// lock; then, in the room's order ([`Turnstile`]), queues it for every member — writing
+    /// to other threads' members' sockets at once, and leaving this thread's to the loop's
+    /// flush, which coalesces them as in every model.
+    fn fan_out_in_order(&mut self, room: &RoomId, post: Post, cx: &mut Ctx) {
+        let (out, plain, v1, turnstile) = {
             let mut state = lock(&self.registry.state);
             let State { rooms, history } = &mut *state;
-            let entry = rooms.get(room);
-            let needs = entry.map_or_else(Needs::default, SharedRoom::needs);
             let Some(history) = history else {
                 return;
             };
+            let entry = rooms.get(room);
+            let needs = entry.map_or_else(Needs::default, SharedRoom::needs);
             let out = history.append(room, post, needs, cx.now);
             let Some(entry) = entry else {
-                return;
+                return; // nobody to queue it for: it is only kept
             };
-            for (members, dialect) in [(&entry.plain, Dialect::Plain), (&entry.v1, Dialect::V1)] {
-                if members.is_empty() {
-                    continue;
-                }
-                let frame = out.frame(dialect);
-                for member in members {
-                    if self.queue(member, &frame, cx) == Some(true) {
-                        delivered += 1;
-                        queued.push(member.clone());
+            (
+                out,
+                entry.plain.clone(),
+                entry.v1.clone(),
+                entry.turnstile.clone(),
+            )
+        };
+        turnstile.wait_for(out.offset);
+        let mut written = Vec::new();
+        let mut delivered = 0;
+        for (members, dialect) in [(&plain, Dialect::Plain), (&v1, Dialect::V1)] {
+            if members.is_empty() {
+                continue;
+            }
+            let frame = out.frame(dialect);
+            for member in members {
+                if self.queue(member, &frame, cx) == Some(true) {
+                    delivered += 1;
+                    if member.owner == self.me {
+                        self.queued_here.push(member.key);
+                    } else {
+                        written.push(member);
                     }
                 }
             }
         }
-        for member in &queued {
+        turnstile.finish(out.offset);
+        for member in written {
             self.write(member, cx);
         }
         cx.counters
@@ -244,7 +305,13 @@ impl Reach for Shared {
         // can reach the member before it (and, history on, none numbered before its place).
         let mut state = lock(&self.registry.state);
         let start = placing.start(room, state.history.as_mut(), now);
-        let entry = state.rooms.entry(room.clone()).or_default();
+        let entry = state
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| SharedRoom {
+                turnstile: Turnstile::after(start.as_ref().map_or(0, |s| s.offset)),
+                ..SharedRoom::default()
+            });
         entry.list_mut(joiner.v1).push(Member {
             session: joiner.handle,
             owner: self.me,
@@ -336,6 +403,10 @@ impl Reach for Shared {
         if let Some((list, _)) = self.registry.attention.get(self.me.0) {
             into.append(&mut lock(list));
         }
+    }
+
+    fn take_queued(&mut self, into: &mut Vec<SessionKey>) {
+        into.append(&mut self.queued_here);
     }
 
     fn sweep(&mut self, now: Instant) {

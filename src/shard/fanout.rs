@@ -251,12 +251,11 @@ impl<R: Reach> Shard<R> {
 
     /// Sends `post` from session `from` to its room (and, in a cluster, to other nodes).
     /// The sender is a member, or one whose place the room's home is deciding: its message
-    /// is numbered after that place, so it gets it back like every member.
+    /// is numbered after that place, so it gets it back like every member. It may be closing
+    /// by now (a close frame read right after the message): the message came first, so it
+    /// goes. (A session makes no messages once it closes, and none before it may join.)
     pub(super) fn fan_out(&mut self, from: SessionKey, post: Post) {
-        let Some(Some(room)) = self
-            .table
-            .with(from, |s| s.receives().then(|| s.room().cloned()).flatten())
-        else {
+        let Some(Some(room)) = self.table.with(from, |s| s.room().cloned()) else {
             return;
         };
         if let Some(cluster) = &self.cluster {
@@ -275,6 +274,13 @@ impl<R: Reach> Shard<R> {
             .fan_out(room, post, self.rooms.get(room), &mut cx);
         if let Some(out) = out {
             self.deliver_local(room, &out);
+        }
+        self.reach.take_queued(&mut self.queued);
+        if !self.queued.is_empty() {
+            self.coalesce.delivered(self.queued.len() as u64);
+            for key in self.queued.drain(..) {
+                self.table.list_for_flush(key);
+            }
         }
     }
 

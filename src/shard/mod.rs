@@ -168,6 +168,8 @@ pub struct Shard<R: Reach> {
     fresh: Vec<Handoff>,
     /// Sessions another thread changed, as the reach reported them.
     attention: Vec<(SessionKey, u64)>,
+    /// Own sessions the reach queued a message for (listed for the flush).
+    queued: Vec<SessionKey>,
     /// Set once shutdown began: the moment the loop stops regardless.
     drain_until: Option<Instant>,
     /// When expired histories are next looked for.
@@ -200,6 +202,7 @@ impl<R: Reach> Shard<R> {
             finished: Vec::new(),
             fresh: Vec::new(),
             attention: Vec::new(),
+            queued: Vec::new(),
             drain_until: None,
             next_sweep: now + HISTORY_SWEEP,
             now,
