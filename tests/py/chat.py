@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 import uuid
@@ -75,3 +76,61 @@ class FrameLog(logging.Handler):
 
     def times(self, direction: str, opcode: str) -> list[float]:
         return [t for d, op, t in list(self.frames) if d == direction and op == opcode]
+
+
+# ---------------------------------------------------------------------------------------------
+# shardcast.v1 clients (docs/protocol.md)
+
+V1 = ["shardcast.v1"]
+# Presence envelopes: they come and go with members, outside the room's message order.
+NOTICES = ("join", "leave", "online")
+
+
+def v1(port: int, room: str, nick: str | None = None, *, query: str = "", **kwargs):
+    """A `shardcast.v1` client in `room`, joining at the upgrade if `nick` is given; `query` is
+    more of the query string (e.g. "since=EPOCH:OFFSET&history=5"), appended as is."""
+    params = "&".join(p for p in (f"nick={nick}" if nick is not None else "", query) if p)
+    return connect(port, room + (f"?{params}" if params else ""), subprotocols=V1, **kwargs)
+
+
+async def envelope(ws: ClientConnection, timeout: float = RECV_TIMEOUT) -> dict:
+    """The next message, which must be a JSON envelope."""
+    message = await recv(ws, timeout)
+    assert isinstance(message, str), f"expected a text envelope, got {message!r}"
+    return json.loads(message)
+
+
+async def expect(ws: ClientConnection, kind: str, timeout: float = RECV_TIMEOUT) -> dict:
+    """The next envelope, which must be of type `kind`."""
+    env = await envelope(ws, timeout)
+    assert env["type"] == kind, f"expected {kind}, got {env}"
+    return env
+
+
+async def next_message(ws: ClientConnection, timeout: float = RECV_TIMEOUT) -> dict:
+    """The next `message` envelope, skipping presence notices (join, leave, online); any other
+    envelope (an error) fails."""
+    while True:
+        env = await envelope(ws, timeout)
+        if env["type"] == "message":
+            return env
+        assert env["type"] in NOTICES, f"unexpected envelope {env}"
+
+
+async def assert_quiet(ws: ClientConnection, seconds: float = 0.3, *, notices: bool = False):
+    """Nothing arrives within `seconds` (presence notices aside, if `notices`)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            got = await asyncio.wait_for(ws.recv(), left)
+        except TimeoutError:
+            return
+        if notices and isinstance(got, str) and json.loads(got)["type"] in NOTICES:
+            continue
+        raise AssertionError(f"expected nothing, got {got!r}")
+
+
+def as_plain(env: dict) -> str:
+    """A v1 `message` as a plain client receives it: `nick: text`, or the bare text of a plain
+    sender (nick null). Lets plain and v1 members' sequences be compared."""
+    return env["text"] if env["nick"] is None else f"{env['nick']}: {env['text']}"

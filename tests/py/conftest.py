@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("SHARDCAST_BIN", REPO / "target/release/shardcast"))
 # The threading model under test (the test command runs the suite once per model).
 MODEL = os.environ.get("SHARDCAST_MODEL", "sharded")
-BASE_ARGS = ["--listen", "127.0.0.1:0", "--no-pin", "--model", MODEL]
+BASE_ARGS = ["--no-pin", "--model", MODEL]
 
 
 def expected_shards(workers: int) -> int:
@@ -53,6 +53,12 @@ class Server:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL by PID, and reap it (a crash on purpose: teardown does not call it one)."""
+        self.expected_exit = True
+        self.process.kill()
+        self.process.wait(timeout=5)
 
     def metrics(self, source: str = "127.0.0.1") -> dict[str, float]:
         """The server's /metrics, as {"name{labels}": value} (see `wire.metrics`)."""
@@ -96,8 +102,9 @@ def _read_first_line(proc: subprocess.Popen, timeout: float) -> str:
 
 @pytest.fixture
 def server(tmp_path):
-    """`server(*extra_args, workers=4, nofile=None)` starts shardcast and returns a `Server`;
-    all are stopped at teardown. `nofile` sets the server's RLIMIT_NOFILE (see `start`).
+    """`server(*extra_args, workers=4, nofile=None, port=0)` starts shardcast and returns a
+    `Server`; all are stopped at teardown. `nofile` sets the server's RLIMIT_NOFILE (see
+    `start`); `port` 0 is a free port, another one restarts a server where one was.
 
     Teardown also fails the test if a server died on its own: every error case must leave
     the server running.
@@ -107,7 +114,10 @@ def server(tmp_path):
     started: list[Server] = []
 
     def start(
-        *extra_args: str, workers: int = WORKERS, nofile: int | tuple[int, int] | None = None
+        *extra_args: str,
+        workers: int = WORKERS,
+        nofile: int | tuple[int, int] | None = None,
+        port: int = 0,
     ) -> Server:
         """`nofile` sets the server's RLIMIT_NOFILE before it starts: soft = hard = nofile, or
         a (soft, hard) pair."""
@@ -120,7 +130,8 @@ def server(tmp_path):
                 resource.setrlimit(resource.RLIMIT_NOFILE, limits)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [str(BIN), *BASE_ARGS, "--workers", str(workers), *extra_args],
+                [str(BIN), "--listen", f"127.0.0.1:{port}", *BASE_ARGS, "--workers", str(workers),
+                 *extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
