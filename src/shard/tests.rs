@@ -375,6 +375,26 @@ fn room_at_home(home: usize) -> String {
         .unwrap()
 }
 
+/// Turns the loops until clients `a` and `b` have `n` texts each (or a bounded number of
+/// rounds passed: messages cross shards over a few turns); what each got.
+fn both_receive<R: Reach>(
+    rig: &mut Rig<R>,
+    a: &mut Client,
+    b: &mut Client,
+    n: usize,
+) -> (Vec<String>, Vec<String>) {
+    let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        rig.settle();
+        seen_a.extend(a.texts());
+        seen_b.extend(b.texts());
+        if seen_a.len() >= n && seen_b.len() >= n {
+            break;
+        }
+    }
+    (seen_a, seen_b)
+}
+
 fn offsets(texts: &[String]) -> Vec<u64> {
     texts
         .iter()
@@ -405,15 +425,7 @@ fn mesh_gives_every_member_of_a_room_one_order() {
             a.send_text(&format!("a{i}"));
             b.send_text(&format!("b{i}"));
         }
-        let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
-        for _ in 0..20 {
-            rig.settle();
-            seen_a.extend(a.texts());
-            seen_b.extend(b.texts());
-            if seen_a.len() == 6 && seen_b.len() == 6 {
-                break;
-            }
-        }
+        let (seen_a, seen_b) = both_receive(&mut rig, &mut a, &mut b, 6);
         assert_eq!(seen_a.len(), 6, "{seen_a:?}");
         assert_eq!(seen_a, seen_b, "home {home}: one order for all");
         let v1 = c.texts();
@@ -526,15 +538,7 @@ fn shared_gives_every_member_of_a_room_one_order() {
         a.send_text(&format!("a{i}"));
         b.send_text(&format!("b{i}"));
     }
-    let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
-    for _ in 0..20 {
-        rig.settle();
-        seen_a.extend(a.texts());
-        seen_b.extend(b.texts());
-        if seen_a.len() == 6 && seen_b.len() == 6 {
-            break;
-        }
-    }
+    let (seen_a, seen_b) = both_receive(&mut rig, &mut a, &mut b, 6);
     assert_eq!(seen_a.len(), 6, "{seen_a:?}");
     assert_eq!(seen_a, seen_b);
     assert_eq!(offsets(&c.texts()), [1, 2, 3, 4, 5, 6]);
