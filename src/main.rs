@@ -260,7 +260,8 @@ struct ClientArgs {
     #[arg(long, requires = "url")]
     binary: bool,
     /// Pipe mode: reconnect after a failure or drop, with exponential backoff and jitter
-    /// (0.5 s doubling to at most 30 s).
+    /// (0.5 s doubling to at most 30 s). With `--subprotocol shardcast.v1` it resumes the
+    /// room (`since`): no message printed twice, and a note on stderr if some may be missing.
     #[arg(long, requires = "url")]
     reconnect: bool,
     /// Reconnection attempts in a row before giving up.
