@@ -170,36 +170,43 @@ impl History {
         Epoch(z ^ (z >> 31))
     }
 
-    /// The room's log, fresh (a new epoch) if it had none or its time ran out.
-    fn log(&mut self, room: &RoomId, now: Instant) -> &mut Log {
-        let expired = self.logs.peek(room).is_some_and(|log| log.expires <= now);
-        if expired {
-            self.expire_one(room, now);
+    /// The room's log, fresh (a new epoch) if it had none or its time ran out; `used` moves
+    /// it to the recently used end (a message). One lookup when the log is live, as it is
+    /// for every message of a busy room.
+    fn log(&mut self, room: &RoomId, now: Instant, used: bool) -> &mut Log {
+        let live = self.logs.peek(room).map(|log| log.expires > now);
+        if live != Some(true) {
+            if live == Some(false) {
+                self.expire_one(room, now);
+            }
+            if !self.logs.contains(room) {
+                let epoch = self.next_epoch();
+                self.bytes += LOG_OVERHEAD + room.as_str().len();
+                self.logs.put(
+                    room.clone(),
+                    Log {
+                        epoch,
+                        offset: 0,
+                        entries: VecDeque::new(),
+                        bytes: 0,
+                        members: 0,
+                        expires: now + self.limits.ttl,
+                    },
+                );
+            }
         }
-        if !self.logs.contains(room) {
-            let epoch = self.next_epoch();
-            self.bytes += LOG_OVERHEAD + room.as_str().len();
-            self.logs.put(
-                room.clone(),
-                Log {
-                    epoch,
-                    offset: 0,
-                    entries: VecDeque::new(),
-                    bytes: 0,
-                    members: 0,
-                    expires: now + self.limits.ttl,
-                },
-            );
-        }
-        // Present: just checked or put.
-        self.logs
-            .peek_mut(room)
-            .expect("the log was just made if it was missing")
+        // Present: live, or just kept or put.
+        let log = if used {
+            self.logs.get_mut(room)
+        } else {
+            self.logs.peek_mut(room)
+        };
+        log.expect("the log was just made if it was missing")
     }
 
     /// A member joins `room` asking `ask`: where it starts.
     pub fn join(&mut self, room: &RoomId, ask: &Ask, now: Instant) -> Start {
-        let log = self.log(room, now);
+        let log = self.log(room, now, false);
         log.members += 1;
         let start = log.start(ask);
         match start.recovered {
@@ -232,7 +239,7 @@ impl History {
         now: Instant,
     ) -> Arc<Outgoing> {
         let (size, ttl) = (self.limits.size, self.limits.ttl);
-        let log = self.log(room, now);
+        let log = self.log(room, now, true);
         log.offset += 1;
         let out = Outgoing::sequenced(post, needs, log.offset);
         let mut freed = 0;
@@ -249,7 +256,6 @@ impl History {
         log.bytes = log.bytes + added - freed;
         log.expires = now + ttl;
         self.bytes = self.bytes + added - freed;
-        self.logs.promote(room);
         self.fit_memory(room, now);
         out
     }
