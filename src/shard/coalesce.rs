@@ -8,6 +8,11 @@
 //! (fewer syscalls and packets per delivery, on both ends of every connection). Output for
 //! small rooms (a chat message to 20 people, a pong) never waits: its latency is worth more
 //! than the few syscalls saved.
+//!
+//! Only a flush that carried broadcasts starts a new window. A flush with none (a pong, a
+//! socket that became writable, the turn in which a member's message left for its room's
+//! home shard to be numbered) must not push back the window of the broadcasts that arrive
+//! just after it: the numbered copy of that very message would wait a whole window more.
 
 use std::time::{Duration, Instant};
 
@@ -61,7 +66,8 @@ impl Coalescer {
     }
 
     /// Decides for a turn with output waiting (`draining`: the server is shutting down, and
-    /// nothing waits). After `FlushNow` the caller flushes, and a new window begins.
+    /// nothing waits). After `FlushNow` the caller flushes, and a new window begins if the
+    /// flush carries broadcasts.
     pub fn decide(&mut self, now: Instant, draining: bool) -> Decision {
         let big_rooms = self.deliveries >= COALESCE_MIN_ROOM * self.broadcasts.max(1);
         if !self.window.is_zero() && big_rooms && !draining {
@@ -72,7 +78,9 @@ impl Coalescer {
             }
         }
         self.due = None;
-        self.last_flush = now;
+        if self.broadcasts > 0 {
+            self.last_flush = now;
+        }
         self.broadcasts = 0;
         self.deliveries = 0;
         Decision::FlushNow
@@ -143,5 +151,25 @@ mod tests {
         let mut c = Coalescer::new(10 * MS, t0);
         // A pong or a welcome: no broadcast was counted.
         assert_eq!(c.decide(t0 + MS, false), Decision::FlushNow);
+    }
+
+    #[test]
+    fn a_flush_without_broadcasts_keeps_the_window() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(10 * MS, t0);
+        c.delivered(1000);
+        assert_eq!(c.decide(t0 + MS, false), Decision::Wait(t0 + 10 * MS));
+        assert_eq!(c.decide(t0 + 10 * MS, false), Decision::FlushNow);
+        // Output with no broadcast (a pong) leaves at once, and the window stays where it was:
+        // a broadcast just after it waits until t0 + 20 ms, not until t0 + 22 ms.
+        assert_eq!(c.decide(t0 + 12 * MS, false), Decision::FlushNow);
+        c.delivered(1000);
+        assert_eq!(c.decide(t0 + 13 * MS, false), Decision::Wait(t0 + 20 * MS));
+        assert_eq!(c.decide(t0 + 20 * MS, false), Decision::FlushNow);
+        // A flush with a small room's broadcast does start a window.
+        c.delivered(1);
+        assert_eq!(c.decide(t0 + 21 * MS, false), Decision::FlushNow);
+        c.delivered(1000);
+        assert_eq!(c.decide(t0 + 22 * MS, false), Decision::Wait(t0 + 31 * MS));
     }
 }
