@@ -1,8 +1,22 @@
-//! The per-address connection limit (`--max-connections-per-ip`).
+//! Limits on what one client may take: open connections per address
+//! (`--max-connections-per-ip`, [`PerIpLimit`], here), new connections per address per second
+//! (`--max-connection-rate-per-ip`, [`ConnectionRate`]) and messages per connection per second
+//! (`--max-publish-rate`, [`PublishMeter`]); the last two are token buckets ([`Rate`]).
 //!
-//! The acceptor takes a place when it accepts and the shard that ends the connection gives it
-//! back. The map is behind a mutex because two threads touch it, but only once per connection
-//! opened or closed, never per message, and only when the limit is configured at all.
+//! A leaf: the acceptor and the sessions apply these, and count what they refuse.
+//!
+//! [`PerIpLimit`]'s map is behind a mutex because two threads touch it — the acceptor takes a
+//! place when it accepts and the shard that ends the connection gives it back — but only once
+//! per connection opened or closed, never per message, and only when the limit is configured
+//! at all.
+
+mod connection_rate;
+mod publish;
+mod rate;
+
+pub use connection_rate::{ConnectionRate, MAX_ADDRESSES, RetryAfter};
+pub use publish::{FLOOD_FACTOR, FLOOD_SECONDS, Publish, PublishMeter};
+pub use rate::{Rate, Spent};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
