@@ -37,11 +37,13 @@ pub enum CloseReason {
     /// Its shard missed some of the room's messages (the mesh had to drop them): the member
     /// is closed rather than left with a silent gap, and may resume with `since`.
     MissedMessages,
+    /// It kept sending far over `--max-publish-rate` (flooding, `limits::FLOOD_FACTOR`).
+    RateLimit,
 }
 
 impl CloseReason {
     /// Every reason, in [`Counter`] order.
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientClose,
         CloseReason::PeerGone,
         CloseReason::IoError,
@@ -56,6 +58,7 @@ impl CloseReason {
         CloseReason::PongTimeout,
         CloseReason::Shutdown,
         CloseReason::MissedMessages,
+        CloseReason::RateLimit,
     ];
 
     /// The code of the close frame the server sends for this reason (`None`: it sends none,
@@ -71,7 +74,8 @@ impl CloseReason {
             CloseReason::ProtocolError => Some(1002),
             CloseReason::UnsupportedData => Some(1003),
             CloseReason::InvalidUtf8 => Some(1007),
-            CloseReason::SlowConsumer | CloseReason::NoHello => Some(1008),
+            // "Policy Violation": each its own reason text and counter.
+            CloseReason::SlowConsumer | CloseReason::NoHello | CloseReason::RateLimit => Some(1008),
             CloseReason::MessageTooBig => Some(1009),
             CloseReason::InternalError => Some(1011),
             // "Try Again Later": nothing is wrong with the client, and a resume repairs it.
@@ -95,6 +99,7 @@ impl CloseReason {
             CloseReason::PongTimeout => "no pong",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::MissedMessages => "missed messages: resume with since",
+            CloseReason::RateLimit => "rate limit",
         }
     }
 
@@ -115,6 +120,7 @@ impl CloseReason {
             CloseReason::PongTimeout => "pong_timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::MissedMessages => "missed_messages",
+            CloseReason::RateLimit => "rate_limit",
         }
     }
 

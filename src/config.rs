@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::limits::Rate;
 
 /// How the server spreads work over threads (compare them with the load generator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,6 +70,12 @@ pub struct Config {
     /// Most connections from one IP address at once; further ones are refused with 503 at
     /// accept. `None` (the default): no per-address limit.
     pub max_connections_per_ip: Option<usize>,
+    /// Most data messages one connection may send per second, on average, and how many more
+    /// at once (`--max-publish-rate`, `--publish-burst`). The excess is dropped (a
+    /// `shardcast.v1` client gets a `rate_limited` error for each); a connection that keeps
+    /// sending at more than ten times the rate is closed with 1008 "rate limit"
+    /// (`limits::PublishMeter`). `None` (the default): no limit, and one branch per message.
+    pub max_publish_rate: Option<Rate>,
     /// Origins allowed to upgrade (exact, case-insensitive, e.g. `https://chat.example`), or
     /// `*`. Empty (the default): any origin. Requests without `Origin` (non-browser clients)
     /// are always allowed: the check exists to stop other sites' pages, and browsers always
@@ -135,6 +142,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             max_connections: default_max_connections(),
             max_connections_per_ip: None,
+            max_publish_rate: None,
             allowed_origins: Vec::new(),
             tls: None,
             coalesce: Duration::from_millis(10),
@@ -238,6 +246,9 @@ impl Config {
         }
         if self.max_connections_per_ip == Some(0) {
             return Err(ConfigError::Zero("max-connections-per-ip"));
+        }
+        if self.max_publish_rate.is_some_and(|r| r.per_second == 0) {
+            return Err(ConfigError::Zero("max-publish-rate"));
         }
         if self.mesh_capacity == 0 {
             return Err(ConfigError::Zero("mesh-capacity"));

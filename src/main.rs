@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shardcast::config::{Model, TlsFiles, default_max_connections, raise_fd_limit};
+use shardcast::limits::Rate;
 use shardcast::logging::{self, LogFormat};
 use shardcast::{Config, Server, client};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -67,6 +68,13 @@ struct ServerArgs {
     /// Most connections from one IP address; more are refused with 503 [default: no limit].
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// Messages per second one connection may send; more are dropped, and one that keeps
+    /// sending ten times as many is closed (1008) [default: no limit].
+    #[arg(long, value_name = "N")]
+    max_publish_rate: Option<u32>,
+    /// Messages a connection may send at once beyond --max-publish-rate [default: the rate].
+    #[arg(long, value_name = "N", requires = "max_publish_rate")]
+    publish_burst: Option<u32>,
     /// Largest HTTP request head in bytes; larger ones get 431.
     #[arg(long, default_value_t = 8 * 1024, value_name = "BYTES")]
     max_request_head: usize,
@@ -182,6 +190,9 @@ impl ServerArgs {
             max_buffered: self.max_buffered,
             max_connections: self.max_connections.unwrap_or_else(default_max_connections),
             max_connections_per_ip: self.max_connections_per_ip,
+            max_publish_rate: self
+                .max_publish_rate
+                .map(|n| Rate::new(n, self.publish_burst)),
             max_request_head: self.max_request_head,
             max_headers: self.max_headers,
             handshake_timeout: seconds(self.handshake_timeout, "--handshake-timeout")?,

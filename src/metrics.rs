@@ -119,6 +119,10 @@ pub enum Counter {
     ClosedShutdown,
     /// See [`Counter::ClosedClientClose`].
     ClosedMissedMessages,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedRateLimit,
+    /// Data messages dropped by `--max-publish-rate`.
+    RateLimited,
     /// Room histories dropped whole to stay within `--history-memory` (new epochs).
     HistoryEvicted,
     /// Room histories dropped whole by `--history-ttl` (new epochs).
@@ -250,6 +254,12 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ("shardcast_closes_total", "reason=\"pong_timeout\"", ""),
     ("shardcast_closes_total", "reason=\"shutdown\"", ""),
     ("shardcast_closes_total", "reason=\"missed_messages\"", ""),
+    ("shardcast_closes_total", "reason=\"rate_limit\"", ""),
+    (
+        "shardcast_rate_limited_messages_total",
+        "",
+        "Data messages dropped by max-publish-rate",
+    ),
     (
         "shardcast_history_dropped_total",
         "cause=\"memory\"",
@@ -287,6 +297,7 @@ impl Counter {
             CloseReason::PongTimeout => Counter::ClosedPongTimeout,
             CloseReason::Shutdown => Counter::ClosedShutdown,
             CloseReason::MissedMessages => Counter::ClosedMissedMessages,
+            CloseReason::RateLimit => Counter::ClosedRateLimit,
         }
     }
 }

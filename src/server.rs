@@ -208,7 +208,7 @@ impl Server {
         }
         tracing::info!(
             "shardcast listening on {local_addr} ({}), {:?} model with {} thread(s), pinning {}; \
-             max message {} B, max buffered {} B, max connections {}{}; timeouts: handshake \
+             max message {} B, max buffered {} B, max connections {}{}{}; timeouts: handshake \
              {:?}, ping {:?}, pong {:?}, idle {:?}, close {:?}, drain {:?}; allowed origins: {}",
             if tls.is_some() { "TLS" } else { "plain" },
             config.model,
@@ -220,6 +220,10 @@ impl Server {
             config
                 .max_connections_per_ip
                 .map_or(String::new(), |n| format!(", {n} per IP")),
+            config.max_publish_rate.map_or(String::new(), |r| format!(
+                "; {} messages/s (burst {}) per connection",
+                r.per_second, r.burst
+            )),
             config.handshake_timeout,
             config.ping_interval,
             config.pong_timeout,

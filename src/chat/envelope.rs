@@ -65,6 +65,8 @@ pub enum ErrorCode {
     HistoryLimit,
     /// A `since` epoch that is not 16 hex digits (the join goes on, not recovered).
     BadSince,
+    /// A message over `--max-publish-rate`: it was dropped.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -89,6 +91,10 @@ impl ErrorCode {
             ErrorCode::BadSince => (
                 "bad_since",
                 "since is {\"epoch\":<16 hex digits>,\"offset\":<number>}: not resumed",
+            ),
+            ErrorCode::RateLimited => (
+                "rate_limited",
+                "too many messages (--max-publish-rate): this one was dropped; slow down",
             ),
         }
     }

@@ -42,6 +42,7 @@ impl<S: Transport> Session<S> {
         };
         // The adapter never blocks, so this only fails if tungstenite is closed already.
         if ws
+            .ctx
             .close(&mut WsIo::new(&[], &mut self.out), Some(frame))
             .is_ok()
         {

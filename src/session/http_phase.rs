@@ -9,10 +9,11 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use super::liveness::{Liveness, Timing};
 use super::outbound::Chunk;
-use super::{Ctx, Event, Phase, Session, Transport, WS_READ_CHUNK};
+use super::{Ctx, Event, Phase, Session, Transport, WS_READ_CHUNK, WsState};
 use crate::chat::Dialect;
 use crate::http::request::{self, Parsed};
 use crate::http::{Dispatch, error_response, http_counter};
+use crate::limits::PublishMeter;
 
 impl<S: Transport> Session<S> {
     /// Handles `input`; false when the message budget ran out (the rest is stashed).
@@ -93,7 +94,10 @@ impl<S: Transport> Session<S> {
                         .max_message_size(Some(cfg.max_message))
                         .max_frame_size(Some(cfg.max_message));
                     self.phase = Phase::Open {
-                        ws: Box::new(WebSocketContext::new(Role::Server, Some(ws_config))),
+                        ws: Box::new(WsState {
+                            ctx: WebSocketContext::new(Role::Server, Some(ws_config)),
+                            publish: PublishMeter::default(),
+                        }),
                         liveness: Liveness::new(&Timing::of(cfg), cx.now),
                         closing_until: None,
                         hello: None,

@@ -83,6 +83,13 @@ impl Liveness {
         self.last_message = now;
     }
 
+    /// Time since the last data message (since the upgrade, before the first): the publish
+    /// meter's clock (`limits::PublishMeter`), so that it needs none of its own.
+    #[inline]
+    pub fn since_last_message(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_message)
+    }
+
     /// The earliest moment [`Liveness::check`] may have something to do.
     pub fn next_due(&self, timing: &Timing) -> Option<Instant> {
         let ping = match self.ping_sent {

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::chat::Body;
@@ -85,7 +85,10 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let config = Config::default();
+        Harness::with_config(Config::default())
+    }
+
+    fn with_config(config: Config) -> Self {
         let site = Site::new(
             Assets::default(),
             Arc::new(config.clone()),
@@ -109,10 +112,15 @@ impl Harness {
     /// Runs the session like a shard would until it has read all input; returns the last
     /// progress report.
     fn pump_reads(&mut self) -> Progress {
+        self.pump_reads_at(Instant::now())
+    }
+
+    /// [`Harness::pump_reads`] in loop turns that all began at `now`.
+    fn pump_reads_at(&mut self, now: Instant) -> Progress {
         let mut cx = Ctx {
             config: &self.config,
             site: &self.site,
-            now: Instant::now(),
+            now,
             counters: &mut self.counters,
         };
         for _ in 0..100_000 {
@@ -452,7 +460,12 @@ fn json(payload: &[u8]) -> serde_json::Value {
 /// A v1 session upgraded with `query` after the room path; returns the harness and what was
 /// written after the 101.
 fn v1_upgraded(query: &str) -> (Harness, Vec<(u8, Vec<u8>)>) {
-    let mut h = Harness::new();
+    v1_upgraded_with(Config::default(), query)
+}
+
+/// [`v1_upgraded`] on a server with `config`.
+fn v1_upgraded_with(config: Config, query: &str) -> (Harness, Vec<(u8, Vec<u8>)>) {
+    let mut h = Harness::with_config(config);
     let request = format!(
         "GET /chat{query} HTTP/1.1\r\nHost: example\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -545,4 +558,93 @@ fn v1_binary_frames_close_with_1003() {
     assert_eq!(frames[0].0, 0x8);
     assert_eq!(&frames[0].1[..2], &1003u16.to_be_bytes());
     assert_eq!(h.counters.0[Counter::Close1003 as usize], 1);
+}
+
+#[test]
+fn over_the_publish_rate_v1_messages_are_refused_and_a_flood_is_closed() {
+    use crate::limits::Rate;
+    let config = Config {
+        // 1 a second, 1 more at once: 2 at once. Flooding: 50 beyond 10 a second.
+        max_publish_rate: Some(Rate::new(1, Some(1))),
+        ..Config::default()
+    };
+    let (mut h, _) = v1_upgraded_with(config, "?nick=ann");
+    h.events.clear();
+    let message = client_frame(true, 0x1, br#"{"type":"message","text":"hi"}"#);
+    let say = |h: &mut Harness, count: usize, now: Instant| {
+        h.send(&message.repeat(count));
+        h.pump_reads_at(now);
+        let messages = h
+            .events
+            .drain(..)
+            .filter(|e| matches!(e, Event::Message(_)));
+        (messages.count(), server_frames(&h.pump_writes()))
+    };
+    let codes = |frames: &[(u8, Vec<u8>)]| -> Vec<String> {
+        let errors = frames.iter().filter(|(op, _)| *op == 0x1);
+        errors
+            .map(|(_, p)| json(p)["code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Three at once: two go out, the third is refused.
+    let t0 = Instant::now();
+    let (sent, frames) = say(&mut h, 3, t0);
+    assert_eq!(sent, 2);
+    assert_eq!(codes(&frames), ["rate_limited"]);
+    // A second later, one token is back.
+    let t1 = t0 + Duration::from_secs(1);
+    let (sent, frames) = say(&mut h, 1, t1);
+    assert_eq!((sent, frames.len()), (1, 0));
+    // A flood at once: the flood bucket (50 tokens, 10 more a second: full again, less the
+    // one just taken) takes 49 more, all over the rate; the 50th ends the connection.
+    let (sent, frames) = say(&mut h, 80, t1);
+    assert_eq!(sent, 0);
+    assert_eq!(codes(&frames), vec!["rate_limited"; 49]);
+    let (op, close) = frames.last().unwrap();
+    assert_eq!(*op, 0x8);
+    assert_eq!(&close[..2], &1008u16.to_be_bytes());
+    assert_eq!(&close[2..], b"rate limit");
+    assert!(!h.session.receives());
+    assert_eq!(
+        h.session.close_reason(),
+        Some((CloseReason::RateLimit, 1008))
+    );
+    let count = |c: Counter| h.counters.0[c as usize];
+    assert_eq!(count(Counter::MessagesIn), 54);
+    assert_eq!(count(Counter::RateLimited), 51);
+    assert_eq!(count(Counter::EnvelopeErrors), 50);
+    assert_eq!(count(Counter::ClosedRateLimit), 1);
+    assert_eq!(count(Counter::Close1008), 1);
+}
+
+#[test]
+fn without_a_publish_rate_nothing_is_metered() {
+    let mut h = upgraded();
+    h.send(&client_frame(true, 0x1, b"x").repeat(1000));
+    let now = Instant::now();
+    assert_eq!(h.pump_reads_at(now), Progress::Idle);
+    assert_eq!(h.events.len(), 1000);
+    assert_eq!(h.counters.0[Counter::RateLimited as usize], 0);
+    assert!(h.session.receives());
+}
+
+/// The publish meter rides in tungstenite's boxed context rather than in every session: it
+/// must fit in that allocation's slack, or it would cost every open connection memory.
+#[test]
+fn the_publish_meter_fits_in_the_slack_of_the_context_allocation() {
+    let ctx = Box::new(WebSocketContext::new(
+        tungstenite::protocol::Role::Server,
+        None,
+    ));
+    let with_meter = std::mem::size_of::<WsState>();
+    assert!(with_meter <= std::mem::size_of_val(&*ctx) + 8);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let ptr = Box::into_raw(ctx);
+        // SAFETY: `ptr` comes from the global (system) allocator and is live; it is given
+        // back to a Box and freed right after.
+        let usable = unsafe { libc::malloc_usable_size(ptr.cast()) };
+        drop(unsafe { Box::from_raw(ptr) });
+        assert!(usable >= with_meter, "{usable} < {with_meter}");
+    }
 }

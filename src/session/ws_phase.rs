@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use tungstenite::protocol::Message;
 
-use super::liveness::Liveness;
-use super::outbound::Chunk;
+use super::outbound::{Chunk, OutQueue};
 use super::wsio::WsIo;
 use super::{CloseReason, Ctx, Event, Phase, Session, Transport, id_text, v1};
+use crate::chat::envelope::ErrorCode;
 use crate::chat::post::now_millis;
 use crate::chat::{Body, Dialect, Post, envelope};
 use crate::history::Ask;
+use crate::limits::Publish;
 use crate::metrics::Counter;
 
 impl<S: Transport> Session<S> {
@@ -45,37 +46,50 @@ impl<S: Transport> Session<S> {
                 self.ws_buffered = true;
                 return false;
             }
-            let failure = match ws.read(&mut io) {
+            let failure = match ws.ctx.read(&mut io) {
                 Ok(message) => {
                     *budget -= 1;
                     match message {
                         Message::Text(_) | Message::Binary(_) if closing => continue,
                         Message::Binary(_) if v1 => Some(CloseReason::UnsupportedData),
-                        Message::Text(text) if v1 => {
+                        Message::Text(_) | Message::Binary(_) => {
+                            let verdict = match cx.config.max_publish_rate {
+                                // No limit: this one branch is all a message pays.
+                                None => Publish::Accept,
+                                Some(rate) => ws
+                                    .publish
+                                    .on_message(liveness.since_last_message(cx.now), rate),
+                            };
                             liveness.saw_message(cx.now);
                             cx.counters.bump(Counter::MessagesIn);
-                            let state = v1::V1State {
-                                nick: &mut self.nick,
-                                hello,
-                                room: self.room.as_ref(),
-                            };
-                            let (id_slot, id) = (&mut self.id_text, self.id);
-                            let sender = || id_text(id_slot, id, cx.config);
-                            if let Some(code) = v1::on_text(&text, state, sender, events) {
-                                cx.counters.bump(Counter::EnvelopeErrors);
-                                io.out().push(Chunk::Shared(envelope::error(code)));
+                            match verdict {
+                                Publish::Accept => {
+                                    let state = v1.then_some(v1::V1State {
+                                        nick: &mut self.nick,
+                                        hello,
+                                        room: self.room.as_ref(),
+                                    });
+                                    let (id_slot, id, config) =
+                                        (&mut self.id_text, self.id, cx.config);
+                                    let sender = || id_text(id_slot, id, config);
+                                    accepted(message, state, sender, cx, events, io.out());
+                                    continue;
+                                }
+                                Publish::Drop => {
+                                    cx.counters.bump(Counter::RateLimited);
+                                    if v1 {
+                                        cx.counters.bump(Counter::EnvelopeErrors);
+                                        let refusal = envelope::error(ErrorCode::RateLimited);
+                                        io.out().push(Chunk::Shared(refusal));
+                                    }
+                                    continue;
+                                }
+                                Publish::Flood => {
+                                    cx.counters.bump(Counter::RateLimited);
+                                    tracing::debug!("flooding past the publish rate: closing");
+                                    Some(CloseReason::RateLimit)
+                                }
                             }
-                            continue;
-                        }
-                        Message::Text(text) => {
-                            let sender = id_text(&mut self.id_text, self.id, cx.config);
-                            received(sender, Body::Text(text), liveness, cx, events);
-                            continue;
-                        }
-                        Message::Binary(data) => {
-                            let sender = id_text(&mut self.id_text, self.id, cx.config);
-                            received(sender, Body::Binary(data), liveness, cx, events);
-                            continue;
                         }
                         Message::Close(close) => {
                             match &close {
@@ -100,7 +114,7 @@ impl<S: Transport> Session<S> {
                             });
                             // Queue tungstenite's reply (or nothing, if this answers our own
                             // close); it reports the exchange complete with ConnectionClosed.
-                            let _ = ws.flush(&mut io);
+                            let _ = ws.ctx.flush(&mut io);
                             None
                         }
                         // Pings are answered by tungstenite (the pong is already queued), but
@@ -158,19 +172,31 @@ impl<S: Transport> Session<S> {
     }
 }
 
-/// A complete data message from a plain client arrived: it is a sign of life and a message
-/// for the room.
-fn received(
-    sender: Arc<str>,
-    body: Body,
-    liveness: &mut Liveness,
+/// A data message within the publish rate: a post for the room, or, from a v1 client (`v1`
+/// is its state), whatever the v1 rules make of its text.
+fn accepted(
+    message: Message,
+    v1: Option<v1::V1State<'_>>,
+    sender: impl FnOnce() -> Arc<str>,
     cx: &mut Ctx,
     events: &mut Vec<Event>,
+    out: &mut OutQueue,
 ) {
-    liveness.saw_message(cx.now);
-    cx.counters.bump(Counter::MessagesIn);
+    let body = match (message, v1) {
+        (Message::Text(text), Some(state)) => {
+            if let Some(code) = v1::on_text(&text, state, sender, events) {
+                cx.counters.bump(Counter::EnvelopeErrors);
+                out.push(Chunk::Shared(envelope::error(code)));
+            }
+            return;
+        }
+        (Message::Text(text), None) => Body::Text(text),
+        (Message::Binary(data), _) => Body::Binary(data),
+        // Only data messages come here.
+        _ => return,
+    };
     events.push(Event::Message(Post {
-        sender,
+        sender: sender(),
         nick: None,
         body,
         ts: now_millis(),
