@@ -9,6 +9,10 @@
 //! in the backlog, and a tight retry loop would burn a core while fixing nothing. It keeps the
 //! listener and resumes by itself once descriptors are free again.
 //!
+//! Before the hand-off, the per-address limits: the connection rate (`429` with
+//! `Retry-After`), then the open connections (`503`). Both answers are written at once, best
+//! effort, before anything is read, and the connection is closed.
+//!
 //! On shutdown (the draining flag plus a wake) it closes the listener and returns.
 
 use std::io;
@@ -22,7 +26,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::http::{Status, error_response};
-use crate::limits::PerIpLimit;
+use crate::limits::{ConnectionRate, PerIpLimit, RetryAfter};
 use crate::stats::ServerStats;
 
 /// A connection handed from the acceptor to an event loop.
@@ -65,6 +69,8 @@ pub struct Acceptor {
     pub stats: Arc<ServerStats>,
     /// The per-address limit, when configured.
     pub per_ip: Option<Arc<PerIpLimit>>,
+    /// The per-address connection rate, when configured (this thread's alone).
+    pub rate: Option<ConnectionRate>,
 }
 
 impl Acceptor {
@@ -92,12 +98,18 @@ impl Acceptor {
             if paused_until.is_some_and(|t| Instant::now() < t) {
                 continue;
             }
+            // Taken out for the round: the hand-off borrows the rest of `self`.
+            let mut rate = self.rate.take();
             let outcome = accept_ready(
                 &self.listener,
                 self.per_ip.as_deref(),
+                rate.as_mut(),
+                Instant::now(),
                 &self.stats,
                 |handoff| self.hand_off(handoff, &mut next).is_ok(),
-            )?;
+            );
+            self.rate = rate;
+            let outcome = outcome?;
             match outcome {
                 Accepted::Drained => paused_until = None,
                 Accepted::Backoff => paused_until = Some(Instant::now() + RESOURCE_BACKOFF),
@@ -151,10 +163,14 @@ pub enum Accepted {
 }
 
 /// Accepts every pending connection (the listener is edge-triggered) and gives each to
-/// `take`, after the per-address limit. Errors other than the retryable ones are returned.
+/// `take`, after the per-address limits: the connection `rate` first (a refused attempt takes
+/// no open place), then `per_ip`; `now` is the round's time (one reading of the clock, not
+/// one per connection). Errors other than the retryable ones are returned.
 pub fn accept_ready(
     listener: &TcpListener,
     per_ip: Option<&PerIpLimit>,
+    mut rate: Option<&mut ConnectionRate>,
+    now: Instant,
     stats: &ServerStats,
     mut take: impl FnMut(Handoff) -> bool,
 ) -> io::Result<Accepted> {
@@ -175,11 +191,20 @@ pub fn accept_ready(
         // mio hands out non-blocking sockets; chat messages are small, so no Nagle.
         let stream = TcpStream::from(OwnedFd::from(stream));
         let _ = stream.set_nodelay(true);
+        if let Some(rate) = rate.as_deref_mut() {
+            let admitted = rate.try_admit(peer.ip(), now);
+            stats.set_rate_addresses(rate.tracked());
+            if let Err(RetryAfter(seconds)) = admitted {
+                refuse(stream, Status::TooManyRequests, seconds);
+                stats.count_rate_refusal();
+                continue;
+            }
+        }
         let counted_ip = match per_ip {
             None => None,
             Some(limit) if limit.try_acquire(peer.ip()) => Some(peer.ip()),
             Some(_) => {
-                refuse(stream);
+                refuse(stream, Status::Unavailable, 5);
                 stats.count_per_ip_refusal();
                 continue;
             }
@@ -194,9 +219,11 @@ pub fn accept_ready(
     }
 }
 
-/// Best effort (one non-blocking write): tell an over-limit client why, then close.
-fn refuse(mut stream: TcpStream) {
+/// Best effort (one non-blocking write): tell an over-limit client why and when to try again
+/// (`Retry-After`, in seconds), then close.
+fn refuse(mut stream: TcpStream, status: Status, retry_after: u32) {
     use std::io::Write;
-    let answer = error_response(Status::Unavailable, &[("Retry-After", "5")]);
+    let seconds = retry_after.to_string();
+    let answer = error_response(status, &[("Retry-After", &seconds)]);
     let _ = stream.write_all(&answer.bytes);
 }

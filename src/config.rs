@@ -70,6 +70,11 @@ pub struct Config {
     /// Most connections from one IP address at once; further ones are refused with 503 at
     /// accept. `None` (the default): no per-address limit.
     pub max_connections_per_ip: Option<usize>,
+    /// Most new connections per second from one address, on average, and how many more may
+    /// come at once (`--max-connection-rate-per-ip`, `--connection-rate-burst`); further ones
+    /// are refused with 429 and `Retry-After` at accept. `None` (the default): no limit.
+    /// Checked once per accepted connection, by the accepting thread alone.
+    pub max_connection_rate_per_ip: Option<Rate>,
     /// Most data messages one connection may send per second, on average, and how many more
     /// at once (`--max-publish-rate`, `--publish-burst`). The excess is dropped (a
     /// `shardcast.v1` client gets a `rate_limited` error for each); a connection that keeps
@@ -142,6 +147,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             max_connections: default_max_connections(),
             max_connections_per_ip: None,
+            max_connection_rate_per_ip: None,
             max_publish_rate: None,
             allowed_origins: Vec::new(),
             tls: None,
@@ -246,6 +252,12 @@ impl Config {
         }
         if self.max_connections_per_ip == Some(0) {
             return Err(ConfigError::Zero("max-connections-per-ip"));
+        }
+        if self
+            .max_connection_rate_per_ip
+            .is_some_and(|r| r.per_second == 0)
+        {
+            return Err(ConfigError::Zero("max-connection-rate-per-ip"));
         }
         if self.max_publish_rate.is_some_and(|r| r.per_second == 0) {
             return Err(ConfigError::Zero("max-publish-rate"));

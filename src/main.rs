@@ -68,6 +68,14 @@ struct ServerArgs {
     /// Most connections from one IP address; more are refused with 503 [default: no limit].
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// New connections per second from one IP address; more are refused with 429 and
+    /// Retry-After [default: no limit].
+    #[arg(long, value_name = "N")]
+    max_connection_rate_per_ip: Option<u32>,
+    /// New connections one address may open at once beyond --max-connection-rate-per-ip
+    /// [default: the rate].
+    #[arg(long, value_name = "N", requires = "max_connection_rate_per_ip")]
+    connection_rate_burst: Option<u32>,
     /// Messages per second one connection may send; more are dropped, and one that keeps
     /// sending ten times as many is closed (1008) [default: no limit].
     #[arg(long, value_name = "N")]
@@ -190,6 +198,9 @@ impl ServerArgs {
             max_buffered: self.max_buffered,
             max_connections: self.max_connections.unwrap_or_else(default_max_connections),
             max_connections_per_ip: self.max_connections_per_ip,
+            max_connection_rate_per_ip: self
+                .max_connection_rate_per_ip
+                .map(|n| Rate::new(n, self.connection_rate_burst)),
             max_publish_rate: self
                 .max_publish_rate
                 .map(|n| Rate::new(n, self.publish_burst)),

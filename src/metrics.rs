@@ -371,9 +371,19 @@ mod reason_tests {
     }
 }
 
-/// Renders the Prometheus text format (version 0.0.4). `per_ip_refused` is the acceptor's
-/// count of connections refused by the per-address limit.
-pub fn render(shards: &[ShardSnapshot], per_ip_refused: u64) -> String {
+/// What the accepting thread counts, outside any shard's counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AcceptFigures {
+    /// Connections refused by `--max-connections-per-ip`.
+    pub per_ip_refused: u64,
+    /// Connections refused by `--max-connection-rate-per-ip`.
+    pub rate_refused: u64,
+    /// Addresses the connection rate limit tracks now.
+    pub rate_addresses: u64,
+}
+
+/// Renders the Prometheus text format (version 0.0.4), with the acceptor's figures.
+pub fn render(shards: &[ShardSnapshot], accept: &AcceptFigures) -> String {
     let mut out = String::with_capacity(4096);
     gauge(
         &mut out,
@@ -438,7 +448,21 @@ pub fn render(shards: &[ShardSnapshot], per_ip_refused: u64) -> String {
         "shardcast_per_ip_refused_total",
         "counter",
         "Connections refused by max-connections-per-ip",
-        per_ip_refused,
+        accept.per_ip_refused,
+    );
+    single(
+        &mut out,
+        "shardcast_connection_rate_refused_total",
+        "counter",
+        "Connections refused by max-connection-rate-per-ip (429)",
+        accept.rate_refused,
+    );
+    single(
+        &mut out,
+        "shardcast_connection_rate_addresses",
+        "gauge",
+        "Addresses tracked by max-connection-rate-per-ip",
+        accept.rate_addresses,
     );
     out
 }
@@ -495,8 +519,15 @@ mod tests {
         a.counters.add(Counter::MessagesIn, 2);
         b.counters.add(Counter::MessagesIn, 3);
         a.connections = 4;
-        let text = render(&[a, b], 7);
+        let accept = AcceptFigures {
+            per_ip_refused: 7,
+            rate_refused: 8,
+            rate_addresses: 9,
+        };
+        let text = render(&[a, b], &accept);
         assert!(text.contains("\nshardcast_per_ip_refused_total 7\n"));
+        assert!(text.contains("\nshardcast_connection_rate_refused_total 8\n"));
+        assert!(text.contains("\nshardcast_connection_rate_addresses 9\n"));
         assert!(text.contains("\nshardcast_messages_received_total 5\n"));
         assert!(text.contains("\nshardcast_connections{shard=\"0\"} 4\n"));
         assert!(text.contains("\nshardcast_connections_all 4\n"));

@@ -13,7 +13,7 @@ use crate::error::ServerError;
 use crate::http::Site;
 use crate::http::assets::Assets;
 use crate::ids::ShardId;
-use crate::limits::PerIpLimit;
+use crate::limits::{ConnectionRate, PerIpLimit};
 use crate::mesh::{MeshLinks, PeerHandle};
 use crate::models::history_for;
 use crate::models::sharded::Mesh;
@@ -161,7 +161,8 @@ impl Server {
             let id = ShardId(i);
             let entry = match config.model {
                 Model::Single => listener.take().map_or(Entry::Closed, |l| {
-                    Entry::Listener(Listener::new(mio::net::TcpListener::from_std(l)))
+                    let rate = config.max_connection_rate_per_ip.map(ConnectionRate::new);
+                    Entry::Listener(Listener::new(mio::net::TcpListener::from_std(l), rate))
                 }),
                 Model::Sharded | Model::Shared => Entry::Handoff(connections),
             };
@@ -199,6 +200,7 @@ impl Server {
                 doors,
                 stats: stats.clone(),
                 per_ip,
+                rate: config.max_connection_rate_per_ip.map(ConnectionRate::new),
             };
             let handle = std::thread::Builder::new()
                 .name("acceptor".into())
@@ -208,8 +210,9 @@ impl Server {
         }
         tracing::info!(
             "shardcast listening on {local_addr} ({}), {:?} model with {} thread(s), pinning {}; \
-             max message {} B, max buffered {} B, max connections {}{}{}; timeouts: handshake \
-             {:?}, ping {:?}, pong {:?}, idle {:?}, close {:?}, drain {:?}; allowed origins: {}",
+             max message {} B, max buffered {} B, max connections {}{}{}{}; timeouts: \
+             handshake {:?}, ping {:?}, pong {:?}, idle {:?}, close {:?}, drain {:?}; allowed \
+             origins: {}",
             if tls.is_some() { "TLS" } else { "plain" },
             config.model,
             config.workers,
@@ -220,6 +223,12 @@ impl Server {
             config
                 .max_connections_per_ip
                 .map_or(String::new(), |n| format!(", {n} per IP")),
+            config
+                .max_connection_rate_per_ip
+                .map_or(String::new(), |r| format!(
+                    ", {}/s (burst {}) new per IP",
+                    r.per_second, r.burst
+                )),
             config.max_publish_rate.map_or(String::new(), |r| format!(
                 "; {} messages/s (burst {}) per connection",
                 r.per_second, r.burst

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cluster::ClusterStats;
-use crate::metrics::{COUNTERS, Counters, ShardSnapshot};
+use crate::metrics::{AcceptFigures, COUNTERS, Counters, ShardSnapshot};
 
 /// One shard's published figures.
 #[derive(Debug)]
@@ -64,6 +64,8 @@ pub struct ServerStats {
     admitted: AtomicUsize,
     draining: AtomicBool,
     per_ip_refused: AtomicU64,
+    rate_refused: AtomicU64,
+    rate_addresses: AtomicU64,
     /// The Redis bridge's figures, when this node is a cluster member.
     cluster: Option<Arc<ClusterStats>>,
 }
@@ -76,6 +78,8 @@ impl ServerStats {
             admitted: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             per_ip_refused: AtomicU64::new(0),
+            rate_refused: AtomicU64::new(0),
+            rate_addresses: AtomicU64::new(0),
             cluster: None,
         }
     }
@@ -121,9 +125,23 @@ impl ServerStats {
         self.per_ip_refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Connections refused at accept by the per-address limit.
-    pub fn per_ip_refusals(&self) -> u64 {
-        self.per_ip_refused.load(Ordering::Relaxed)
+    /// Counts a connection refused at accept by the per-address connection rate.
+    pub fn count_rate_refusal(&self) {
+        self.rate_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publishes how many addresses the connection rate limit tracks.
+    pub fn set_rate_addresses(&self, tracked: usize) {
+        self.rate_addresses.store(tracked as u64, Ordering::Relaxed);
+    }
+
+    /// What the accepting thread counted: refusals, and the addresses it tracks.
+    pub fn accept_figures(&self) -> AcceptFigures {
+        AcceptFigures {
+            per_ip_refused: self.per_ip_refused.load(Ordering::Relaxed),
+            rate_refused: self.rate_refused.load(Ordering::Relaxed),
+            rate_addresses: self.rate_addresses.load(Ordering::Relaxed),
+        }
     }
 
     /// Takes one of `max` WebSocket places; false when all are taken.

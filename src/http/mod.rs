@@ -35,6 +35,8 @@ pub enum Status {
     MethodNotAllowed,
     /// 426: the WebSocket version is not 13.
     UpgradeRequired,
+    /// 429: too many new connections from one address (`--max-connection-rate-per-ip`).
+    TooManyRequests,
     /// 431: the request head is too large or has too many headers.
     HeadTooLarge,
     /// 500: the server could not read a file it should serve.
@@ -53,6 +55,7 @@ impl Status {
             Status::NotFound => (404, "Not Found"),
             Status::MethodNotAllowed => (405, "Method Not Allowed"),
             Status::UpgradeRequired => (426, "Upgrade Required"),
+            Status::TooManyRequests => (429, "Too Many Requests"),
             Status::HeadTooLarge => (431, "Request Header Fields Too Large"),
             Status::InternalError => (500, "Internal Server Error"),
             Status::Unavailable => (503, "Service Unavailable"),
@@ -301,7 +304,7 @@ impl Site {
 
     /// The Prometheus text: every shard's figures, and the bridge's in a cluster.
     fn metrics_text(&self) -> String {
-        let mut text = metrics::render(&self.stats.snapshot(), self.stats.per_ip_refusals());
+        let mut text = metrics::render(&self.stats.snapshot(), &self.stats.accept_figures());
         if let Some(cluster) = self.stats.cluster() {
             cluster.render(&mut text);
         }

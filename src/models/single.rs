@@ -14,7 +14,7 @@ use crate::chat::{Outgoing, Post};
 use crate::frame::SharedFrame;
 use crate::history::{History, Start};
 use crate::ids::SessionKey;
-use crate::limits::PerIpLimit;
+use crate::limits::{ConnectionRate, PerIpLimit};
 use crate::metrics::Counters;
 use crate::models::{Joiner, Placing, Reach, count_history};
 use crate::room::{Room, RoomId, Share};
@@ -31,14 +31,17 @@ pub struct Listener {
     listener: TcpListener,
     /// Accepting paused for lack of descriptors until then.
     paused_until: Option<Instant>,
+    /// The per-address connection rate, when configured (the loop's alone).
+    rate: Option<ConnectionRate>,
 }
 
 impl Listener {
-    /// Wraps the bound listener.
-    pub fn new(listener: TcpListener) -> Self {
+    /// Wraps the bound listener, with the connection `rate` limit if configured.
+    pub fn new(listener: TcpListener, rate: Option<ConnectionRate>) -> Self {
         Listener {
             listener,
             paused_until: None,
+            rate,
         }
     }
 
@@ -69,7 +72,8 @@ impl Listener {
         if self.paused_until.is_some_and(|until| now < until) {
             return Ok(());
         }
-        let outcome = accept_ready(&self.listener, per_ip, stats, |handoff| {
+        let rate = self.rate.as_mut();
+        let outcome = accept_ready(&self.listener, per_ip, rate, now, stats, |handoff| {
             fresh.push(handoff);
             true
         })?;

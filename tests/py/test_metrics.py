@@ -31,6 +31,7 @@ GAUGES = {
     "shardcast_connections_all": None,
     "shardcast_websocket_sessions": ("shard", SHARD_LABELS),
     "shardcast_websocket_sessions_all": None,
+    "shardcast_connection_rate_addresses": None,
 }
 COUNTERS = {
     "shardcast_handshakes_total": (
@@ -62,6 +63,7 @@ COUNTERS = {
     "shardcast_resumes_total": ("recovered", {"true", "false"}),
     "shardcast_loop_iterations_total": ("shard", SHARD_LABELS),
     "shardcast_per_ip_refused_total": None,
+    "shardcast_connection_rate_refused_total": None,
 }
 
 

@@ -1,5 +1,6 @@
 """Rate limits: --max-publish-rate (messages per connection: dropped, refused to v1 clients
-with `rate_limited`, a flood closed with 1008 "rate limit").
+with `rate_limited`, a flood closed with 1008 "rate limit") and --max-connection-rate-per-ip
+(new connections per address: 429 with Retry-After at accept).
 
 Timing: a token bucket of rate N and burst B admits at most N + B + N * t in t seconds, and
 always the first N + B at once. The tests assert exactly that, with t measured around
@@ -17,10 +18,14 @@ import time
 from websockets.exceptions import ConnectionClosed
 
 from chat import NOTICES, assert_quiet, connect, envelope, expect, recv, run, v1
-from wire import wait_for
+from wire import Conn, read_to_eof, wait_for
+
+# Loopback source addresses: Linux routes all of 127.0.0.0/8 to lo, no setup needed.
+IP_A, IP_B, IP_METRICS = "127.0.0.1", "127.0.0.2", "127.0.0.3"
+
 
 def allowed(rate: int, burst: int, seconds: float) -> int:
-    """The most messages a bucket lets through in `seconds`."""
+    """The most messages (or connections) a bucket lets through in `seconds`."""
     return int(rate + burst + rate * seconds)
 
 
@@ -194,3 +199,60 @@ async def assert_room_works(port: int) -> None:
         await a.send("still here")
         assert await recv(a) == "still here"
         assert await recv(b) == "still here"
+
+
+def test_connection_rate_per_ip_answers_429_then_admits_again(server):
+    rate, burst, attempts, handshake = 2, 1, 8, 1.0
+    srv = server(
+        "--max-connection-rate-per-ip", str(rate),
+        "--connection-rate-burst", str(burst),
+        "--handshake-timeout", str(handshake),  # an admitted silent connection ends then
+    )  # fmt: skip
+    # Rapid connections that send nothing: a refused one gets its 429 at once and is closed;
+    # an admitted one is closed without a word when its handshake time is up.
+    start = time.monotonic()
+    conns = [Conn.open(srv.port, source=IP_A) for _ in range(attempts)]
+    # Another address has a bucket of its own.
+    other = Conn.open(srv.port, source=IP_B)
+    answers, accepted_by = [], []
+    for conn in conns:
+        with conn:
+            answers.append(read_to_eof(conn.sock, 10))
+        # When the server accepted it, at the latest: an admitted one was accepted at least
+        # the handshake timeout before its end arrived (it arrived before it was read).
+        accepted_by.append(time.monotonic() - start - (0 if answers[-1] else handshake))
+    with other:
+        assert read_to_eof(other.sock, 10) == b""
+    admitted = [a == b"" for a in answers]
+    spread = max(accepted_by)
+    print(f"admitted {admitted}, accepted within {spread:.3f} s")
+    # The first rate + burst always; then at most the rate; the (rate + burst + 1)th is
+    # refused unless it came at least a token's time (1/rate) after the first.
+    assert all(admitted[: rate + burst]), admitted
+    assert sum(admitted) <= allowed(rate, burst, spread), (admitted, spread)
+    assert not admitted[rate + burst] or accepted_by[rate + burst] >= 1.0 / rate, accepted_by
+    refused = [a for a in answers if a]
+    assert refused or spread >= (attempts - rate - burst) / rate, accepted_by
+    retry_after = 1
+    for answer in refused:
+        head = answer.decode("latin-1").split("\r\n\r\n")[0].split("\r\n")
+        assert head[0] == "HTTP/1.1 429 Too Many Requests", head[0]
+        headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in head[1:])}
+        assert headers["connection"].lower() == "close"
+        retry_after = int(headers["retry-after"])
+        assert retry_after >= 1
+
+    # After waiting as told, the address is admitted again.
+    time.sleep(retry_after + 0.1)
+
+    async def welcome_back(port):
+        async with connect(port, "back", local_addr=(IP_A, 0)) as a:
+            await a.send("back")
+            assert await recv(a) == "back"
+
+    run(welcome_back(srv.port))
+    m = srv.metrics(source=IP_METRICS)
+    assert m["shardcast_connection_rate_refused_total"] == len(refused)
+    assert m["shardcast_per_ip_refused_total"] == 0
+    # IP_A, IP_B and IP_METRICS: three addresses, far from any pruning.
+    assert m["shardcast_connection_rate_addresses"] == 3
