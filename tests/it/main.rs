@@ -5,6 +5,7 @@
 mod client;
 mod http;
 mod layers;
+mod rate_limits;
 mod rooms;
 mod slow_consumer;
 mod util;
