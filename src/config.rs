@@ -173,6 +173,13 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The highest `--max-publish-rate` and `--max-connection-rate-per-ip` (per second): beyond
+/// it a limit limits nothing.
+pub const MAX_RATE: u32 = 100_000;
+
+/// The largest burst of either rate.
+pub const MAX_BURST: u32 = 1_000_000;
+
 /// Descriptors kept back from `max_connections` for the listener, the polls, wakers, log
 /// and static files, and connections that are still in their HTTP phase.
 const RESERVED_DESCRIPTORS: usize = 256;
@@ -253,14 +260,24 @@ impl Config {
         if self.max_connections_per_ip == Some(0) {
             return Err(ConfigError::Zero("max-connections-per-ip"));
         }
-        if self
-            .max_connection_rate_per_ip
-            .is_some_and(|r| r.per_second == 0)
-        {
-            return Err(ConfigError::Zero("max-connection-rate-per-ip"));
-        }
-        if self.max_publish_rate.is_some_and(|r| r.per_second == 0) {
-            return Err(ConfigError::Zero("max-publish-rate"));
+        for (rate, flag, burst_flag) in [
+            (
+                self.max_connection_rate_per_ip,
+                "max-connection-rate-per-ip",
+                "connection-rate-burst",
+            ),
+            (self.max_publish_rate, "max-publish-rate", "publish-burst"),
+        ] {
+            // The buckets count in f32, exact for whole tokens up to 2^24: these bounds keep
+            // the largest (the flood bucket, 50 x the rate) well under it.
+            if let Some(rate) = rate {
+                if !(1..=MAX_RATE).contains(&rate.per_second) {
+                    return Err(ConfigError::Range(flag, 1, MAX_RATE as usize));
+                }
+                if rate.burst > MAX_BURST {
+                    return Err(ConfigError::Range(burst_flag, 0, MAX_BURST as usize));
+                }
+            }
         }
         if self.mesh_capacity == 0 {
             return Err(ConfigError::Zero("mesh-capacity"));
@@ -276,5 +293,38 @@ impl Config {
             return Err(ConfigError::NodeId(id.clone()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_must_be_positive_and_bounded() {
+        let with = |rate| Config {
+            max_publish_rate: Some(rate),
+            ..Config::default()
+        };
+        assert!(with(Rate::new(1, Some(0))).validate().is_ok());
+        assert!(
+            with(Rate::new(MAX_RATE, Some(MAX_BURST)))
+                .validate()
+                .is_ok()
+        );
+        for bad in [Rate::new(0, None), Rate::new(MAX_RATE + 1, None)] {
+            assert!(matches!(
+                with(bad).validate(),
+                Err(ConfigError::Range("max-publish-rate", ..))
+            ));
+        }
+        let config = Config {
+            max_connection_rate_per_ip: Some(Rate::new(1, Some(MAX_BURST + 1))),
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Range("connection-rate-burst", ..))
+        ));
     }
 }
