@@ -138,6 +138,14 @@ pub struct FanoutShape {
     /// cluster nodes, every delivery to a subscriber then crosses nodes.
     #[arg(long, value_name = "URL")]
     pub publisher_url: Option<String>,
+    /// Connections that flood the room with filler the others do not count (no token), to
+    /// see what their traffic looks like while the server limits and closes the flooders
+    /// (shardcast --max-publish-rate). Not members: not in the loss, latency or order figures.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub flooders: usize,
+    /// Messages per second each flooder sends (--size bytes each).
+    #[arg(long, default_value_t = 1000.0, value_name = "MSG_PER_S")]
+    pub flood_rate: f64,
 }
 
 #[derive(Debug, Clone, Args)]

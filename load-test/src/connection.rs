@@ -296,6 +296,18 @@ impl Connection {
         Some(seq)
     }
 
+    /// Queues one flooder's message: `size` bytes of text without a token. False when the
+    /// server has stopped reading (the outbox is full), and nothing was queued.
+    pub fn queue_filler(&mut self, size: usize) -> bool {
+        if self.outbox.pending() > MAX_OUTBOX {
+            return false;
+        }
+        let body = b"flood ";
+        self.outbox
+            .push(ClientOpcode::Text, body, size.saturating_sub(body.len()));
+        true
+    }
+
     /// Queues a normal close (1000).
     pub fn queue_close(&mut self) {
         self.outbox

@@ -21,12 +21,22 @@ pub enum Role {
     /// Keeps `in_flight` broadcasts outstanding: a new one leaves when one has reached every
     /// member of the room (see [`crate::roundtrip`]).
     ClosedLoop { publisher: u32, in_flight: u32 },
+    /// Floods its room on a fixed schedule, like an open-loop publisher, with filler that
+    /// carries no token (recipients see it, but count nothing), to measure what the others'
+    /// traffic looks like while a server limits and cuts off a flooder. Not a member: its
+    /// receipts, and its end if the server closes it, are kept apart ([`crate::stats::FloodStats`]).
+    Flooder { interval_ns: u64, offset_ns: u64 },
 }
 
 impl Role {
+    /// Counted as a member of its room (expected deliveries, the order check).
+    pub fn is_member(&self) -> bool {
+        !matches!(self, Role::Flooder { .. })
+    }
+
     pub fn publisher(&self) -> Option<u32> {
         match *self {
-            Role::Subscriber => None,
+            Role::Subscriber | Role::Flooder { .. } => None,
             Role::OpenLoop { publisher, .. } | Role::ClosedLoop { publisher, .. } => {
                 Some(publisher)
             }
@@ -106,6 +116,13 @@ impl Plan {
             .map(|r| (r.first_publisher + r.publishers) as usize)
             .max()
             .unwrap_or(0)
+    }
+
+    pub fn flooders(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|c| matches!(c.role, Role::Flooder { .. }))
+            .count()
     }
 
     pub fn has_closed_loop(&self) -> bool {

@@ -32,6 +32,22 @@ pub struct RoundTripReport {
     pub ms: Quantiles,
 }
 
+/// What the flooders did (`--flooders`): kept apart from the traffic they disturb.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FloodReport {
+    /// Flooding connections planned.
+    pub flooders: u64,
+    /// Filler messages they queued, and those not queued because the server stopped
+    /// reading them.
+    pub sent: u64,
+    pub skipped: u64,
+    /// How many the server closed (by close code: 1008 at shardcast's rate limit), or that
+    /// dropped without a close, before the run ended; the rest were still open.
+    pub server_close_codes: BTreeMap<u16, u64>,
+    pub dropped: u64,
+    pub protocol_errors: u64,
+}
+
 /// Everything measured in one run of a plan.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TrafficReport {
@@ -87,6 +103,8 @@ pub struct TrafficReport {
     /// Whether every member of a room saw one order (see [`crate::order`]); `None` without
     /// publishers.
     pub order: Option<OrderReport>,
+    /// The flooders, if the plan had any (`--flooders`).
+    pub flood: Option<FloodReport>,
 }
 
 impl TrafficReport {
@@ -167,6 +185,22 @@ impl TrafficReport {
         }
         if let Some(order) = &self.order {
             let _ = writeln!(s, "  order        {}", order.describe());
+        }
+        if let Some(flood) = &self.flood {
+            let closed: u64 = flood.server_close_codes.values().sum();
+            let _ = writeln!(
+                s,
+                "  flooders     {} sent {} filler messages ({} skipped); closed by the server {} {:?}, dropped {}, still open {}",
+                flood.flooders,
+                flood.sent,
+                flood.skipped,
+                closed,
+                flood.server_close_codes,
+                flood.dropped + flood.protocol_errors,
+                flood
+                    .flooders
+                    .saturating_sub(closed + flood.dropped + flood.protocol_errors)
+            );
         }
         if let Some(rt) = &self.round_trip {
             let _ = writeln!(

@@ -106,6 +106,25 @@ impl Endings {
     }
 }
 
+/// What the flooders did ([`crate::plan::Role::Flooder`]), apart from everyone else's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FloodStats {
+    /// Filler messages queued.
+    pub sent: u64,
+    /// Not queued because the server stopped reading the flooder.
+    pub skipped: u64,
+    /// How flooders ended before the run did: close frames by code, and drops.
+    pub endings: Endings,
+}
+
+impl FloodStats {
+    pub fn merge(&mut self, other: &FloodStats) {
+        self.sent += other.sent;
+        self.skipped += other.skipped;
+        self.endings.merge(&other.endings);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

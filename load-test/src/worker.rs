@@ -29,7 +29,7 @@ use crate::order::MemberOrder;
 use crate::outbox::Outbox;
 use crate::plan::{Plan, Role};
 use crate::roundtrip::RoundTripBoard;
-use crate::stats::{Endings, ReceiveStats, new_histogram};
+use crate::stats::{Endings, FloodStats, ReceiveStats, new_histogram};
 use crate::tracker::SeqTracker;
 
 /// The token of the waker the coordinator (and the round-trip board) use to wake a worker.
@@ -78,6 +78,7 @@ pub struct WorkerReport {
     pub open_holes: u64,
     /// The order books of every member still open when the run ended.
     pub members: Vec<MemberOrder>,
+    pub flood: FloodStats,
 }
 
 /// Connection accounting, apart from the receive statistics in [`Inbound`].
@@ -96,6 +97,7 @@ struct Tally {
     /// (publisher, messages sent) of publishers whose connection is gone.
     finished_publishers: Vec<(u32, u64)>,
     members: Vec<MemberOrder>,
+    flood: FloodStats,
 }
 
 pub struct Worker {
@@ -112,7 +114,10 @@ pub struct Worker {
     /// Read buffer shared by all connections (only partial frames stay with a connection).
     scratch: Vec<u8>,
     inbound: Inbound,
-    /// Open-loop publishers by next due time: (due ns, slab key).
+    /// The flooders' receive side: frames are parsed (pings answered, closes seen) but
+    /// nothing they receive counts.
+    flood_inbound: Inbound,
+    /// Open-loop publishers and flooders by next due time: (due ns, slab key).
     due: BinaryHeap<Reverse<(u64, usize)>>,
     closed_loop: Vec<usize>,
     /// Connections with queued output this turn.
@@ -144,6 +149,7 @@ impl Worker {
             max_connecting: setup.max_connecting.max(1),
             scratch: vec![0; READ_CHUNK],
             inbound,
+            flood_inbound: Inbound::new(setup.plan.max_frame, None),
             due: BinaryHeap::new(),
             closed_loop: Vec::new(),
             dirty: Vec::new(),
@@ -166,6 +172,7 @@ impl Worker {
                 open_holes: 0,
                 finished_publishers: Vec::new(),
                 members: Vec::new(),
+                flood: FloodStats::default(),
             },
             plan: setup.plan,
             control: setup.control,
@@ -255,10 +262,12 @@ impl Worker {
         let mut members = vec![0u64; self.plan.rooms.len()];
         for (key, conn) in &self.conns {
             let spec = self.plan.connections[conn.spec];
-            members[spec.room as usize] += 1;
+            if spec.role.is_member() {
+                members[spec.room as usize] += 1;
+            }
             match spec.role {
                 Role::Subscriber => {}
-                Role::OpenLoop { offset_ns, .. } => {
+                Role::OpenLoop { offset_ns, .. } | Role::Flooder { offset_ns, .. } => {
                     let first = schedule.start_ns + offset_ns;
                     if first < schedule.measure_end_ns {
                         self.due.push(Reverse((first, key)));
@@ -305,9 +314,15 @@ impl Worker {
             return self.count_failure(1, &format!("register: {e}"));
         }
         let room = self.plan.rooms[spec.room as usize];
+        // A flooder tracks nothing: what it receives is not counted.
+        let tracked = if spec.role.is_member() {
+            room.publishers as usize
+        } else {
+            0
+        };
         let recipient = Recipient {
             first_publisher: room.first_publisher,
-            trackers: vec![SeqTracker::default(); room.publishers as usize].into(),
+            trackers: vec![SeqTracker::default(); tracked].into(),
             ..Recipient::default()
         };
         let publishing = spec.role.publisher().map(|publisher| Publishing {
@@ -370,11 +385,11 @@ impl Worker {
 
     fn on_upgrading(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        match conn.continue_upgrade(
-            &mut self.scratch[..READ_CHUNK],
-            &mut self.inbound,
-            &self.clock,
-        ) {
+        let inbound = match self.plan.connections[conn.spec].role {
+            Role::Flooder { .. } => &mut self.flood_inbound,
+            _ => &mut self.inbound,
+        };
+        match conn.continue_upgrade(&mut self.scratch[..READ_CHUNK], inbound, &self.clock) {
             Ok(false) => {}
             Ok(true) => {
                 let now = self.clock.now_ns();
@@ -396,23 +411,31 @@ impl Worker {
 
     fn on_readable(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        match conn.receive(&mut self.scratch, &mut self.inbound, &self.clock) {
+        let flooder = matches!(self.plan.connections[conn.spec].role, Role::Flooder { .. });
+        let inbound = if flooder {
+            &mut self.flood_inbound
+        } else {
+            &mut self.inbound
+        };
+        let readable = conn.receive(&mut self.scratch, inbound, &self.clock);
+        // A flooder's end is what it is there to see: kept apart from everyone else's.
+        let endings = if flooder {
+            &mut self.tally.flood.endings
+        } else {
+            &mut self.tally.endings
+        };
+        match readable {
             Readable::Drained => {}
             Readable::ServerClosed(code) => {
-                *self
-                    .tally
-                    .endings
-                    .server_close_codes
-                    .entry(code)
-                    .or_default() += 1;
+                *endings.server_close_codes.entry(code).or_default() += 1;
                 self.dirty.push(key);
             }
             Readable::Failed(_) => {
-                self.tally.endings.dropped += 1;
+                endings.dropped += 1;
                 self.remove(key);
             }
             Readable::Protocol(_) => {
-                self.tally.endings.protocol_errors += 1;
+                endings.protocol_errors += 1;
                 self.remove(key);
             }
         }
@@ -444,15 +467,28 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
                 continue;
             };
-            let Role::OpenLoop { interval_ns, .. } = self.plan.connections[conn.spec].role else {
-                continue;
+            let interval_ns = match self.plan.connections[conn.spec].role {
+                Role::OpenLoop { interval_ns, .. } => {
+                    // Stamped with the scheduled time, not `now`: lateness is part of the
+                    // latency.
+                    if conn.queue_next_message(due, size).is_some() {
+                        self.tally.sent += 1;
+                        self.tally.send_lag.saturating_record(now - due + 1);
+                        self.dirty.push(key);
+                    }
+                    interval_ns
+                }
+                Role::Flooder { interval_ns, .. } => {
+                    if conn.queue_filler(size) {
+                        self.tally.flood.sent += 1;
+                        self.dirty.push(key);
+                    } else {
+                        self.tally.flood.skipped += 1;
+                    }
+                    interval_ns
+                }
+                Role::Subscriber | Role::ClosedLoop { .. } => continue,
             };
-            // Stamped with the scheduled time, not `now`: lateness is part of the latency.
-            if conn.queue_next_message(due, size).is_some() {
-                self.tally.sent += 1;
-                self.tally.send_lag.saturating_record(now - due + 1);
-                self.dirty.push(key);
-            }
             let next = due + interval_ns;
             if next < schedule.measure_end_ns {
                 self.due.push(Reverse((next, key)));
@@ -507,7 +543,10 @@ impl Worker {
                 continue;
             };
             if let Err(_e) = conn.flush() {
-                self.tally.endings.dropped += 1;
+                match self.plan.connections[conn.spec].role {
+                    Role::Flooder { .. } => self.tally.flood.endings.dropped += 1,
+                    _ => self.tally.endings.dropped += 1,
+                }
                 self.remove(key);
             }
         }
@@ -556,7 +595,7 @@ impl Worker {
         self.tally.members = self
             .conns
             .iter()
-            .filter(|(_, c)| c.is_open())
+            .filter(|(_, c)| c.is_open() && plan.connections[c.spec].role.is_member())
             .map(|(_, c)| MemberOrder {
                 room: plan.connections[c.spec].room,
                 print: c.recipient.order,
@@ -669,6 +708,7 @@ impl Worker {
             skipped: self.tally.skipped + skipped_open,
             open_holes: self.tally.open_holes,
             members: self.tally.members,
+            flood: self.tally.flood,
         }
     }
 }

@@ -7,9 +7,9 @@ use crate::clock::ns_to_secs;
 use crate::order::MemberOrder;
 use crate::plan::Plan;
 use crate::probe::{ServerProbe, Usage};
-use crate::report::{RoundTripReport, ServerReport, TrafficReport};
+use crate::report::{FloodReport, RoundTripReport, ServerReport, TrafficReport};
 use crate::roundtrip::RoundTripBoard;
-use crate::stats::{Endings, Quantiles, ReceiveStats, new_histogram};
+use crate::stats::{Endings, FloodStats, Quantiles, ReceiveStats, new_histogram};
 use crate::worker::WorkerReport;
 
 /// Server and client samples taken by the coordinator at the phase boundaries.
@@ -40,6 +40,7 @@ pub(super) struct Merged {
     open_holes: u64,
     /// Every worker's members still open at the end, for the order check.
     pub members: Vec<MemberOrder>,
+    flood: FloodStats,
 }
 
 impl Default for Merged {
@@ -59,6 +60,7 @@ impl Default for Merged {
             skipped: 0,
             open_holes: 0,
             members: Vec::new(),
+            flood: FloodStats::default(),
         }
     }
 }
@@ -85,6 +87,7 @@ impl Merged {
         self.skipped += r.skipped;
         self.open_holes += r.open_holes;
         self.members.extend_from_slice(&r.members);
+        self.flood.merge(&r.flood);
     }
 
     pub fn into_report(
@@ -166,6 +169,14 @@ impl Merged {
             }),
             // Filled in by the coordinator, which knows how much each room was sent.
             order: None,
+            flood: (plan.flooders() > 0).then(|| FloodReport {
+                flooders: plan.flooders() as u64,
+                sent: self.flood.sent,
+                skipped: self.flood.skipped,
+                server_close_codes: self.flood.endings.server_close_codes.clone(),
+                dropped: self.flood.endings.dropped,
+                protocol_errors: self.flood.endings.protocol_errors,
+            }),
         }
     }
 }

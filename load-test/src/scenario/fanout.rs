@@ -22,10 +22,17 @@ pub(crate) fn plan(base: &Base, shape: &FanoutShape, rate: f64) -> Result<Plan, 
             "--publishers must be at least 1".into(),
         ));
     }
+    if shape.flooders > 0 {
+        positive_rate("--flood-rate", shape.flood_rate)?;
+    }
     let targets = base.room_targets(shape.room.as_deref());
-    let total = shape.subscribers + shape.publishers;
+    let total = shape.subscribers + shape.publishers + shape.flooders;
+    let flooders = match shape.flooders {
+        0 => String::new(),
+        k => format!(" + {k} flooders at {} msg/s each", shape.flood_rate),
+    };
     let label = format!(
-        "fanout: {} subscribers + {} publishers in {}, {} msg/s total, {} B",
+        "fanout: {} subscribers + {} publishers{flooders} in {}, {} msg/s total, {} B",
         shape.subscribers,
         shape.publishers,
         targets[0].url(),
@@ -43,7 +50,8 @@ pub(crate) fn plan(base: &Base, shape: &FanoutShape, rate: f64) -> Result<Plan, 
             interval_ns,
             offset_ns: k * interval_ns / publishers,
         })
-        .chain((0..shape.subscribers).map(|_| Role::Subscriber));
+        .chain((0..shape.subscribers).map(|_| Role::Subscriber))
+        .chain(flooder_roles(shape.flooders, shape.flood_rate));
     let room = Room {
         first_publisher: 0,
         publishers: publishers as u32,
@@ -82,4 +90,13 @@ pub(crate) fn plan(base: &Base, shape: &FanoutShape, rate: f64) -> Result<Plan, 
         }
     }
     Ok(plan)
+}
+
+/// `count` flooders at `rate` messages a second each, their phases staggered evenly.
+fn flooder_roles(count: usize, rate: f64) -> impl Iterator<Item = Role> {
+    let interval_ns = ((1e9 / rate) as u64).max(1);
+    (0..count as u64).map(move |k| Role::Flooder {
+        interval_ns,
+        offset_ns: k * interval_ns / count.max(1) as u64,
+    })
 }

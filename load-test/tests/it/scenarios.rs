@@ -6,7 +6,7 @@ use shardcast_load::{ScenarioReport, run_scenario};
 
 use clap::Parser;
 
-use crate::util::{scenario, shardcast_bin, start_shardcast};
+use crate::util::{scenario, shardcast_bin, start_shardcast, start_shardcast_with};
 
 #[test]
 fn chat_rooms_are_lossless_and_isolated() {
@@ -47,6 +47,58 @@ fn chat_rooms_are_lossless_and_isolated() {
         report.summary()
     );
     assert_eq!(order.rooms_compared, 3);
+}
+
+#[test]
+fn a_flooder_is_closed_by_the_publish_rate_and_the_others_lose_nothing() {
+    // The publisher (20 a second) stays within the rate (50, 100 at once); the flooder
+    // (5000 a second) sends ten times over it and is closed after a second or so.
+    let server = start_shardcast_with(2, &["--max-publish-rate", "50"]);
+    let url = format!("ws://{}/flood", server.addr());
+    let args = [
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "10",
+        "--rate",
+        "20",
+        "--flooders",
+        "1",
+        "--flood-rate",
+        "5000",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.5",
+        "--expect-one-order",
+    ];
+    let ScenarioReport::Fanout(report) = run_scenario(&scenario(&args)).expect("fanout runs")
+    else {
+        panic!("not a fanout report");
+    };
+    server.stop().expect("server stops");
+    let flood = report.flood.as_ref().expect("a flooders report");
+    assert_eq!(flood.flooders, 1);
+    assert!(flood.sent > 0);
+    assert_eq!(
+        flood.server_close_codes,
+        [(1008, 1)].into(),
+        "{}",
+        report.summary()
+    );
+    // The flooder is no member: 10 subscribers and the publisher got everything, in one order.
+    assert_eq!(report.opened, 12);
+    assert_eq!(report.sent, 40, "{}", report.summary());
+    assert_eq!(report.expected_deliveries, 40 * 11);
+    assert!(report.is_clean(), "{}", report.summary());
+    let order = report.order.expect("an order check");
+    assert_eq!(
+        (order.compared, order.differ),
+        (11, 0),
+        "{}",
+        report.summary()
+    );
 }
 
 #[test]

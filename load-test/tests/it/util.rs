@@ -39,14 +39,21 @@ pub fn shardcast_bin() -> PathBuf {
 
 /// Starts shardcast on an ephemeral loopback port.
 pub fn start_shardcast(workers: usize) -> ServerProcess {
-    let args = [
+    start_shardcast_with(workers, &[])
+}
+
+/// Starts shardcast on an ephemeral loopback port, with `extra` arguments.
+pub fn start_shardcast_with(workers: usize, extra: &[&str]) -> ServerProcess {
+    let mut args = [
         "--listen",
         "127.0.0.1:0",
         "--no-pin",
         "--workers",
         &workers.to_string(),
     ]
-    .map(String::from);
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
     ServerProcess::start(&shardcast_bin(), &args).expect("start shardcast")
 }
 
