@@ -7,7 +7,8 @@
 //! **Bounded.** An address whose bucket has refilled is the same as an address never seen,
 //! so such entries are pruned: whenever the table has doubled since the last pruning (at
 //! [`MIN_PRUNE_AT`] entries at the least). It never holds more than its cap
-//! ([`MAX_ADDRESSES`] by default, about 4 MB): when that many addresses are all still
+//! ([`MAX_ADDRESSES`] by default: about 6.5 MB at the most, 48 bytes and a control byte per
+//! slot of a table of 131,072): when that many addresses are all still
 //! refilling — a connection flood from a whole network, since each bucket is full again
 //! `(N + burst) / N` seconds after its last connection — a new address is refused like an
 //! address over its rate (fail closed, as nginx's `limit_req` does when its zone is full),
