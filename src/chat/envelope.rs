@@ -94,7 +94,7 @@ impl ErrorCode {
             ),
             ErrorCode::RateLimited => (
                 "rate_limited",
-                "too many messages (--max-publish-rate): this one was dropped; slow down",
+                "too many messages too fast: this one was not sent; slow down",
             ),
         }
     }
