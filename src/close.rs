@@ -37,11 +37,14 @@ pub enum CloseReason {
     /// Its shard missed some of the room's messages (the mesh had to drop them): the member
     /// is closed rather than left with a silent gap, and may resume with `since`.
     MissedMessages,
+    /// The server API disconnected it (`POST /api/disconnect`, docs/api.md); the API call
+    /// may choose the code (1000, 1008 or 4000–4999) and the text.
+    Disconnected,
 }
 
 impl CloseReason {
     /// Every reason, in [`Counter`] order.
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientClose,
         CloseReason::PeerGone,
         CloseReason::IoError,
@@ -56,6 +59,7 @@ impl CloseReason {
         CloseReason::PongTimeout,
         CloseReason::Shutdown,
         CloseReason::MissedMessages,
+        CloseReason::Disconnected,
     ];
 
     /// The code of the close frame the server sends for this reason (`None`: it sends none,
@@ -76,6 +80,8 @@ impl CloseReason {
             CloseReason::InternalError => Some(1011),
             // "Try Again Later": nothing is wrong with the client, and a resume repairs it.
             CloseReason::MissedMessages => Some(1013),
+            // The first application code: the API's default when it names none.
+            CloseReason::Disconnected => Some(4000),
         }
     }
 
@@ -95,6 +101,7 @@ impl CloseReason {
             CloseReason::PongTimeout => "no pong",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::MissedMessages => "missed messages: resume with since",
+            CloseReason::Disconnected => "disconnected by the server",
         }
     }
 
@@ -115,6 +122,7 @@ impl CloseReason {
             CloseReason::PongTimeout => "pong_timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::MissedMessages => "missed_messages",
+            CloseReason::Disconnected => "disconnected",
         }
     }
 

@@ -119,6 +119,8 @@ pub enum Counter {
     ClosedShutdown,
     /// See [`Counter::ClosedClientClose`].
     ClosedMissedMessages,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedDisconnected,
     /// Room histories dropped whole to stay within `--history-memory` (new epochs).
     HistoryEvicted,
     /// Room histories dropped whole by `--history-ttl` (new epochs).
@@ -250,6 +252,7 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ("shardcast_closes_total", "reason=\"pong_timeout\"", ""),
     ("shardcast_closes_total", "reason=\"shutdown\"", ""),
     ("shardcast_closes_total", "reason=\"missed_messages\"", ""),
+    ("shardcast_closes_total", "reason=\"disconnected\"", ""),
     (
         "shardcast_history_dropped_total",
         "cause=\"memory\"",
@@ -287,6 +290,7 @@ impl Counter {
             CloseReason::PongTimeout => Counter::ClosedPongTimeout,
             CloseReason::Shutdown => Counter::ClosedShutdown,
             CloseReason::MissedMessages => Counter::ClosedMissedMessages,
+            CloseReason::Disconnected => Counter::ClosedDisconnected,
         }
     }
 }
