@@ -184,6 +184,7 @@ fn common(workers: usize) -> LoopCommon {
         stats,
         tls: None,
         per_ip: None,
+        api: None,
     }
 }
 
