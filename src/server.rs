@@ -127,19 +127,8 @@ impl Server {
             Waker::new(acceptor_poll.registry(), ACCEPTOR_WAKER).map_err(ServerError::Acceptor)?;
         wakers.push(Arc::new(acceptor_waker));
 
-        let api = crate::api::start(&config, peers.clone(), stats.clone())?;
-        wakers.extend(api.waker.clone());
-
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin_core = |i: usize| (config.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
-        let common = LoopCommon {
-            config: config.clone(),
-            site: site.clone(),
-            stats: stats.clone(),
-            tls: tls.clone(),
-            per_ip: per_ip.clone(),
-            api: api.door.clone(),
-        };
         let cluster = match (&config.redis, &config.node_id, cluster_stats) {
             (Some(url), Some(node), Some(cluster_stats)) => {
                 tracing::info!(
@@ -156,6 +145,16 @@ impl Server {
                 )?)
             }
             _ => None,
+        };
+        let api = crate::api::start(&config, peers.clone(), cluster.clone(), stats.clone())?;
+        wakers.extend(api.waker.clone());
+        let common = LoopCommon {
+            config: config.clone(),
+            site: site.clone(),
+            stats: stats.clone(),
+            tls: tls.clone(),
+            per_ip: per_ip.clone(),
+            api: api.door.clone(),
         };
         let mut threads = api.threads;
         let mut listener = Some(listener);

@@ -11,7 +11,7 @@ use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::chat::{Body, Outgoing};
 use crate::close::CloseReason;
-use crate::control::{MemberInfo, Placed, Target};
+use crate::control::{MemberInfo, Placed};
 use crate::history::{Ask, Since, Start};
 use crate::ids::SessionId;
 use crate::room::RoomId;
@@ -129,8 +129,8 @@ struct DisconnectBody {
 /// A checked `POST /api/disconnect`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
-    /// Whom to close; `None`: a session of another node (nobody here).
-    pub target: Option<Target>,
+    /// Whom to close.
+    pub target: Whose,
     /// The close code.
     pub code: u16,
     /// The close text.
@@ -143,7 +143,7 @@ pub struct Disconnect {
 pub fn disconnect(body: &[u8], node: Option<&str>) -> Result<Disconnect, BadRequest> {
     let request: DisconnectBody = parse_json(body)?;
     let target = match (request.session, request.user) {
-        (Some(id), None) => session_id(&id, node)?.map(Target::Session),
+        (Some(id), None) => session_id(&id, node)?,
         (None, Some(_)) => {
             return Err(bad(
                 "sessions have no users yet (JWT auth): disconnect by session",
@@ -174,26 +174,40 @@ pub fn disconnect(body: &[u8], node: Option<&str>) -> Result<Disconnect, BadRequ
     })
 }
 
+/// Where a session named by the API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whose {
+    /// This node's.
+    Here(SessionId),
+    /// Node `node`'s (a cluster member), as `"<worker>.<seq>"` there.
+    Node {
+        /// The node.
+        node: String,
+        /// The session's id there, without the node prefix.
+        session: String,
+    },
+}
+
 /// A session id as clients see it: `"<worker>.<seq>"`, or `"<node>.<worker>.<seq>"` in a
-/// cluster. `None` when it names another node.
-fn session_id(text: &str, node: Option<&str>) -> Result<Option<SessionId>, BadRequest> {
+/// cluster (`node` is this node's id then).
+fn session_id(text: &str, node: Option<&str>) -> Result<Whose, BadRequest> {
     let malformed = || bad(format!("bad session id {text:?}"));
-    let mut parts = text.rsplitn(3, '.');
-    let (Some(seq), Some(worker)) = (parts.next(), parts.next()) else {
-        return Err(malformed());
+    let (prefix, local) = match text.match_indices('.').count() {
+        1 => (None, text),
+        2 => text
+            .split_once('.')
+            .map(|(n, rest)| (Some(n), rest))
+            .ok_or_else(malformed)?,
+        _ => return Err(malformed()),
     };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(seq) || !digits(worker) {
-        return Err(malformed());
-    }
-    let id = SessionId {
-        worker: worker.parse().map_err(|_| malformed())?,
-        seq: seq.parse().map_err(|_| malformed())?,
-    };
-    match (parts.next(), node) {
-        (None, None) => Ok(Some(id)),
-        (Some(theirs), Some(ours)) if theirs == ours => Ok(Some(id)),
-        (Some(theirs), Some(_)) if crate::ids::valid_node_id(theirs) => Ok(None),
+    let id = SessionId::parse(local).ok_or_else(malformed)?;
+    match (prefix, node) {
+        (None, None) => Ok(Whose::Here(id)),
+        (Some(theirs), Some(ours)) if theirs == ours => Ok(Whose::Here(id)),
+        (Some(theirs), Some(_)) if crate::ids::valid_node_id(theirs) => Ok(Whose::Node {
+            node: theirs.to_owned(),
+            session: local.to_owned(),
+        }),
         _ => Err(malformed()),
     }
 }
@@ -346,27 +360,30 @@ mod tests {
     #[test]
     fn disconnect_checks_the_id_the_code_and_the_reason() {
         let d = disconnect(br#"{"session":"1.42"}"#, None).unwrap();
-        assert_eq!(
-            d.target,
-            Some(Target::Session(SessionId { worker: 1, seq: 42 }))
-        );
+        assert_eq!(d.target, Whose::Here(SessionId { worker: 1, seq: 42 }));
         assert_eq!((d.code, &*d.text), (4000, "disconnected by the server"));
         let d = disconnect(
             br#"{"session":"n1.0.7","code":1008,"reason":"bye"}"#,
             Some("n1"),
         )
         .unwrap();
-        assert_eq!(
-            d.target,
-            Some(Target::Session(SessionId { worker: 0, seq: 7 }))
-        );
+        assert_eq!(d.target, Whose::Here(SessionId { worker: 0, seq: 7 }));
         assert_eq!((d.code, &*d.text), (1008, "bye"));
         let elsewhere = disconnect(br#"{"session":"n2.0.7"}"#, Some("n1")).unwrap();
-        assert_eq!(elsewhere.target, None, "another node's session");
+        assert_eq!(
+            elsewhere.target,
+            Whose::Node {
+                node: "n2".into(),
+                session: "0.7".into()
+            },
+            "another node's session"
+        );
         for body in [
             &br#"{"session":"x"}"#[..],
             br#"{"session":"1."}"#,
             br#"{"session":"n1.0.7"}"#,
+            br#"{"session":"a.b.0.7"}"#,
+            br#"{"session":"1.+2"}"#,
             br#"{"session":"1.2","code":1001}"#,
             br#"{"session":"1.2","code":5000}"#,
             br#"{"user":"u1"}"#,

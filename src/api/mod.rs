@@ -30,6 +30,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
+use crate::cluster::ClusterLink;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::http::request::FullRequest;
@@ -89,16 +90,17 @@ pub struct Started {
 }
 
 /// Starts the API as `config` says (nothing without a key), over `loops` (one handle per
-/// event loop, in order).
+/// event loop, in order) and, in a cluster, the Redis bridge.
 pub fn start(
     config: &Arc<Config>,
     loops: Vec<PeerHandle>,
+    cluster: Option<ClusterLink>,
     stats: Arc<ServerStats>,
 ) -> Result<Started, ServerError> {
     if config.api_key.is_none() {
         return Ok(Started::default());
     }
-    let service = Arc::new(Service::new(config.clone(), loops));
+    let service = Arc::new(Service::new(config.clone(), loops, cluster));
     if let Some(addr) = config.api_listen {
         return listen::start(addr, service, config.clone(), stats);
     }

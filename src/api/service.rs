@@ -18,11 +18,12 @@ use crossbeam_channel::{Receiver, SendTimeoutError};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::json::{self, BadRequest};
+use super::json::{self, BadRequest, Whose};
 use super::routes::{self, Endpoint};
 use crate::chat::Post;
+use crate::cluster::ClusterLink;
 use crate::config::{Config, Model};
-use crate::control::{API_TIMEOUT, Control, MemberInfo, Reply};
+use crate::control::{API_TIMEOUT, Control, MemberInfo, Reply, Target};
 use crate::history::Ask;
 use crate::http::request::FullRequest;
 use crate::http::{Response, Status, json_error, respond};
@@ -34,6 +35,8 @@ use crate::room::RoomId;
 pub struct Service {
     config: Arc<Config>,
     loops: Vec<PeerHandle>,
+    /// The Redis bridge, in a cluster (a disconnect of another node's session goes there).
+    cluster: Option<ClusterLink>,
 }
 
 /// Why a request could not be carried out (beyond a bad request).
@@ -90,8 +93,16 @@ fn ok(value: &Value, head_only: bool) -> Response {
 
 impl Service {
     /// A service for the loops reached through `loops` (one per event loop, in order).
-    pub fn new(config: Arc<Config>, loops: Vec<PeerHandle>) -> Service {
-        Service { config, loops }
+    pub fn new(
+        config: Arc<Config>,
+        loops: Vec<PeerHandle>,
+        cluster: Option<ClusterLink>,
+    ) -> Service {
+        Service {
+            config,
+            loops,
+            cluster,
+        }
     }
 
     /// The whole answer to `request`.
@@ -163,9 +174,13 @@ impl Service {
             }
             Endpoint::Disconnect => {
                 let d = json::disconnect(&request.body, self.config.node_id.as_deref())?;
-                let Some(target) = d.target else {
-                    return Ok(json!({ "disconnected": 0 }));
+                let id = match d.target {
+                    Whose::Here(id) => id,
+                    Whose::Node { node, session } => {
+                        return self.forward_disconnect(&node, &session, d.code, &d.text);
+                    }
                 };
+                let target = Target::Session(id);
                 let replies = self.ask_all(|reply| Control::Disconnect {
                     target: target.clone(),
                     code: d.code,
@@ -181,6 +196,25 @@ impl Service {
                     .sum();
                 Ok(json!({ "disconnected": closed }))
             }
+        }
+    }
+
+    /// A disconnect of node `node`'s session goes to that node through Redis; nobody waits
+    /// for its answer (docs/api.md, "In a cluster").
+    fn forward_disconnect(
+        &self,
+        node: &str,
+        session: &str,
+        code: u16,
+        text: &str,
+    ) -> Result<Value, Failure> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(json!({ "disconnected": 0 }));
+        };
+        if cluster.disconnect(node, session, code, text) {
+            Ok(json!({ "disconnected": 0, "forwarded": node }))
+        } else {
+            Err(Failure::Busy)
         }
     }
 
@@ -357,7 +391,7 @@ mod tests {
             api_key: ApiKey::new("right-key"),
             ..Config::default()
         };
-        Service::new(Arc::new(config), Vec::new())
+        Service::new(Arc::new(config), Vec::new(), None)
     }
 
     fn status(service: &Service, method: &str, target: &str, auth: Option<&str>) -> u16 {
@@ -409,7 +443,7 @@ mod tests {
 
     #[test]
     fn without_a_key_nothing_is_authorized() {
-        let s = Service::new(Arc::new(Config::default()), Vec::new());
+        let s = Service::new(Arc::new(Config::default()), Vec::new(), None);
         assert_eq!(status(&s, "GET", "/api/rooms", Some("apikey ")), 401);
     }
 }

@@ -158,6 +158,11 @@ pub enum Outbound {
     },
     /// Another node appeared: publish the heartbeat now rather than at the next tick.
     HeartbeatNow,
+    /// Publish this server API disconnect on the presence channel ([`wire::disconnect`]).
+    Disconnect {
+        /// The envelope.
+        bytes: Vec<u8>,
+    },
 }
 
 /// What the publisher forwards to the subscriber: this node's shares, for routing and counts.
@@ -230,6 +235,13 @@ impl ClusterLink {
         if self.tx.try_send(message).is_err() {
             self.stats.dropped(1);
         }
+    }
+
+    /// The server API asks node `target` to close its session `session` (`"<worker>.<seq>"`)
+    /// with `code` and `text`. False when the bridge's queue has no room (or it is gone).
+    pub fn disconnect(&self, target: &str, session: &str, code: u16, text: &str) -> bool {
+        let bytes = wire::disconnect(&self.node, target, session, code, text);
+        self.tx.try_send(Outbound::Disconnect { bytes }).is_ok()
     }
 
     /// Tells the bridge that shard `shard` now has `share` members in `room`, after `member`

@@ -36,6 +36,8 @@ use crate::cluster::{
     ClusterNews, ClusterStats, HEARTBEAT, LocalShare, MemberChange, NODE_EXPIRY, Outbound,
     PRESENCE_CHANNEL, RECONNECT_CAP, ROOM_CHANNEL_PREFIX, connect, reconnect_backoff, room_channel,
 };
+use crate::control::{Control, Target};
+use crate::ids::SessionId;
 use crate::mesh::{MeshLinks, PeerHandle, ShardId, ShardMsg};
 use crate::room::{RoomId, Share};
 
@@ -263,7 +265,19 @@ impl Subscriber {
             Envelope::Message { node, .. }
             | Envelope::Presence { node, .. }
             | Envelope::Heartbeat { node, .. }
+            | Envelope::Disconnect { node, .. }
                 if node == &*self.node => {} // our own echo (it woke us, which was the point)
+            Envelope::Disconnect {
+                target,
+                session,
+                code,
+                text,
+                ..
+            } => {
+                if target == &*self.node {
+                    self.disconnect(session, code, text);
+                }
+            }
             Envelope::Message {
                 node,
                 sender,
@@ -367,6 +381,26 @@ impl Subscriber {
     }
 
     /// Marks `node` alive; a node not known before gets our heartbeat at once.
+    /// Another node's server API asks to close session `session` of this node: every shard
+    /// closes it if it is theirs (nobody waits for their answers).
+    fn disconnect(&mut self, session: &str, code: u16, text: &str) {
+        let Some(id) = SessionId::parse(session) else {
+            return;
+        };
+        let target = Target::Session(id);
+        let text: Arc<str> = Arc::from(text);
+        // Nobody reads the answers: the shards' `try_send` finds the channel closed.
+        let (reply, _) = crossbeam_channel::bounded(0);
+        self.mesh.send_to_others(|| {
+            ShardMsg::Control(Box::new(Control::Disconnect {
+                target: target.clone(),
+                code,
+                text: text.clone(),
+                reply: reply.clone(),
+            }))
+        });
+    }
+
     fn heard_from(&mut self, node: &str) -> &mut RemoteNode {
         if !self.remote.contains_key(node) {
             tracing::info!("cluster: node {node} appeared");

@@ -4,6 +4,7 @@
 //! message   'M' 1 opcode  node  sender  nick  ts:u64  payload…          on shardcast:room:<name>
 //! presence  'P' 1 node  room  shard:u16  plain:u32  v1:u32  change  [id  nick]   on shardcast:presence
 //! heartbeat 'H' 1 node  count:u32  (room  shard:u16  plain:u32  v1:u32)*       on shardcast:presence
+//! disconnect 'D' 1 node  target  session  code:u16  text…                      on shardcast:presence
 //! ```
 //!
 //! Strings are a length byte and UTF-8 (a nick of length 0 is "none", as no nickname is
@@ -21,6 +22,7 @@ pub const VERSION: u8 = 1;
 const MESSAGE: u8 = b'M';
 const PRESENCE: u8 = b'P';
 const HEARTBEAT: u8 = b'H';
+const DISCONNECT: u8 = b'D';
 const OP_TEXT: u8 = 1;
 const OP_BINARY: u8 = 2;
 
@@ -73,6 +75,20 @@ pub enum Envelope<'a> {
         node: &'a str,
         /// Its shares.
         shares: Vec<(&'a str, u16, Share)>,
+    },
+    /// The server API of `node` asks node `target` to close its session `session`
+    /// (`"<worker>.<seq>"`) with `code` and `text` (docs/api.md).
+    Disconnect {
+        /// The node that took the API request.
+        node: &'a str,
+        /// The node whose session it is.
+        target: &'a str,
+        /// The session's id on that node, without the node prefix.
+        session: &'a str,
+        /// The close code.
+        code: u16,
+        /// The close text.
+        text: &'a str,
     },
 }
 
@@ -146,6 +162,18 @@ pub fn heartbeat<'a>(
         out.extend_from_slice(&shard.to_be_bytes());
         put_share(&mut out, share);
     }
+    out
+}
+
+/// The envelope of a server API disconnect for session `session` of node `target`.
+pub fn disconnect(node: &str, target: &str, session: &str, code: u16, text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + node.len() + target.len() + session.len() + text.len());
+    out.extend_from_slice(&[DISCONNECT, VERSION]);
+    put_str(&mut out, node);
+    put_str(&mut out, target);
+    put_str(&mut out, session);
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
     out
 }
 
@@ -257,6 +285,13 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
                 member,
             })
         }
+        DISCONNECT => Some(Envelope::Disconnect {
+            node: r.str()?,
+            target: r.str()?,
+            session: r.str()?,
+            code: r.u16()?,
+            text: std::str::from_utf8(r.0).ok()?,
+        }),
         HEARTBEAT => {
             let node = r.str()?;
             let count = r.u32()? as usize;
@@ -277,6 +312,24 @@ mod tests {
 
     use super::*;
     use crate::chat::Nick;
+
+    #[test]
+    fn a_disconnect_round_trips_and_truncations_are_refused() {
+        let bytes = disconnect("n1", "n2", "0.7", 4001, "bye ✓");
+        assert_eq!(
+            decode(&bytes),
+            Some(Envelope::Disconnect {
+                node: "n1",
+                target: "n2",
+                session: "0.7",
+                code: 4001,
+                text: "bye ✓",
+            })
+        );
+        // Cut inside the code: refused; cut inside the text's last char: not UTF-8, refused.
+        assert_eq!(decode(&bytes[..bytes.len() - 8]), None);
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+    }
 
     #[test]
     fn messages_round_trip_any_payload() {
