@@ -54,6 +54,16 @@ pub enum Control {
         /// Where the answer goes.
         reply: Sender<Reply>,
     },
+    /// Another node's server API asks for your members of `room`: answer node `target`'s
+    /// question `request` through the Redis bridge (`ClusterLink::answer_presence`).
+    PresenceFor {
+        /// The room.
+        room: RoomId,
+        /// The asking node.
+        target: Arc<str>,
+        /// Its question's id.
+        request: u64,
+    },
     /// Read `room`'s history as `ask` says, if you keep it. Answered with [`Reply::History`].
     History {
         /// The room.

@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use super::json::{self, BadRequest, Whose};
 use super::routes::{self, Endpoint};
 use crate::chat::Post;
-use crate::cluster::ClusterLink;
+use crate::cluster::{ClusterLink, Question};
 use crate::config::{Config, Model};
 use crate::control::{API_TIMEOUT, Control, MemberInfo, Reply, Target};
 use crate::history::Ask;
@@ -274,7 +274,15 @@ impl Service {
         Ok(json!({ "rooms": rooms }))
     }
 
+    /// The room's members on every loop — and, in a cluster, on every other node: each of
+    /// their shards answers through Redis within [`CLUSTER_WAIT`]; `complete` says whether
+    /// every node heard from lately answered with all its shards.
     fn presence(&self, room: &RoomId) -> Result<Value, Failure> {
+        // Asked first, so that the other nodes work while the loops here do.
+        let question = self
+            .cluster
+            .as_ref()
+            .map(|c| (c.ask_presence(room), c.nodes()));
         let replies = self.ask_all(|reply| Control::Presence {
             room: room.clone(),
             reply,
@@ -286,13 +294,21 @@ impl Service {
                 _ => Vec::new(),
             })
             .collect();
+        let complete = question.map(|(question, nodes)| match question {
+            Some(question) => gather_nodes(&question, nodes, &mut members),
+            None => false,
+        });
         members.sort_by(|a, b| a.id.cmp(&b.id));
         let listed: Vec<Value> = members.iter().map(json::member).collect();
-        Ok(json!({
+        let mut answer = json!({
             "room": room.as_str(),
             "online": listed.len(),
             "members": listed,
-        }))
+        });
+        if let Some(complete) = complete {
+            answer["complete"] = json!(complete);
+        }
+        Ok(answer)
     }
 
     fn history(&self, room: &RoomId, ask: Ask) -> Result<Value, Failure> {
@@ -366,6 +382,33 @@ impl Service {
         };
         // Not answered: the session answers 504 itself when its wait ends.
         let _ = self.send(shard, control, Instant::now() + API_TIMEOUT);
+    }
+}
+
+/// How long a presence question waits for the other nodes' answers.
+const CLUSTER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes other nodes' answers to `question` into `members` until each of the `nodes` nodes
+/// heard from lately has answered with every shard, or [`CLUSTER_WAIT`] passes; true in the
+/// first case.
+fn gather_nodes(question: &Question, nodes: u64, members: &mut Vec<MemberInfo>) -> bool {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    // Per node: its shard count, and the shards that answered.
+    let mut answered: BTreeMap<String, (u16, u16)> = BTreeMap::new();
+    loop {
+        let done =
+            answered.len() as u64 >= nodes && answered.values().all(|&(shards, got)| got >= shards);
+        if done {
+            return true;
+        }
+        match question.answers.recv_deadline(deadline) {
+            Ok(answer) => {
+                let entry = answered.entry(answer.node).or_insert((answer.shards, 0));
+                entry.1 += 1;
+                members.extend(answer.members);
+            }
+            Err(_) => return false,
+        }
     }
 }
 

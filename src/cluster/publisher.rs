@@ -135,7 +135,7 @@ impl Publisher {
                 self.next_heartbeat = Instant::now();
                 0
             }
-            Outbound::Disconnect { bytes } => {
+            Outbound::Control { bytes } => {
                 pipe.cmd("PUBLISH")
                     .arg(PRESENCE_CHANNEL)
                     .arg(bytes)

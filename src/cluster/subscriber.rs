@@ -34,9 +34,10 @@ use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Envelope, Member};
 use crate::cluster::{
     ClusterNews, ClusterStats, HEARTBEAT, LocalShare, MemberChange, NODE_EXPIRY, Outbound,
-    PRESENCE_CHANNEL, RECONNECT_CAP, ROOM_CHANNEL_PREFIX, connect, reconnect_backoff, room_channel,
+    PRESENCE_CHANNEL, Questions, RECONNECT_CAP, ROOM_CHANNEL_PREFIX, RemoteMembers, connect, lock,
+    reconnect_backoff, room_channel,
 };
-use crate::control::{Control, Target};
+use crate::control::{Control, MemberInfo, Target};
 use crate::ids::SessionId;
 use crate::mesh::{MeshLinks, PeerHandle, ShardId, ShardMsg};
 use crate::room::{RoomId, Share};
@@ -73,6 +74,8 @@ pub struct Subscriber {
     share_rx: ShareReceiver,
     publisher: Sender<Outbound>,
     stats: Arc<ClusterStats>,
+    /// The server API's presence questions waiting for answers.
+    questions: Questions,
     /// This node's members.
     local: NodeTable,
     remote: HashMap<String, RemoteNode>,
@@ -98,7 +101,8 @@ impl Subscriber {
         shards: Vec<PeerHandle>,
         share_rx: ShareReceiver,
         publisher: Sender<Outbound>,
-        stats: Arc<ClusterStats>,
+        // What it shares with the rest of the node: the figures, the API's open questions.
+        (stats, questions): (Arc<ClusterStats>, Questions),
     ) -> Self {
         let workers = shards.len();
         Subscriber {
@@ -112,6 +116,7 @@ impl Subscriber {
             share_rx,
             publisher,
             stats,
+            questions,
             local: NodeTable::new(workers),
             remote: HashMap::new(),
             told: HashMap::new(),
@@ -266,7 +271,57 @@ impl Subscriber {
             | Envelope::Presence { node, .. }
             | Envelope::Heartbeat { node, .. }
             | Envelope::Disconnect { node, .. }
+            | Envelope::Ask { node, .. }
+            | Envelope::Answer { node, .. }
                 if node == &*self.node => {} // our own echo (it woke us, which was the point)
+            Envelope::Ask {
+                node,
+                request,
+                room,
+            } => {
+                let Some(room) = RoomId::parse(room) else {
+                    return;
+                };
+                let target: Arc<str> = Arc::from(node);
+                // Each shard answers for its own members, straight to the publisher.
+                self.mesh.send_to_others(|| {
+                    ShardMsg::Control(Box::new(Control::PresenceFor {
+                        room: room.clone(),
+                        target: target.clone(),
+                        request,
+                    }))
+                });
+            }
+            Envelope::Answer {
+                node,
+                target,
+                request,
+                shards,
+                members,
+                ..
+            } => {
+                if target != &*self.node {
+                    return;
+                }
+                let questions = lock(&self.questions);
+                let Some(waiting) = questions.get(&request) else {
+                    return; // answered too late: the question is over
+                };
+                let members = members
+                    .into_iter()
+                    .map(|m| MemberInfo {
+                        id: Arc::from(m.id),
+                        nick: m.nick.and_then(Nick::parse),
+                        v1: m.v1,
+                        user: None,
+                    })
+                    .collect();
+                let _ = waiting.try_send(RemoteMembers {
+                    node: node.to_owned(),
+                    shards,
+                    members,
+                });
+            }
             Envelope::Disconnect {
                 target,
                 session,
@@ -516,7 +571,7 @@ mod tests {
             handles,
             share_rx,
             publisher,
-            Arc::new(ClusterStats::default()),
+            (Arc::new(ClusterStats::default()), Questions::default()),
         );
         Rig {
             sub,
@@ -712,6 +767,7 @@ mod tests {
             tx,
             Arc::from("n2"),
             Arc::new(ClusterStats::default()),
+            Questions::default(),
         );
         let join = |id: &str| {
             Some(MemberChange {

@@ -65,6 +65,17 @@ impl<R: Reach> Shard<R> {
             Control::Presence { room, reply } => {
                 let _ = reply.try_send(Reply::Members(self.members(&room)));
             }
+            Control::PresenceFor {
+                room,
+                target,
+                request,
+            } => {
+                let members = self.members(&room);
+                let shards = (self.id.0 as u16, self.common.config.workers as u16);
+                if let Some(cluster) = &self.cluster {
+                    cluster.answer_presence(&target, request, shards, &members);
+                }
+            }
             Control::History { room, ask, reply } => {
                 let history = self.reach.peek_history(&room, &ask, self.now);
                 let _ = reply.try_send(Reply::History(history));
