@@ -1,7 +1,7 @@
 """The server API in a cluster (docs/api.md, "In a cluster"), with a real redis-server of the
 test's own (tests/py/conftest.py): a publish taken by one node reaches members on every
-node, room counts cover every node, and a disconnect of another node's session is forwarded
-to that node.
+node, room counts and presence cover every node, and a disconnect of another node's session
+is forwarded to that node.
 """
 
 from __future__ import annotations
@@ -45,6 +45,26 @@ def test_publish_reaches_every_node_and_rooms_count_them(server, redis, tmp_path
             assert answer["offset"] == 1
             rooms = await call(api1, "GET", "/api/rooms")
             assert rooms == {"rooms": [{"room": "all", "online": 2}]}
+
+    run(scenario(), timeout=40)
+
+
+def test_presence_lists_the_members_of_every_node(server, redis, tmp_path):
+    nodes = start_api_nodes(server, redis, tmp_path, 3)
+    api1 = Api(nodes[0].port)
+
+    async def scenario():
+        async with v1(nodes[0].port, "p", "ann") as ann, v1(nodes[1].port, "p", "bob") as bob, \
+                v1(nodes[2].port, "p", "cy") as cy:
+            welcomes = [json.loads(await recv(ws, 10)) for ws in (ann, bob, cy)]
+            presence = await call(api1, "GET", "/api/rooms/p/presence")
+            assert presence["complete"] is True, presence
+            listed = sorted((m["id"], m["nick"]) for m in presence["members"])
+            assert listed == sorted((w["id"], w["nick"]) for w in welcomes)
+            assert [m["id"].split(".")[0] for m in presence["members"]] == ["n1", "n2", "n3"]
+            assert presence["online"] == 3
+            empty = await call(api1, "GET", "/api/rooms/nobody/presence")
+            assert empty == {"room": "nobody", "online": 0, "members": [], "complete": True}
 
     run(scenario(), timeout=40)
 
