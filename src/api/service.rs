@@ -35,7 +35,8 @@ use crate::room::RoomId;
 pub struct Service {
     config: Arc<Config>,
     loops: Vec<PeerHandle>,
-    /// The Redis bridge, in a cluster (a disconnect of another node's session goes there).
+    /// The Redis bridge, in a cluster: presence questions to the other nodes, and
+    /// disconnects of their sessions, go there.
     cluster: Option<ClusterLink>,
 }
 
