@@ -483,3 +483,16 @@ def test_the_key_may_come_from_the_environment(tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=5)
+
+
+@pytest.mark.parametrize("where", ["main-port", "api-listen"])
+def test_a_server_with_the_api_shuts_down_cleanly(server, tmp_path, where):
+    import signal
+
+    extra = ("--api-listen", "127.0.0.1:0") if where == "api-listen" else ()
+    srv = start(server, tmp_path, *extra)
+    api = Api(api_port(srv) if extra else srv.port)
+    assert api.ok("GET", "/api/rooms") == {"rooms": []}
+    srv.expected_exit = True
+    srv.process.send_signal(signal.SIGTERM)
+    assert srv.process.wait(timeout=10) == 0
