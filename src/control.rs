@@ -23,9 +23,10 @@ use crate::room::RoomId;
 pub const API_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a session that read an API request on the main port waits for the answer before
-/// it answers 504 itself: the service answers within [`API_TIMEOUT`], so only a service
-/// that is gone (or an inbox that stayed full) leaves it waiting this long.
-pub const API_ANSWER_WITHIN: Duration = Duration::from_secs(7);
+/// it answers 504 itself: the service answers within [`API_TIMEOUT`] (plus, for a presence
+/// list in a cluster, 2 s for the other nodes), so only a service that is gone (or an inbox
+/// that stayed full) leaves it waiting this long.
+pub const API_ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// A request of the server API to one event loop.
 #[derive(Debug)]
