@@ -39,11 +39,14 @@ pub enum CloseReason {
     MissedMessages,
     /// It kept sending far over `--max-publish-rate` (flooding, `limits::FLOOD_FACTOR`).
     RateLimit,
+    /// The server API disconnected it (`POST /api/disconnect`, docs/api.md); the API call
+    /// may choose the code (1000, 1008 or 4000–4999) and the text.
+    Disconnected,
 }
 
 impl CloseReason {
     /// Every reason, in [`Counter`] order.
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::ClientClose,
         CloseReason::PeerGone,
         CloseReason::IoError,
@@ -59,6 +62,7 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::MissedMessages,
         CloseReason::RateLimit,
+        CloseReason::Disconnected,
     ];
 
     /// The code of the close frame the server sends for this reason (`None`: it sends none,
@@ -80,6 +84,8 @@ impl CloseReason {
             CloseReason::InternalError => Some(1011),
             // "Try Again Later": nothing is wrong with the client, and a resume repairs it.
             CloseReason::MissedMessages => Some(1013),
+            // The first application code: the API's default when it names none.
+            CloseReason::Disconnected => Some(4000),
         }
     }
 
@@ -100,6 +106,7 @@ impl CloseReason {
             CloseReason::Shutdown => "server shutting down",
             CloseReason::MissedMessages => "missed messages: resume with since",
             CloseReason::RateLimit => "rate limit",
+            CloseReason::Disconnected => "disconnected by the server",
         }
     }
 
@@ -121,6 +128,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::MissedMessages => "missed_messages",
             CloseReason::RateLimit => "rate_limit",
+            CloseReason::Disconnected => "disconnected",
         }
     }
 

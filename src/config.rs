@@ -118,12 +118,23 @@ pub struct Config {
     /// Bytes all rooms' histories may hold together (`--history-memory`); the least recently
     /// used give way past it. Default 64 MiB.
     pub history_memory: usize,
+    /// The server API's key (`--api-key-file` or `SHARDCAST_API_KEY`); `None` (the default):
+    /// no API, `/api/` is 404 (docs/api.md).
+    pub api_key: Option<ApiKey>,
+    /// Serve the API only on this address (`--api-listen`, a private one), not under `/api/`
+    /// on the main port. `None` (the default): under `/api/` on the main port.
+    pub api_listen: Option<SocketAddr>,
 }
 
 impl Config {
     /// Whether rooms number their messages, keep history and have one order.
     pub fn history_on(&self) -> bool {
         self.history_size > 0
+    }
+
+    /// Whether `/api/` is served on the main port (a key, and no `--api-listen`).
+    pub fn api_on_main_port(&self) -> bool {
+        self.api_key.is_some() && self.api_listen.is_none()
     }
 }
 
@@ -160,7 +171,33 @@ impl Default for Config {
             history_size: 100,
             history_ttl: Duration::from_secs(300),
             history_memory: 64 * 1024 * 1024,
+            api_key: None,
+            api_listen: None,
         }
+    }
+}
+
+/// The server API's secret key. Its `Debug` never shows it (configurations get logged).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key, trimmed of surrounding white space (a key file's last newline); `None` when
+    /// nothing is left.
+    pub fn new(text: &str) -> Option<ApiKey> {
+        let key = text.trim();
+        (!key.is_empty()).then(|| ApiKey(key.to_owned()))
+    }
+
+    /// The key's bytes, for the constant-time comparison.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
     }
 }
 
@@ -286,6 +323,9 @@ impl Config {
             && !dir.is_dir()
         {
             return Err(ConfigError::StaticDir(dir.clone()));
+        }
+        if self.api_listen.is_some() && self.api_key.is_none() {
+            return Err(ConfigError::ApiListenWithoutKey);
         }
         if let Some(id) = &self.node_id
             && !crate::ids::valid_node_id(id)

@@ -38,6 +38,9 @@ pub enum ConfigError {
     /// `--node-id` breaks the rule.
     #[error("--node-id must be 1-32 of A-Z a-z 0-9 - _, got {0:?}")]
     NodeId(String),
+    /// `--api-listen` without a key: the API would refuse every request.
+    #[error("--api-listen needs a key: --api-key-file FILE or SHARDCAST_API_KEY")]
+    ApiListenWithoutKey,
 }
 
 /// The TLS certificate or key cannot be used.
@@ -98,6 +101,9 @@ pub enum ServerError {
         /// What the client said.
         reason: String,
     },
+    /// The server API's listener or threads could not be started.
+    #[error("cannot start the server API: {0}")]
+    Api(io::Error),
     /// A bridge thread could not be started.
     #[error("cannot start the Redis bridge: {0}")]
     Bridge(io::Error),

@@ -39,6 +39,21 @@ impl fmt::Display for SessionId {
     }
 }
 
+impl SessionId {
+    /// Reads `"<worker>.<seq>"` (decimal digits only; no node prefix).
+    pub fn parse(text: &str) -> Option<SessionId> {
+        let (worker, seq) = text.split_once('.')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(worker) || !digits(seq) {
+            return None;
+        }
+        Some(SessionId {
+            worker: worker.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
 /// A valid node id: 1–32 of `A-Z a-z 0-9 - _` (it prefixes session ids seen by clients).
 pub fn valid_node_id(id: &str) -> bool {
     (1..=32).contains(&id.len())

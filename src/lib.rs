@@ -10,12 +10,14 @@
 //! session states and `docs/glossary.md` for the vocabulary.
 
 pub mod acceptor;
+pub mod api;
 pub mod backoff;
 pub mod chat;
 pub mod client;
 pub mod close;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod frame;
 pub mod history;

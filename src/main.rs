@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use shardcast::config::{Model, TlsFiles, default_max_connections, raise_fd_limit};
+use shardcast::config::{ApiKey, Model, TlsFiles, default_max_connections, raise_fd_limit};
 use shardcast::limits::Rate;
 use shardcast::logging::{self, LogFormat};
 use shardcast::{Config, Server, client};
@@ -137,6 +137,14 @@ struct ServerArgs {
     /// This node's name in the cluster (1-32 of A-Z a-z 0-9 - _) [default: random, logged].
     #[arg(long, value_name = "ID", requires = "redis")]
     node_id: Option<String>,
+    /// Serve the server API (docs/api.md) only on this address, a private one, and not
+    /// under /api/ on the main port [default: under /api/ on the main port, when a key is set].
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<SocketAddr>,
+    /// File holding the server API's key (or set SHARDCAST_API_KEY); without a key the API is
+    /// off and /api/ is 404.
+    #[arg(long, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
     /// Send no join/leave notices to shardcast.v1 clients (for large broadcast rooms); online
     /// counts are still kept.
     #[arg(long)]
@@ -230,6 +238,8 @@ impl ServerArgs {
                 (_, id) => id,
             },
             redis: self.redis,
+            api_key: api_key(self.api_key_file.as_deref())?,
+            api_listen: self.api_listen,
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,
@@ -238,6 +248,29 @@ impl ServerArgs {
         })
     }
 }
+
+/// The server API's key: from `--api-key-file`, or `SHARDCAST_API_KEY` (never a flag's value,
+/// which any user could read in the process list). Both at once is refused.
+fn api_key(file: Option<&std::path::Path>) -> anyhow::Result<Option<ApiKey>> {
+    let from_env = std::env::var_os(API_KEY_ENV);
+    let text = match (file, from_env) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give the API key once: --api-key-file or {API_KEY_ENV}, not both")
+        }
+        (Some(path), None) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --api-key-file {}", path.display()))?,
+        (None, Some(value)) => value
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("{API_KEY_ENV} is not UTF-8"))?,
+        (None, None) => return Ok(None),
+    };
+    ApiKey::new(&text)
+        .map(Some)
+        .with_context(|| "the API key is empty".to_string())
+}
+
+/// The environment variable that may hold the server API's key.
+const API_KEY_ENV: &str = "SHARDCAST_API_KEY";
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
@@ -373,6 +406,10 @@ fn run(cli: ServerArgs) -> anyhow::Result<()> {
     let server = Server::start(config).context("cannot start")?;
     // Tests and scripts read the bound address (useful with port 0) from this line.
     println!("listening on {}", server.local_addr());
+    if let Some(addr) = server.api_addr() {
+        // The second line, with --api-listen (port 0 picks a free port).
+        println!("api listening on {addr}");
+    }
     let stop = server.shutdown_handle();
     std::thread::Builder::new()
         .name("signals".into())

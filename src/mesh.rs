@@ -33,6 +33,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::Waker;
 
 use crate::chat::{MemberChange, Outgoing, Post};
+use crate::control::Control;
 use crate::frame::SharedFrame;
 use crate::history::{Ask, Start};
 use crate::ids::SessionKey;
@@ -115,6 +116,9 @@ pub enum ShardMsg {
         /// joined it a moment ago (the bridge's view of this node may lag behind).
         news: Option<ClusterNews>,
     },
+    /// From the server API (`crate::api`): a request, or the answer for a session of yours
+    /// that asked on the main port. Sent straight into the inbox, never through a backlog.
+    Control(Box<Control>),
 }
 
 /// What the Redis bridge tells shards about a room on other nodes, for their v1 members.
@@ -169,7 +173,8 @@ impl PeerLink {
             | ShardMsg::Publish { .. }
             | ShardMsg::Subscribe { .. }
             | ShardMsg::Unsubscribe { .. }
-            | ShardMsg::Joined { .. } => Deferred::Dropped,
+            | ShardMsg::Joined { .. }
+            | ShardMsg::Control(_) => Deferred::Dropped,
             ShardMsg::Presence {
                 room,
                 from,

@@ -121,6 +121,8 @@ pub enum Counter {
     ClosedMissedMessages,
     /// See [`Counter::ClosedClientClose`].
     ClosedRateLimit,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedDisconnected,
     /// Data messages dropped by `--max-publish-rate`.
     RateLimited,
     /// Room histories dropped whole to stay within `--history-memory` (new epochs).
@@ -255,6 +257,7 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ("shardcast_closes_total", "reason=\"shutdown\"", ""),
     ("shardcast_closes_total", "reason=\"missed_messages\"", ""),
     ("shardcast_closes_total", "reason=\"rate_limit\"", ""),
+    ("shardcast_closes_total", "reason=\"disconnected\"", ""),
     (
         "shardcast_rate_limited_messages_total",
         "",
@@ -298,6 +301,7 @@ impl Counter {
             CloseReason::Shutdown => Counter::ClosedShutdown,
             CloseReason::MissedMessages => Counter::ClosedMissedMessages,
             CloseReason::RateLimit => Counter::ClosedRateLimit,
+            CloseReason::Disconnected => Counter::ClosedDisconnected,
         }
     }
 }

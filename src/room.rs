@@ -226,6 +226,11 @@ impl RoomTable {
         gap
     }
 
+    /// Every room anyone anywhere is known to be in (the server API's room list).
+    pub fn iter(&self) -> impl Iterator<Item = (&RoomId, &Room)> {
+        self.rooms.iter()
+    }
+
     /// The room, if anyone anywhere is known to be in it.
     pub fn get(&self, room: &RoomId) -> Option<&Room> {
         self.rooms.get(room)

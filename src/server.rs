@@ -32,6 +32,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// A started server.
 pub struct Server {
     local_addr: SocketAddr,
+    api_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     stop: ShutdownHandle,
 }
@@ -128,13 +129,6 @@ impl Server {
 
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin_core = |i: usize| (config.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
-        let common = LoopCommon {
-            config: config.clone(),
-            site: site.clone(),
-            stats: stats.clone(),
-            tls: tls.clone(),
-            per_ip: per_ip.clone(),
-        };
         let cluster = match (&config.redis, &config.node_id, cluster_stats) {
             (Some(url), Some(node), Some(cluster_stats)) => {
                 tracing::info!(
@@ -152,7 +146,17 @@ impl Server {
             }
             _ => None,
         };
-        let mut threads = Vec::new();
+        let api = crate::api::start(&config, peers.clone(), cluster.clone(), stats.clone())?;
+        wakers.extend(api.waker.clone());
+        let common = LoopCommon {
+            config: config.clone(),
+            site: site.clone(),
+            stats: stats.clone(),
+            tls: tls.clone(),
+            per_ip: per_ip.clone(),
+            api: api.door.clone(),
+        };
+        let mut threads = api.threads;
         let mut listener = Some(listener);
         let registry = (config.model == Model::Shared)
             .then(|| Registry::new(wakers[..config.workers].to_vec(), history_for(&config, 1)));
@@ -192,6 +196,7 @@ impl Server {
             });
         }
         drop(peers);
+        drop(common);
 
         if let Some(listener) = listener {
             let acceptor = Acceptor {
@@ -247,6 +252,7 @@ impl Server {
         );
         Ok(Server {
             local_addr,
+            api_addr: api.local_addr,
             threads,
             stop: ShutdownHandle { stats, wakers },
         })
@@ -255,6 +261,11 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `--api-listen` bound, if given.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     /// A handle that starts a graceful shutdown.

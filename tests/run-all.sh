@@ -21,6 +21,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 command -v cc >/dev/null || apt_install build-essential
 # The terminal client's interactive test drives it in a real terminal.
 command -v tmux >/dev/null || apt_install tmux
+# The server API's tests drive it with curl too (tests/py/test_api.py).
+command -v curl >/dev/null || apt_install curl
 # The cluster tests start their own Redis servers (tests/py/test_cluster.py).
 { command -v redis-server && command -v redis-cli; } >/dev/null || apt_install redis-server
 

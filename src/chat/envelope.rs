@@ -129,6 +129,8 @@ enum ServerEnvelope<'a> {
     Message {
         id: &'a str,
         nick: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<&'a str>,
         text: &'a str,
         ts: u64,
         #[serde(skip_serializing_if = "is_zero")]
@@ -177,6 +179,8 @@ pub struct Place {
     pub offset: u64,
     /// Replayed from history (after a `welcome`), not live.
     pub replayed: bool,
+    /// Sent by the server API (`POST /api/publish`), not by a member: `"from":"server"`.
+    pub from_server: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -214,6 +218,7 @@ pub fn message(id: &str, nick: Option<&str>, text: &str, ts: u64, place: Place) 
     frame(&ServerEnvelope::Message {
         id,
         nick,
+        from: place.from_server.then_some("server"),
         text,
         ts,
         offset: place.offset,
@@ -327,12 +332,24 @@ mod tests {
         let place = Place {
             offset: 12,
             replayed: true,
+            from_server: false,
         };
         let v = payload(&message("1.4", Some("bob"), "x", 7, place));
         assert_eq!(
             v,
             serde_json::json!({"type":"message","id":"1.4","nick":"bob","text":"x","ts":7,
                 "offset":12,"history":true})
+        );
+        let place = Place {
+            offset: 3,
+            replayed: false,
+            from_server: true,
+        };
+        let v = payload(&message("server", None, "x", 7, place));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"message","id":"server","nick":null,"from":"server",
+                "text":"x","ts":7,"offset":3})
         );
         let v = payload(&presence(Change::Leave, "1.4", Some("bob"), 2));
         assert_eq!(

@@ -31,6 +31,27 @@ pub struct Post {
     pub ts: u64,
 }
 
+/// The sender id of a message the server API sent (`POST /api/publish`): never a session's
+/// id, which always has a dot (`"<worker>.<seq>"`).
+pub const SERVER_SENDER: &str = "server";
+
+impl Post {
+    /// A message from the server API, received now.
+    pub fn from_server(body: Body) -> Post {
+        Post {
+            sender: Arc::from(SERVER_SENDER),
+            nick: None,
+            body,
+            ts: now_millis(),
+        }
+    }
+
+    /// Whether the server API sent it (v1 members see `"from":"server"`).
+    pub fn is_from_server(&self) -> bool {
+        &*self.sender == SERVER_SENDER
+    }
+}
+
 /// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
 pub fn now_millis() -> u64 {
     SystemTime::now()
@@ -166,7 +187,11 @@ fn render(post: &Post, dialect: Dialect, offset: u64, replayed: bool) -> SharedF
             post.nick.as_ref().map(Nick::as_str),
             text,
             post.ts,
-            envelope::Place { offset, replayed },
+            envelope::Place {
+                offset,
+                replayed,
+                from_server: post.is_from_server(),
+            },
         ),
     }
 }

@@ -36,7 +36,7 @@ pub mod table;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -44,6 +44,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::backoff::{Backoff, random_seed};
 pub use crate::chat::MemberChange;
 use crate::chat::Post;
+use crate::control::MemberInfo;
 use crate::error::ServerError;
 use crate::ids::ShardId;
 pub use crate::ids::valid_node_id;
@@ -158,7 +159,46 @@ pub enum Outbound {
     },
     /// Another node appeared: publish the heartbeat now rather than at the next tick.
     HeartbeatNow,
+    /// Publish this server API envelope on the presence channel (a disconnect, a presence
+    /// question or an answer: [`wire::disconnect`], [`wire::ask`], [`wire::answer`]).
+    Control {
+        /// The envelope.
+        bytes: Vec<u8>,
+    },
 }
+
+/// One shard of another node answering this node's presence question (docs/api.md).
+#[derive(Debug)]
+pub struct RemoteMembers {
+    /// The answering node.
+    pub node: String,
+    /// How many shards it has (each answers once).
+    pub shards: u16,
+    /// The shard's members of the room.
+    pub members: Vec<MemberInfo>,
+}
+
+/// The server API's presence questions waiting for other nodes' answers, by request id:
+/// shared by the API's threads (which ask) and `bridge-sub` (which hands the answers over).
+/// Not on any loop's path.
+pub type Questions = Arc<Mutex<HashMap<u64, Sender<RemoteMembers>>>>;
+
+/// A presence question in flight; dropping it stops taking answers.
+pub struct Question {
+    /// The answers, as they come.
+    pub answers: Receiver<RemoteMembers>,
+    request: u64,
+    questions: Questions,
+}
+
+impl Drop for Question {
+    fn drop(&mut self) {
+        lock(&self.questions).remove(&self.request);
+    }
+}
+
+/// Most answers (one per shard of every other node) a question keeps before it is read.
+const ANSWERS: usize = 4096;
 
 /// What the publisher forwards to the subscriber: this node's shares, for routing and counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +224,7 @@ pub struct ClusterLink {
     tx: Sender<Outbound>,
     node: Arc<str>,
     stats: Arc<ClusterStats>,
+    questions: Questions,
     /// Latest share of each (room, shard) the queue had no room for: at most one entry per
     /// room this thread has members in, or has just emptied while the bridge believes it has.
     pending: HashMap<(RoomId, ShardId), Share>,
@@ -196,16 +237,27 @@ pub struct ClusterLink {
 impl Clone for ClusterLink {
     /// A handle for another loop thread: same queue, nothing pending.
     fn clone(&self) -> Self {
-        ClusterLink::new(self.tx.clone(), self.node.clone(), self.stats.clone())
+        ClusterLink::new(
+            self.tx.clone(),
+            self.node.clone(),
+            self.stats.clone(),
+            self.questions.clone(),
+        )
     }
 }
 
 impl ClusterLink {
-    fn new(tx: Sender<Outbound>, node: Arc<str>, stats: Arc<ClusterStats>) -> Self {
+    pub(crate) fn new(
+        tx: Sender<Outbound>,
+        node: Arc<str>,
+        stats: Arc<ClusterStats>,
+        questions: Questions,
+    ) -> Self {
         ClusterLink {
             tx,
             node,
             stats,
+            questions,
             pending: HashMap::new(),
             told: HashSet::new(),
         }
@@ -230,6 +282,55 @@ impl ClusterLink {
         if self.tx.try_send(message).is_err() {
             self.stats.dropped(1);
         }
+    }
+
+    /// The server API asks node `target` to close its session `session` (`"<worker>.<seq>"`)
+    /// with `code` and `text`. False when the bridge's queue has no room (or it is gone).
+    pub fn disconnect(&self, target: &str, session: &str, code: u16, text: &str) -> bool {
+        let bytes = wire::disconnect(&self.node, target, session, code, text);
+        self.tx.try_send(Outbound::Control { bytes }).is_ok()
+    }
+
+    /// The server API asks every other node for its members of `room`; `None` when the
+    /// bridge's queue has no room (or it is gone).
+    pub fn ask_presence(&self, room: &RoomId) -> Option<Question> {
+        let request = random_seed();
+        let (tx, answers) = crossbeam_channel::bounded(ANSWERS);
+        lock(&self.questions).insert(request, tx);
+        let question = Question {
+            answers,
+            request,
+            questions: self.questions.clone(),
+        };
+        let bytes = wire::ask(&self.node, request, room.as_str());
+        self.tx
+            .try_send(Outbound::Control { bytes })
+            .is_ok()
+            .then_some(question)
+    }
+
+    /// Shard `shard` (of `shards`) answers node `target`'s presence question `request` with
+    /// its `members` (best effort: with the bridge's queue full the answer is lost, and the
+    /// asker says its answer is incomplete).
+    pub fn answer_presence(
+        &self,
+        target: &str,
+        request: u64,
+        shards: (u16, u16),
+        members: &[MemberInfo],
+    ) {
+        let listed = members.iter().map(|m| wire::Listed {
+            id: &m.id,
+            nick: m.nick.as_ref().map(|n| n.as_str()),
+            v1: m.v1,
+        });
+        let bytes = wire::answer(&self.node, target, request, shards, listed);
+        let _ = self.tx.try_send(Outbound::Control { bytes });
+    }
+
+    /// Other nodes heard from lately.
+    pub fn nodes(&self) -> u64 {
+        self.stats.nodes()
     }
 
     /// Tells the bridge that shard `shard` now has `share` members in `room`, after `member`
@@ -303,6 +404,13 @@ impl ClusterLink {
     }
 }
 
+/// Locks the questions (a panic elsewhere while holding it leaves a map that is still whole).
+pub(crate) fn lock(questions: &Questions) -> MutexGuard<'_, HashMap<u64, Sender<RemoteMembers>>> {
+    questions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Records the share of `key` the queue just took.
 fn note_told(told: &mut HashSet<(RoomId, ShardId)>, key: (RoomId, ShardId), share: Share) {
     if share.total() > 0 {
@@ -331,6 +439,7 @@ pub fn start(
     let (tx, rx): (Sender<Outbound>, Receiver<Outbound>) =
         crossbeam_channel::bounded(OUTBOUND_CAPACITY);
     let (share_tx, share_rx) = shares::handoff();
+    let questions = Questions::default();
     let publisher = publisher::Publisher::new(
         client.clone(),
         node.clone(),
@@ -346,7 +455,7 @@ pub fn start(
         shards,
         share_rx,
         tx.clone(),
-        stats.clone(),
+        (stats.clone(), questions.clone()),
     );
     std::thread::Builder::new()
         .name("bridge-pub".into())
@@ -362,7 +471,7 @@ pub fn start(
             subscriber.run()
         })
         .map_err(ServerError::Bridge)?;
-    Ok(ClusterLink::new(tx, node, stats))
+    Ok(ClusterLink::new(tx, node, stats, questions))
 }
 
 #[cfg(test)]
@@ -375,7 +484,10 @@ mod tests {
     fn link() -> (ClusterLink, Receiver<Outbound>) {
         let (tx, rx) = crossbeam_channel::bounded(OUTBOUND_CAPACITY);
         let stats = Arc::new(ClusterStats::default());
-        (ClusterLink::new(tx, Arc::from("me"), stats), rx)
+        (
+            ClusterLink::new(tx, Arc::from("me"), stats, Questions::default()),
+            rx,
+        )
     }
 
     /// Fills what is left of the queue (as the subscriber's heartbeat requests would).

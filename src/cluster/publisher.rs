@@ -135,6 +135,13 @@ impl Publisher {
                 self.next_heartbeat = Instant::now();
                 0
             }
+            Outbound::Control { bytes } => {
+                pipe.cmd("PUBLISH")
+                    .arg(PRESENCE_CHANNEL)
+                    .arg(bytes)
+                    .ignore();
+                1
+            }
         }
     }
 

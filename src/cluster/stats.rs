@@ -65,6 +65,11 @@ impl ClusterStats {
         self.delivery_dropped.fetch_add(messages, Relaxed);
     }
 
+    /// Other nodes heard from lately.
+    pub fn nodes(&self) -> u64 {
+        self.nodes.load(Relaxed)
+    }
+
     /// Other nodes currently heard from.
     pub fn set_nodes(&self, nodes: usize) {
         self.nodes.store(nodes as u64, Relaxed);

@@ -34,8 +34,11 @@ use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Envelope, Member};
 use crate::cluster::{
     ClusterNews, ClusterStats, HEARTBEAT, LocalShare, MemberChange, NODE_EXPIRY, Outbound,
-    PRESENCE_CHANNEL, RECONNECT_CAP, ROOM_CHANNEL_PREFIX, connect, reconnect_backoff, room_channel,
+    PRESENCE_CHANNEL, Questions, RECONNECT_CAP, ROOM_CHANNEL_PREFIX, RemoteMembers, connect, lock,
+    reconnect_backoff, room_channel,
 };
+use crate::control::{Control, MemberInfo, Target};
+use crate::ids::SessionId;
 use crate::mesh::{MeshLinks, PeerHandle, ShardId, ShardMsg};
 use crate::room::{RoomId, Share};
 
@@ -71,6 +74,8 @@ pub struct Subscriber {
     share_rx: ShareReceiver,
     publisher: Sender<Outbound>,
     stats: Arc<ClusterStats>,
+    /// The server API's presence questions waiting for answers.
+    questions: Questions,
     /// This node's members.
     local: NodeTable,
     remote: HashMap<String, RemoteNode>,
@@ -96,7 +101,8 @@ impl Subscriber {
         shards: Vec<PeerHandle>,
         share_rx: ShareReceiver,
         publisher: Sender<Outbound>,
-        stats: Arc<ClusterStats>,
+        // What it shares with the rest of the node: the figures, the API's open questions.
+        (stats, questions): (Arc<ClusterStats>, Questions),
     ) -> Self {
         let workers = shards.len();
         Subscriber {
@@ -110,6 +116,7 @@ impl Subscriber {
             share_rx,
             publisher,
             stats,
+            questions,
             local: NodeTable::new(workers),
             remote: HashMap::new(),
             told: HashMap::new(),
@@ -263,7 +270,69 @@ impl Subscriber {
             Envelope::Message { node, .. }
             | Envelope::Presence { node, .. }
             | Envelope::Heartbeat { node, .. }
+            | Envelope::Disconnect { node, .. }
+            | Envelope::Ask { node, .. }
+            | Envelope::Answer { node, .. }
                 if node == &*self.node => {} // our own echo (it woke us, which was the point)
+            Envelope::Ask {
+                node,
+                request,
+                room,
+            } => {
+                let Some(room) = RoomId::parse(room) else {
+                    return;
+                };
+                let target: Arc<str> = Arc::from(node);
+                // Each shard answers for its own members, straight to the publisher.
+                self.mesh.send_to_others(|| {
+                    ShardMsg::Control(Box::new(Control::PresenceFor {
+                        room: room.clone(),
+                        target: target.clone(),
+                        request,
+                    }))
+                });
+            }
+            Envelope::Answer {
+                node,
+                target,
+                request,
+                shards,
+                members,
+                ..
+            } => {
+                if target != &*self.node {
+                    return;
+                }
+                let questions = lock(&self.questions);
+                let Some(waiting) = questions.get(&request) else {
+                    return; // answered too late: the question is over
+                };
+                let members = members
+                    .into_iter()
+                    .map(|m| MemberInfo {
+                        id: Arc::from(m.id),
+                        nick: m.nick.and_then(Nick::parse),
+                        v1: m.v1,
+                        user: None,
+                    })
+                    .collect();
+                let _ = waiting.try_send(RemoteMembers {
+                    node: node.to_owned(),
+                    shards,
+                    members,
+                });
+            }
+            Envelope::Disconnect {
+                target,
+                session,
+                code,
+                text,
+                ..
+            } => {
+                if target == &*self.node {
+                    self.disconnect(session, code, text);
+                }
+            }
             Envelope::Message {
                 node,
                 sender,
@@ -367,6 +436,26 @@ impl Subscriber {
     }
 
     /// Marks `node` alive; a node not known before gets our heartbeat at once.
+    /// Another node's server API asks to close session `session` of this node: every shard
+    /// closes it if it is theirs (nobody waits for their answers).
+    fn disconnect(&mut self, session: &str, code: u16, text: &str) {
+        let Some(id) = SessionId::parse(session) else {
+            return;
+        };
+        let target = Target::Session(id);
+        let text: Arc<str> = Arc::from(text);
+        // Nobody reads the answers: the shards' `try_send` finds the channel closed.
+        let (reply, _) = crossbeam_channel::bounded(0);
+        self.mesh.send_to_others(|| {
+            ShardMsg::Control(Box::new(Control::Disconnect {
+                target: target.clone(),
+                code,
+                text: text.clone(),
+                reply: reply.clone(),
+            }))
+        });
+    }
+
     fn heard_from(&mut self, node: &str) -> &mut RemoteNode {
         if !self.remote.contains_key(node) {
             tracing::info!("cluster: node {node} appeared");
@@ -482,7 +571,7 @@ mod tests {
             handles,
             share_rx,
             publisher,
-            Arc::new(ClusterStats::default()),
+            (Arc::new(ClusterStats::default()), Questions::default()),
         );
         Rig {
             sub,
@@ -678,6 +767,7 @@ mod tests {
             tx,
             Arc::from("n2"),
             Arc::new(ClusterStats::default()),
+            Questions::default(),
         );
         let join = |id: &str| {
             Some(MemberChange {

@@ -4,7 +4,13 @@
 //! message   'M' 1 opcode  node  sender  nick  ts:u64  payload…          on shardcast:room:<name>
 //! presence  'P' 1 node  room  shard:u16  plain:u32  v1:u32  change  [id  nick]   on shardcast:presence
 //! heartbeat 'H' 1 node  count:u32  (room  shard:u16  plain:u32  v1:u32)*       on shardcast:presence
+//! disconnect 'D' 1 node  target  session  code:u16  text…                      on shardcast:presence
+//! ask       'Q' 1 node  request:u64  room                                       on shardcast:presence
+//! answer    'A' 1 node  target  request:u64  shard:u16  shards:u16  count:u32  (id  nick  v1:u8)*
 //! ```
+//!
+//! `ask` and `answer` are the server API's presence across nodes: each shard of every other
+//! node answers for its own members (docs/api.md).
 //!
 //! Strings are a length byte and UTF-8 (a nick of length 0 is "none", as no nickname is
 //! empty); integers are big-endian; `change` is 0 (none), 1 (join) or 2 (leave). The payload
@@ -21,6 +27,9 @@ pub const VERSION: u8 = 1;
 const MESSAGE: u8 = b'M';
 const PRESENCE: u8 = b'P';
 const HEARTBEAT: u8 = b'H';
+const DISCONNECT: u8 = b'D';
+const ASK: u8 = b'Q';
+const ANSWER: u8 = b'A';
 const OP_TEXT: u8 = 1;
 const OP_BINARY: u8 = 2;
 
@@ -33,6 +42,17 @@ pub struct Member<'a> {
     pub id: &'a str,
     /// Its nickname (`None` for a plain client).
     pub nick: Option<&'a str>,
+}
+
+/// A member as a presence answer lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<'a> {
+    /// Its session id (with its node prefix).
+    pub id: &'a str,
+    /// Its nickname (`None` for a plain client).
+    pub nick: Option<&'a str>,
+    /// Whether it speaks `shardcast.v1`.
+    pub v1: bool,
 }
 
 /// One decoded envelope, borrowing from the Redis message.
@@ -73,6 +93,44 @@ pub enum Envelope<'a> {
         node: &'a str,
         /// Its shares.
         shares: Vec<(&'a str, u16, Share)>,
+    },
+    /// The server API of `node` asks node `target` to close its session `session`
+    /// (`"<worker>.<seq>"`) with `code` and `text` (docs/api.md).
+    Disconnect {
+        /// The node that took the API request.
+        node: &'a str,
+        /// The node whose session it is.
+        target: &'a str,
+        /// The session's id on that node, without the node prefix.
+        session: &'a str,
+        /// The close code.
+        code: u16,
+        /// The close text.
+        text: &'a str,
+    },
+    /// The server API of `node` asks every other node for its members of `room`.
+    Ask {
+        /// The asking node.
+        node: &'a str,
+        /// Its request's id.
+        request: u64,
+        /// The room.
+        room: &'a str,
+    },
+    /// Shard `shard` (of `shards`) of `node` answers `target`'s request `request`.
+    Answer {
+        /// The answering node.
+        node: &'a str,
+        /// The asking node.
+        target: &'a str,
+        /// The request's id.
+        request: u64,
+        /// The answering shard.
+        shard: u16,
+        /// How many shards the node has (each answers).
+        shards: u16,
+        /// The shard's members of the room.
+        members: Vec<Listed<'a>>,
     },
 }
 
@@ -145,6 +203,52 @@ pub fn heartbeat<'a>(
         put_str(&mut out, room);
         out.extend_from_slice(&shard.to_be_bytes());
         put_share(&mut out, share);
+    }
+    out
+}
+
+/// The envelope of a server API disconnect for session `session` of node `target`.
+pub fn disconnect(node: &str, target: &str, session: &str, code: u16, text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + node.len() + target.len() + session.len() + text.len());
+    out.extend_from_slice(&[DISCONNECT, VERSION]);
+    put_str(&mut out, node);
+    put_str(&mut out, target);
+    put_str(&mut out, session);
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// The envelope of a server API presence question about `room`.
+pub fn ask(node: &str, request: u64, room: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + node.len() + room.len());
+    out.extend_from_slice(&[ASK, VERSION]);
+    put_str(&mut out, node);
+    out.extend_from_slice(&request.to_be_bytes());
+    put_str(&mut out, room);
+    out
+}
+
+/// The envelope of shard `shard`'s (of `shards`) answer to `target`'s question `request`.
+pub fn answer<'a>(
+    node: &str,
+    target: &str,
+    request: u64,
+    (shard, shards): (u16, u16),
+    members: impl ExactSizeIterator<Item = Listed<'a>>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + node.len() + target.len() + members.len() * 24);
+    out.extend_from_slice(&[ANSWER, VERSION]);
+    put_str(&mut out, node);
+    put_str(&mut out, target);
+    out.extend_from_slice(&request.to_be_bytes());
+    out.extend_from_slice(&shard.to_be_bytes());
+    out.extend_from_slice(&shards.to_be_bytes());
+    out.extend_from_slice(&(members.len() as u32).to_be_bytes());
+    for m in members {
+        put_str(&mut out, m.id);
+        put_str(&mut out, m.nick.unwrap_or(""));
+        out.push(u8::from(m.v1));
     }
     out
 }
@@ -257,6 +361,46 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
                 member,
             })
         }
+        DISCONNECT => Some(Envelope::Disconnect {
+            node: r.str()?,
+            target: r.str()?,
+            session: r.str()?,
+            code: r.u16()?,
+            text: std::str::from_utf8(r.0).ok()?,
+        }),
+        ASK => Some(Envelope::Ask {
+            node: r.str()?,
+            request: r.u64()?,
+            room: r.str()?,
+        }),
+        ANSWER => {
+            let node = r.str()?;
+            let target = r.str()?;
+            let request = r.u64()?;
+            let shard = r.u16()?;
+            let shards = r.u16()?;
+            let count = r.u32()? as usize;
+            // Each member takes at least 3 bytes: a count beyond that is a lie.
+            if count > r.0.len() / 3 {
+                return None;
+            }
+            let mut members = Vec::with_capacity(count);
+            for _ in 0..count {
+                members.push(Listed {
+                    id: r.str()?,
+                    nick: optional(r.str()?),
+                    v1: r.u8()? != 0,
+                });
+            }
+            Some(Envelope::Answer {
+                node,
+                target,
+                request,
+                shard,
+                shards,
+                members,
+            })
+        }
         HEARTBEAT => {
             let node = r.str()?;
             let count = r.u32()? as usize;
@@ -277,6 +421,63 @@ mod tests {
 
     use super::*;
     use crate::chat::Nick;
+
+    #[test]
+    fn a_presence_question_and_answer_round_trip() {
+        assert_eq!(
+            decode(&ask("n1", 7, "room")),
+            Some(Envelope::Ask {
+                node: "n1",
+                request: 7,
+                room: "room"
+            })
+        );
+        let listed = [
+            Listed {
+                id: "n2.0.1",
+                nick: Some("ann"),
+                v1: true,
+            },
+            Listed {
+                id: "n2.0.2",
+                nick: None,
+                v1: false,
+            },
+        ];
+        let bytes = answer("n2", "n1", 7, (0, 2), listed.clone().into_iter());
+        assert_eq!(
+            decode(&bytes),
+            Some(Envelope::Answer {
+                node: "n2",
+                target: "n1",
+                request: 7,
+                shard: 0,
+                shards: 2,
+                members: listed.to_vec(),
+            })
+        );
+        for cut in 1..bytes.len() {
+            assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_disconnect_round_trips_and_truncations_are_refused() {
+        let bytes = disconnect("n1", "n2", "0.7", 4001, "bye ✓");
+        assert_eq!(
+            decode(&bytes),
+            Some(Envelope::Disconnect {
+                node: "n1",
+                target: "n2",
+                session: "0.7",
+                code: 4001,
+                text: "bye ✓",
+            })
+        );
+        // Cut inside the code: refused; cut inside the text's last char: not UTF-8, refused.
+        assert_eq!(decode(&bytes[..bytes.len() - 8]), None);
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+    }
 
     #[test]
     fn messages_round_trip_any_payload() {

@@ -217,6 +217,29 @@ impl History {
         start
     }
 
+    /// Where `room` stands now and what `ask` would replay, without joining it (the server
+    /// API's history read, docs/api.md); `None` when the room has no live log.
+    pub fn peek(&self, room: &RoomId, ask: &Ask, now: Instant) -> Option<Start> {
+        let log = self.logs.peek(room)?;
+        if log.expires > now {
+            return Some(log.start(ask));
+        }
+        // Expired but not swept yet: its messages are gone; with members, its offsets stay.
+        (log.members > 0).then(|| Start {
+            epoch: log.epoch,
+            offset: log.offset,
+            recovered: ask
+                .since
+                .map(|s| s.epoch == Some(log.epoch) && s.offset == log.offset),
+            replay: Vec::new(),
+        })
+    }
+
+    /// The epoch of `room`'s log, if it has one.
+    pub fn epoch(&self, room: &RoomId) -> Option<Epoch> {
+        self.logs.peek(room).map(|log| log.epoch)
+    }
+
     /// A member leaves `room`. The last one to leave starts the log's time to live.
     pub fn leave(&mut self, room: &RoomId, now: Instant) {
         let ttl = self.limits.ttl;

@@ -234,3 +234,34 @@ fn one_room_alone_over_the_bound_keeps_its_newest_messages() {
     assert_eq!(start.replay.last().map(|o| o.offset), Some(50));
     assert!(start.replay.len() < 50);
 }
+
+#[test]
+fn a_peek_reads_the_log_without_joining_or_making_one() {
+    let (mut h, now, r) = (
+        History::new(limits(100, 1 << 20)),
+        Instant::now(),
+        room("r"),
+    );
+    assert!(h.peek(&r, &Ask::default(), now).is_none(), "no log is made");
+    assert!(h.epoch(&r).is_none());
+    for _ in 0..5 {
+        h.append(&r, post("x"), Needs::default(), now);
+    }
+    let epoch = h.epoch(&r).unwrap();
+    let last_two = Ask {
+        history: 2,
+        since: None,
+    };
+    let start = h.peek(&r, &last_two, now).unwrap();
+    assert_eq!((start.epoch, start.offset), (epoch, 5));
+    assert_eq!(texts(&start), [4, 5]);
+    let after_three = h.peek(&r, &since(epoch, 3), now).unwrap();
+    assert_eq!(after_three.recovered, Some(true));
+    assert_eq!(texts(&after_three), [4, 5]);
+    assert_eq!(h.tally(), Tally::default(), "a peek is no resume");
+    // Expired and nobody in the room: as good as gone.
+    assert!(
+        h.peek(&r, &last_two, now + Duration::from_secs(11))
+            .is_none()
+    );
+}

@@ -27,12 +27,16 @@ pub enum Status {
     Ok,
     /// 400: the request is malformed.
     BadRequest,
+    /// 401: the server API's key is missing or wrong.
+    Unauthorized,
     /// 403: the request is well formed but not allowed.
     Forbidden,
     /// 404: no such page, asset or room path.
     NotFound,
     /// 405: only GET (and HEAD) are served.
     MethodNotAllowed,
+    /// 413: a server API request's body is over [`API_BODY_LIMIT`].
+    PayloadTooLarge,
     /// 426: the WebSocket version is not 13.
     UpgradeRequired,
     /// 429: too many new connections from one address (`--max-connection-rate-per-ip`).
@@ -43,6 +47,8 @@ pub enum Status {
     InternalError,
     /// 503: the server will not take this connection now.
     Unavailable,
+    /// 504: the server API's request was not done in time.
+    GatewayTimeout,
 }
 
 impl Status {
@@ -51,17 +57,23 @@ impl Status {
         match self {
             Status::Ok => (200, "OK"),
             Status::BadRequest => (400, "Bad Request"),
+            Status::Unauthorized => (401, "Unauthorized"),
             Status::Forbidden => (403, "Forbidden"),
             Status::NotFound => (404, "Not Found"),
             Status::MethodNotAllowed => (405, "Method Not Allowed"),
+            Status::PayloadTooLarge => (413, "Content Too Large"),
             Status::UpgradeRequired => (426, "Upgrade Required"),
             Status::TooManyRequests => (429, "Too Many Requests"),
             Status::HeadTooLarge => (431, "Request Header Fields Too Large"),
             Status::InternalError => (500, "Internal Server Error"),
             Status::Unavailable => (503, "Service Unavailable"),
+            Status::GatewayTimeout => (504, "Gateway Timeout"),
         }
     }
 }
+
+/// Largest body a server API request may have (docs/api.md); a larger one is answered 413.
+pub const API_BODY_LIMIT: usize = 64 * 1024;
 
 /// The `Server` header value.
 pub const SERVER_NAME: &str = concat!("shardcast/", env!("CARGO_PKG_VERSION"));
@@ -134,6 +146,21 @@ pub fn explained_error(status: Status, extra_headers: &[(&str, &str)], why: &str
     )
 }
 
+/// A server API error answer: `{"error":"<why>"}` (one line); the connection is closed after
+/// it.
+pub fn json_error(status: Status, extra_headers: &[(&str, &str)], why: &str) -> Response {
+    let mut body = serde_json::json!({ "error": why }).to_string();
+    body.push('\n');
+    respond(
+        status,
+        "application/json",
+        extra_headers,
+        body.as_bytes(),
+        false,
+        false,
+    )
+}
+
 /// What to do with a complete request.
 #[derive(Debug)]
 pub enum Dispatch {
@@ -151,6 +178,14 @@ pub enum Dispatch {
         ask: Ask,
         /// The `101 Switching Protocols` answer.
         response: Vec<u8>,
+    },
+    /// A server API request (`/api/` on the main port): read `body_len` bytes of body into
+    /// `request`, then hand it to the API service and wait for its answer.
+    Api {
+        /// The request, its body still empty.
+        request: Box<request::FullRequest>,
+        /// The body's length (at most [`API_BODY_LIMIT`]).
+        body_len: usize,
     },
 }
 
@@ -185,6 +220,8 @@ impl Site {
                 counters.bump(Counter::HandshakeOk);
                 return dispatch;
             }
+            // The API answers later; it keeps no count of its own yet.
+            Dispatch::Api { .. } => return dispatch,
             Dispatch::Answer(response) => response.status,
         };
         counters.bump(if upgrade {
@@ -208,6 +245,15 @@ impl Site {
     }
 
     fn decide(&self, head: &RequestHead) -> Dispatch {
+        if route::is_api(head.path()) {
+            // Reserved for the server API: 404 whatever the method when it is not served
+            // here (no key, or `--api-listen`).
+            return if self.config.api_on_main_port() {
+                api_request(head)
+            } else {
+                Dispatch::Answer(error_response(Status::NotFound, &[]))
+            };
+        }
         let head_only = match head.method {
             Some(Method::Get) => false,
             Some(Method::Head) if !head.wants_websocket() => true,
@@ -351,6 +397,37 @@ impl Site {
                 error_response(Status::InternalError, &[])
             }
         }
+    }
+}
+
+/// A server API request (on the main port or `--api-listen`): its body must come with a
+/// `Content-Length` of at most [`API_BODY_LIMIT`] (docs/api.md, "Errors").
+pub fn api_request(head: &RequestHead) -> Dispatch {
+    let bad_host = head.host_count > 1 || (head.minor_version >= 1 && head.host_count == 0);
+    let refusal = if head.transfer_encoding {
+        Some((
+            Status::BadRequest,
+            "send the body with Content-Length (no Transfer-Encoding)",
+        ))
+    } else if head.malformed || bad_host {
+        Some((Status::BadRequest, "malformed request head"))
+    } else {
+        None
+    };
+    if let Some((status, why)) = refusal {
+        return Dispatch::Answer(json_error(status, &[], why));
+    }
+    let body_len = head.content_length.unwrap_or(0);
+    match usize::try_from(body_len) {
+        Ok(body_len) if body_len <= API_BODY_LIMIT => Dispatch::Api {
+            request: Box::new(request::FullRequest::of(head)),
+            body_len,
+        },
+        _ => Dispatch::Answer(json_error(
+            Status::PayloadTooLarge,
+            &[],
+            &format!("the body is over {API_BODY_LIMIT} bytes"),
+        )),
     }
 }
 

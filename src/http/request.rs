@@ -49,6 +49,12 @@ pub struct RequestHead {
     pub has_body: bool,
     /// A header value was not valid for its header (e.g. a non-numeric Content-Length).
     pub malformed: bool,
+    /// `Content-Length`, if sent (and numeric).
+    pub content_length: Option<u64>,
+    /// A `Transfer-Encoding` header was sent (the server API takes `Content-Length` only).
+    pub transfer_encoding: bool,
+    /// `Authorization`, if sent (the server API's key).
+    pub authorization: Option<String>,
 }
 
 impl RequestHead {
@@ -74,6 +80,16 @@ impl RequestHead {
         }
     }
 
+    /// The method as sent (`GET`, `POST`, ...).
+    pub fn method_name(&self) -> &str {
+        match &self.method {
+            Some(Method::Get) => "GET",
+            Some(Method::Head) => "HEAD",
+            Some(Method::Other(name)) => name,
+            None => "",
+        }
+    }
+
     /// The client asks for a WebSocket upgrade (it sent `Upgrade: websocket`).
     pub fn wants_websocket(&self) -> bool {
         self.upgrade
@@ -82,7 +98,48 @@ impl RequestHead {
     }
 }
 
+/// A request with its body, as the server API takes it (`crate::api`).
+#[derive(Debug, Clone, Default)]
+pub struct FullRequest {
+    /// The method as sent.
+    pub method: String,
+    /// The request target (path and query).
+    pub target: String,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The body (`Content-Length` bytes).
+    pub body: Vec<u8>,
+}
+
+impl FullRequest {
+    /// The request of `head`, its body still to come.
+    pub fn of(head: &RequestHead) -> FullRequest {
+        FullRequest {
+            method: head.method_name().to_owned(),
+            target: head.target.clone(),
+            authorization: head.authorization.clone(),
+            body: Vec::new(),
+        }
+    }
+
+    /// The path part of the target (before any `?`).
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    /// The value of query parameter `name` (percent-decoded, `+` as space), if present.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let (_, query) = self.target.split_once('?')?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    }
+}
+
 /// What a look at the bytes so far found.
+// A return value that lives on the stack for one match, never stored: boxing the head would
+// only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Parsed {
     /// The head is not complete yet.
@@ -153,12 +210,19 @@ fn summarize(req: &httparse::Request) -> RequestHead {
             head.origin = value.map(str::to_owned);
         } else if name.eq_ignore_ascii_case("content-length") {
             match value.and_then(|v| v.parse::<u64>().ok()) {
-                Some(0) => {}
-                Some(_) => head.has_body = true,
+                // Two different lengths: no telling where the body ends (RFC 9112 §6.3).
+                Some(n) if head.content_length.is_some_and(|m| m != n) => head.malformed = true,
+                Some(n) => {
+                    head.has_body |= n > 0;
+                    head.content_length = Some(n);
+                }
                 None => head.malformed = true,
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             head.has_body = true;
+            head.transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = value.map(str::to_owned);
         }
     }
     head
@@ -222,6 +286,25 @@ mod tests {
         assert!(!complete("GET / HTTP/1.0\r\n\r\n").keep_alive());
         assert!(complete("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive());
         assert!(!complete("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn reads_what_the_server_api_needs() {
+        let head = complete(
+            "POST /api/publish?x=1 HTTP/1.1\r\nHost: a\r\nAuthorization: apikey s3cret \r\n\
+             Content-Length: 12\r\n\r\n",
+        );
+        assert_eq!(head.method_name(), "POST");
+        assert_eq!(head.content_length, Some(12));
+        assert!(head.has_body && !head.transfer_encoding && !head.malformed);
+        let request = FullRequest::of(&head);
+        assert_eq!(request.authorization.as_deref(), Some("apikey s3cret"));
+        assert_eq!(request.path(), "/api/publish");
+        assert_eq!(request.query_param("x").as_deref(), Some("1"));
+        let two = complete("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert!(two.malformed, "two lengths");
+        let chunked = complete("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(chunked.transfer_encoding && chunked.content_length.is_none());
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub enum Route<'a> {
     Asset(&'a str),
 }
 
+/// Whether `path` is under `/api/`, the server API's prefix on the main port (when the API
+/// is served there; docs/api.md). `/api` alone is still a room.
+pub fn is_api(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
 /// Maps a request path (query already removed) to its route.
 pub fn route(path: &str) -> Route<'_> {
     match path {

@@ -24,8 +24,9 @@ use crate::acceptor::Handoff;
 use crate::chat::post::Needs;
 use crate::chat::{Outgoing, Post};
 use crate::config::Config;
+use crate::control::Placed;
 use crate::frame::SharedFrame;
-use crate::history::{Ask, History, Limits, Start};
+use crate::history::{Ask, Epoch, History, Limits, Start};
 use crate::ids::{SessionKey, ShardId};
 use crate::metrics::{Counter, Counters};
 use crate::room::{Room, RoomId, Share};
@@ -150,6 +151,38 @@ pub trait Reach {
         local: Option<&Room>,
         cx: &mut Ctx,
     ) -> Option<Arc<Outgoing>>;
+
+    /// [`Reach::fan_out`] for a message of the server API, which also answers where the
+    /// room's sequencer — this thread, as the API asks it — placed it (history on).
+    fn fan_out_placed(
+        &mut self,
+        room: &RoomId,
+        post: Post,
+        local: Option<&Room>,
+        cx: &mut Ctx,
+    ) -> (Option<Arc<Outgoing>>, Option<Placed>) {
+        let out = self.fan_out(room, post, local, cx);
+        let placed = out.as_ref().filter(|out| out.offset > 0).and_then(|out| {
+            Some(Placed {
+                epoch: self.epoch(room)?,
+                offset: out.offset,
+            })
+        });
+        (out, placed)
+    }
+
+    /// The epoch of `room`'s history, if this thread keeps it.
+    fn epoch(&self, room: &RoomId) -> Option<Epoch> {
+        let _ = room;
+        None
+    }
+
+    /// `room`'s history as `ask` reads it, without joining (the server API), if this thread
+    /// keeps it (it is the room's sequencer) and the room has a live log.
+    fn peek_history(&self, room: &RoomId, ask: &Ask, now: Instant) -> Option<Start> {
+        let _ = (room, ask, now);
+        None
+    }
 
     /// The mesh only: a member of shard `from` joins `room`, whose sequencer this is.
     fn on_subscribe(

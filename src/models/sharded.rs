@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use crate::chat::{Outgoing, Post};
 use crate::frame::SharedFrame;
-use crate::history::{Ask, History, Start};
+use crate::history::{Ask, Epoch, History, Start};
 use crate::ids::{SessionKey, ShardId};
 use crate::mesh::{MeshLinks, ShardMsg};
 use crate::metrics::{Counter, Counters};
@@ -201,6 +201,14 @@ impl Reach for Mesh {
         if shards.is_empty() {
             self.subscribers.remove(room);
         }
+    }
+
+    fn epoch(&self, room: &RoomId) -> Option<Epoch> {
+        self.history.as_ref()?.epoch(room)
+    }
+
+    fn peek_history(&self, room: &RoomId, ask: &Ask, now: Instant) -> Option<Start> {
+        self.history.as_ref()?.peek(room, ask, now)
     }
 
     fn sweep(&mut self, now: Instant) {

@@ -36,8 +36,9 @@ use mio::Waker;
 
 use crate::chat::post::Needs;
 use crate::chat::{Dialect, Outgoing, Post};
+use crate::control::Placed;
 use crate::frame::SharedFrame;
-use crate::history::{History, Start};
+use crate::history::{Ask, Epoch, History, Start};
 use crate::ids::{SessionKey, ShardId};
 use crate::metrics::Counters;
 use crate::models::{Joiner, Placing, Reach, count_history};
@@ -260,24 +261,38 @@ impl Shared {
     /// thread writes its own members' sockets (in its loop's flush, coalesced as in every
     /// model): a sender writing to other threads' members at once would hold their session
     /// locks while the next message's sender waits its turn on them.
-    fn fan_out_in_order(&mut self, room: &RoomId, post: Post, cx: &mut Ctx) {
-        let (out, plain, v1, turnstile) = {
+    /// `want_place` (the server API's publish): also returns where the message was placed.
+    fn fan_out_in_order(
+        &mut self,
+        room: &RoomId,
+        post: Post,
+        cx: &mut Ctx,
+        want_place: bool,
+    ) -> Option<Placed> {
+        let (out, plain, v1, turnstile, placed) = {
             let mut state = lock(&self.registry.state);
             let State { rooms, history } = &mut *state;
-            let Some(history) = history else {
-                return;
-            };
+            let history = history.as_mut()?;
             let entry = rooms.get(room);
             let needs = entry.map_or_else(Needs::default, SharedRoom::needs);
             let out = history.append(room, post, needs, cx.now);
+            let placed = if want_place {
+                history.epoch(room).map(|epoch| Placed {
+                    epoch,
+                    offset: out.offset,
+                })
+            } else {
+                None
+            };
             let Some(entry) = entry else {
-                return; // nobody to queue it for: it is only kept
+                return placed; // nobody to queue it for: it is only kept
             };
             (
                 out,
                 entry.plain.clone(),
                 entry.v1.clone(),
                 entry.turnstile.clone(),
+                placed,
             )
         };
         let mut theirs: Vec<Vec<SessionKey>> = vec![Vec::new(); self.registry.queued.len()];
@@ -307,6 +322,7 @@ impl Shared {
         }
         cx.counters
             .add(crate::metrics::Counter::Deliveries, delivered);
+        placed
     }
 }
 
@@ -396,7 +412,7 @@ impl Reach for Shared {
         cx: &mut Ctx,
     ) -> Option<Arc<Outgoing>> {
         if self.ordered {
-            self.fan_out_in_order(room, post, cx);
+            self.fan_out_in_order(room, post, cx, false);
             return None;
         }
         let (needs, plain, v1) = self.others(room);
@@ -411,6 +427,30 @@ impl Reach for Shared {
         cx.counters
             .add(crate::metrics::Counter::Deliveries, delivered);
         Some(out)
+    }
+
+    fn fan_out_placed(
+        &mut self,
+        room: &RoomId,
+        post: Post,
+        local: Option<&Room>,
+        cx: &mut Ctx,
+    ) -> (Option<Arc<Outgoing>>, Option<Placed>) {
+        if self.ordered {
+            return (None, self.fan_out_in_order(room, post, cx, true));
+        }
+        (self.fan_out(room, post, local, cx), None)
+    }
+
+    fn epoch(&self, room: &RoomId) -> Option<Epoch> {
+        lock(&self.registry.state).history.as_ref()?.epoch(room)
+    }
+
+    fn peek_history(&self, room: &RoomId, ask: &Ask, now: Instant) -> Option<Start> {
+        lock(&self.registry.state)
+            .history
+            .as_ref()?
+            .peek(room, ask, now)
     }
 
     fn tell_presence(

@@ -12,7 +12,7 @@ use mio::{Interest, Registry, Token};
 use crate::acceptor::{Accepted, Handoff, RESOURCE_BACKOFF, accept_ready};
 use crate::chat::{Outgoing, Post};
 use crate::frame::SharedFrame;
-use crate::history::{History, Start};
+use crate::history::{Ask, Epoch, History, Start};
 use crate::ids::SessionKey;
 use crate::limits::{ConnectionRate, PerIpLimit};
 use crate::metrics::Counters;
@@ -131,6 +131,14 @@ impl Reach for Alone {
             Some(history) => history.append(room, post, needs, cx.now),
             None => Outgoing::new(post, needs),
         })
+    }
+
+    fn epoch(&self, room: &RoomId) -> Option<Epoch> {
+        self.history.as_ref()?.epoch(room)
+    }
+
+    fn peek_history(&self, room: &RoomId, ask: &Ask, now: Instant) -> Option<Start> {
+        self.history.as_ref()?.peek(room, ask, now)
     }
 
     fn sweep(&mut self, now: Instant) {

@@ -26,6 +26,19 @@ impl<S: Transport> Session<S> {
     /// Sends a close frame through tungstenite and waits (up to `close_timeout`) for the
     /// peer's reply, still reading but no longer relaying.
     pub(super) fn close_politely(&mut self, reason: CloseReason, cx: &mut Ctx) {
+        let code = reason.code().unwrap_or(1000);
+        self.close_politely_with(reason, code, reason.text(), cx);
+    }
+
+    /// [`Session::close_politely`] with a close code and text of the caller's choice (the
+    /// server API's disconnect).
+    pub(super) fn close_politely_with(
+        &mut self,
+        reason: CloseReason,
+        code: u16,
+        text: &str,
+        cx: &mut Ctx,
+    ) {
         let Phase::Open {
             ws, closing_until, ..
         } = &mut self.phase
@@ -35,10 +48,9 @@ impl<S: Transport> Session<S> {
         if closing_until.is_some() {
             return;
         }
-        let code = reason.code().unwrap_or(1000);
         let frame = CloseFrame {
             code: CloseCode::from(code),
-            reason: reason.text().into(),
+            reason: text.to_owned().into(),
         };
         // The adapter never blocks, so this only fails if tungstenite is closed already.
         if ws

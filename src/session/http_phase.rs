@@ -9,10 +9,11 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use super::liveness::{Liveness, Timing};
 use super::outbound::Chunk;
-use super::{Ctx, Event, Phase, Session, Transport, WS_READ_CHUNK, WsState};
+use super::{ApiCall, Ctx, Event, Phase, Session, Transport, WS_READ_CHUNK, WsState};
 use crate::chat::Dialect;
+use crate::control::API_ANSWER_WITHIN;
 use crate::http::request::{self, Parsed};
-use crate::http::{Dispatch, error_response, http_counter};
+use crate::http::{Dispatch, Status, error_response, http_counter, json_error};
 use crate::limits::PublishMeter;
 
 impl<S: Transport> Session<S> {
@@ -28,7 +29,51 @@ impl<S: Transport> Session<S> {
             Phase::Http { .. } => self.consume_http(input, cx, events, budget),
             Phase::Open { .. } => self.consume_ws(input, cx, events, budget),
             Phase::Discard { .. } => true,
+            Phase::Api(_) => self.consume_api_body(input, cx, events),
         }
+    }
+
+    /// Takes the body of a server API request; once complete, hands the request to the loop
+    /// ([`Event::Api`]) and waits for its answer. Input after the body is ignored: the
+    /// connection closes after the answer.
+    fn consume_api_body(&mut self, input: &[u8], cx: &mut Ctx, events: &mut Vec<Event>) -> bool {
+        let Phase::Api(call) = &mut self.phase else {
+            return true;
+        };
+        if call.waiting {
+            return true;
+        }
+        let take = call
+            .need
+            .saturating_sub(call.request.body.len())
+            .min(input.len());
+        call.request.body.extend_from_slice(&input[..take]);
+        if call.request.body.len() == call.need {
+            call.waiting = true;
+            events.push(Event::Api(std::mem::take(&mut call.request)));
+            self.deadline = Some(cx.now + API_ANSWER_WITHIN);
+        }
+        true
+    }
+
+    /// The API service's answer to this session's request: sent, then the connection closes.
+    pub fn api_answer(&mut self, response: Vec<u8>, cx: &mut Ctx) {
+        if matches!(&self.phase, Phase::Api(call) if call.waiting) {
+            self.out.push(Chunk::Owned(response));
+            self.enter_discard(cx);
+        }
+    }
+
+    /// The API service did not answer in time (it always does within
+    /// [`crate::control::API_TIMEOUT`], unless it is gone): 504.
+    pub(super) fn api_timed_out(&mut self, cx: &mut Ctx) {
+        let answer = json_error(
+            Status::GatewayTimeout,
+            &[],
+            "the server API did not answer in time",
+        );
+        self.out.push(Chunk::Owned(answer.bytes));
+        self.enter_discard(cx);
     }
 
     pub(super) fn consume_http(
@@ -79,6 +124,15 @@ impl<S: Transport> Session<S> {
                         self.enter_discard(cx);
                         return true;
                     }
+                }
+                Dispatch::Api { request, body_len } => {
+                    self.phase = Phase::Api(Box::new(ApiCall {
+                        request,
+                        need: body_len,
+                        waiting: false,
+                    }));
+                    // The body must come within the head's deadline.
+                    return self.consume_api_body(&rest, cx, events);
                 }
                 Dispatch::Upgrade {
                     room,

@@ -44,6 +44,7 @@ use crate::config::Config;
 use crate::frame::SharedFrame;
 use crate::history::Ask;
 use crate::http::Site;
+use crate::http::request::FullRequest;
 use crate::ids::SessionId;
 use crate::limits::PublishMeter;
 use crate::metrics::{Counter, Counters};
@@ -74,6 +75,9 @@ pub enum Event {
     Joined(RoomId, Ask),
     /// The session sent a message: deliver it to its room (the sender included).
     Message(Post),
+    /// The session read a server API request (`/api/` on the main port): hand it to the API
+    /// service, whose answer comes back through the loop's inbox ([`Session::api_answer`]).
+    Api(Box<FullRequest>),
 }
 
 /// What the shard should do with the session next.
@@ -119,6 +123,18 @@ enum Phase {
     Discard {
         write_shut: bool,
     },
+    /// A server API request on the main port: its body being read, then its answer awaited
+    /// (boxed: rare).
+    Api(Box<ApiCall>),
+}
+
+/// A server API request read by a session (`http_phase`).
+struct ApiCall {
+    request: Box<FullRequest>,
+    /// The body's length.
+    need: usize,
+    /// The request went to the API service; its answer is awaited.
+    waiting: bool,
 }
 
 /// An open session's state kept out of line, allocated at the upgrade: tungstenite's context
@@ -438,6 +454,15 @@ impl<S: Transport> Session<S> {
                     return Progress::Finished;
                 }
             }
+            Phase::Api(call) => {
+                if self.deadline.is_some_and(|d| d <= now) {
+                    if !call.waiting {
+                        tracing::debug!("no complete API request body in time");
+                        return Progress::Finished;
+                    }
+                    self.api_timed_out(cx);
+                }
+            }
             Phase::Discard { .. } => {
                 if self.deadline.is_some_and(|d| d <= now) {
                     cx.counters.bump(Counter::TimerClose);
@@ -501,6 +526,18 @@ impl<S: Transport> Session<S> {
     pub fn close_for(&mut self, reason: CloseReason, cx: &mut Ctx) {
         self.close_politely(reason, cx);
         self.refresh_deadline(cx.config);
+    }
+
+    /// Closes an open WebSocket because the server API said so (docs/api.md): a close frame
+    /// with `code` and `text`, then its reply awaited. False if it was not open, or closing
+    /// already.
+    pub fn disconnect(&mut self, code: u16, text: &str, cx: &mut Ctx) -> bool {
+        if !self.receives() {
+            return false;
+        }
+        self.close_politely_with(CloseReason::Disconnected, code, text, cx);
+        self.refresh_deadline(cx.config);
+        true
     }
 
     /// Offers a broadcast frame. A session whose queue would pass `max_buffered` first gives

@@ -648,3 +648,82 @@ fn the_publish_meter_fits_in_the_slack_of_the_context_allocation() {
         assert!(usable >= with_meter, "{usable} < {with_meter}");
     }
 }
+
+/// A session of a server whose API is on the main port.
+fn with_api() -> Harness {
+    let mut h = Harness::new();
+    h.config.api_key = crate::config::ApiKey::new("k");
+    h.site = Site::new(
+        Assets::default(),
+        Arc::new(h.config.clone()),
+        Arc::new(ServerStats::new(1)),
+    );
+    h
+}
+
+#[test]
+fn an_api_request_is_read_whole_then_answered_once_and_closed() {
+    let mut h = with_api();
+    h.send(
+        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey k\r\n\
+          Content-Length: 11\r\n\r\n{\"room\":\"a\"}",
+    );
+    assert_eq!(h.pump_reads(), Progress::Idle);
+    let request = match h.events.as_slice() {
+        [Event::Api(request)] => request.clone(),
+        other => panic!("expected one API request, got {other:?}"),
+    };
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path(), "/api/publish");
+    assert_eq!(request.authorization.as_deref(), Some("apikey k"));
+    assert_eq!(request.body, b"{\"room\":\"a\"");
+    assert!(!h.session.has_output(), "nothing before the answer");
+    assert!(!h.session.receives(), "never a member");
+    h.at(Instant::now(), |s, cx| {
+        s.api_answer(b"HTTP/1.1 200 OK\r\n\r\n".to_vec(), cx);
+        s.api_answer(b"twice".to_vec(), cx);
+    });
+    assert_eq!(h.pump_writes(), b"HTTP/1.1 200 OK\r\n\r\n");
+    assert!(h.session.stream.shut_write.get(), "closed after the answer");
+}
+
+#[test]
+fn an_api_request_without_its_answer_times_out_with_504() {
+    let mut h = with_api();
+    h.send(b"GET /api/rooms HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.pump_reads();
+    assert!(matches!(h.events.as_slice(), [Event::Api(_)]));
+    let due = h.session.deadline().expect("the wait has a deadline");
+    assert_eq!(h.at(due, |s, cx| s.on_deadline(cx)), Progress::Idle);
+    let answer = String::from_utf8(h.pump_writes()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
+}
+
+#[test]
+fn an_api_body_over_the_limit_is_refused_from_the_head() {
+    let mut h = with_api();
+    h.send(b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n");
+    h.pump_reads();
+    assert!(h.events.is_empty());
+    let answer = String::from_utf8(h.pump_writes()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(
+        answer.ends_with("{\"error\":\"the body is over 65536 bytes\"}\n"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn without_an_api_key_the_api_path_is_an_unknown_path() {
+    for request in [
+        &b"GET /api/rooms HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+    ] {
+        let mut h = Harness::new();
+        h.send(request);
+        h.pump_reads();
+        assert!(h.events.is_empty());
+        let answer = String::from_utf8(h.pump_writes()).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    }
+}

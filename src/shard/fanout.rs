@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::chat::envelope::{self, Change, ErrorCode, WelcomeStart};
 use crate::chat::{Dialect, MemberChange, Outgoing, Post};
 use crate::close::CloseReason;
+use crate::control::Placed;
 use crate::frame::SharedFrame;
 use crate::history::{Ask, Start};
 use crate::ids::SessionKey;
@@ -278,6 +279,20 @@ impl<R: Reach> Shard<R> {
         self.list_queued();
     }
 
+    /// [`Shard::publish`] for a message of the server API, answering where the room's
+    /// sequencer (this thread, as the API chose it) placed it, with history on.
+    pub(super) fn publish_placed(&mut self, room: &RoomId, post: Post) -> Option<Placed> {
+        let mut cx = self.common.ctx(self.now, &mut self.counters);
+        let (out, placed) = self
+            .reach
+            .fan_out_placed(room, post, self.rooms.get(room), &mut cx);
+        if let Some(out) = out {
+            self.deliver_local(room, &out);
+        }
+        self.list_queued();
+        placed
+    }
+
     /// Lists for the flush this thread's sessions that the reach queued a message for.
     pub(super) fn list_queued(&mut self) {
         self.reach.take_queued(&mut self.queued);
@@ -393,6 +408,7 @@ impl<R: Reach> Shard<R> {
                     self.tell_cluster_news(&room, news);
                 }
             }
+            ShardMsg::Control(control) => self.on_control(*control),
         }
     }
 }

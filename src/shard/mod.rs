@@ -30,6 +30,7 @@
 
 mod access;
 pub mod coalesce;
+mod control;
 pub mod fanout;
 pub mod table;
 pub(crate) mod timers;
@@ -43,6 +44,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::acceptor::Handoff;
+use crate::api::ApiDoor;
 use crate::cluster::ClusterLink;
 use crate::config::Config;
 use crate::http::Site;
@@ -125,6 +127,8 @@ pub struct LoopCommon {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The per-address limit, when configured.
     pub per_ip: Option<Arc<PerIpLimit>>,
+    /// The server API service, when it takes requests from the main port.
+    pub api: Option<ApiDoor>,
 }
 
 impl LoopCommon {
@@ -454,6 +458,7 @@ impl<R: Reach> Shard<R> {
                 Event::Upgraded => self.upgraded(key),
                 Event::Joined(room, ask) => self.join(key, room, ask),
                 Event::Message(post) => self.fan_out(key, post),
+                Event::Api(request) => self.api_request(key, request),
             }
         }
         self.events = events;

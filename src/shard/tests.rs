@@ -184,6 +184,7 @@ fn common(workers: usize) -> LoopCommon {
         stats,
         tls: None,
         per_ip: None,
+        api: None,
     }
 }
 
@@ -667,4 +668,110 @@ fn shared_members_of_a_closed_connection_leave_the_registry() {
 fn an_idle_session_stays_within_its_budget() {
     let session = std::mem::size_of::<Session<Conn>>();
     assert!(session <= 344, "Session<Conn> grew to {session} bytes");
+}
+
+// ---------------------------------------------------------------------------------------
+// The server API's requests, as a loop acts on them.
+
+/// A publish of the server API, handed to loop `i` as its inbox would; where it was placed.
+fn api_publish<R: Reach>(
+    rig: &mut Rig<R>,
+    i: usize,
+    room: &str,
+    text: &str,
+) -> Option<crate::control::Placed> {
+    let (reply, replies) = crossbeam_channel::bounded(1);
+    let post = crate::chat::Post::from_server(crate::chat::Body::Text(text.into()));
+    rig.loops[i].0.on_control(crate::control::Control::Publish {
+        room: RoomId::parse(room).unwrap(),
+        post,
+        index: 0,
+        reply,
+    });
+    match replies.try_recv() {
+        Ok(crate::control::Reply::Published { index: 0, placed }) => placed,
+        other => panic!("expected the publish's answer, got {other:?}"),
+    }
+}
+
+#[test]
+fn mesh_an_api_publish_on_the_home_is_numbered_among_the_members_messages() {
+    let mut rig = rig(2, |i, peers, _| {
+        Mesh::new(
+            ShardId(i),
+            2,
+            MeshLinks::new(ShardId(i), peers.to_vec()),
+            history(),
+        )
+    });
+    let room = room_at_home(1);
+    let mut ann = rig.client(0, &room, Some("ann"));
+    let mut plain = rig.client(1, &room, None);
+    ann.texts();
+    plain.send_text("first");
+    let (seen_ann, seen_plain) = both_receive(&mut rig, &mut ann, &mut plain, 1);
+    assert_eq!(seen_plain, ["first"]);
+    assert_eq!(offsets(&seen_ann), [1]);
+    let placed = api_publish(&mut rig, 1, &room, "from the app").expect("history is on");
+    assert_eq!(placed.offset, 2);
+    let (seen_ann, seen_plain) = both_receive(&mut rig, &mut ann, &mut plain, 1);
+    assert_eq!(seen_plain, ["from the app"], "plain members get the text");
+    let message = seen_ann
+        .iter()
+        .find(|t| field(t, "type") == "message")
+        .expect("ann got it");
+    assert_eq!(field(message, "from"), "server");
+    assert_eq!(field(message, "id"), "server");
+    assert_eq!(field(message, "offset"), 2);
+}
+
+#[test]
+fn shared_an_api_publish_learns_its_place_under_the_registry_lock() {
+    let registry = std::sync::OnceLock::new();
+    let mut rig = rig(2, |i, _, wakers| {
+        let registry = registry.get_or_init(|| Registry::new(wakers.to_vec(), history()));
+        Shared::new(ShardId(i), registry.clone())
+    });
+    let mut a = rig.client(0, "r", None);
+    let mut b = rig.client(1, "r", None);
+    a.send_text("one");
+    assert_eq!(
+        both_receive(&mut rig, &mut a, &mut b, 1),
+        (vec!["one".to_owned()], vec!["one".to_owned()])
+    );
+    let placed = api_publish(&mut rig, 0, "r", "two").expect("history is on");
+    assert_eq!(placed.offset, 2);
+    assert_eq!(
+        both_receive(&mut rig, &mut a, &mut b, 1),
+        (vec!["two".to_owned()], vec!["two".to_owned()])
+    );
+}
+
+#[test]
+fn a_disconnect_closes_the_named_session_with_the_asked_code() {
+    let mut rig = rig(1, |_, _, _| Alone::new(history()));
+    let mut ann = rig.client(0, "r", Some("ann"));
+    let mut bob = rig.client(0, "r", Some("bob"));
+    let id = field(&ann.texts()[0], "id");
+    bob.texts();
+    let id = crate::ids::SessionId::parse(id.as_str().unwrap()).unwrap();
+    let (reply, replies) = crossbeam_channel::bounded(1);
+    rig.loops[0]
+        .0
+        .on_control(crate::control::Control::Disconnect {
+            target: crate::control::Target::Session(id),
+            code: 4001,
+            text: Arc::from("bye"),
+            reply,
+        });
+    assert!(matches!(
+        replies.try_recv(),
+        Ok(crate::control::Reply::Disconnected(1))
+    ));
+    rig.settle();
+    ann.take_input();
+    // A close frame: 0x88, length 5, code 4001, "bye".
+    assert_eq!(ann.input, [0x88, 5, 0x0f, 0xa1, b'b', b'y', b'e']);
+    let notices = bob.texts();
+    assert_eq!(field(&notices[0], "type"), "leave");
 }
