@@ -37,11 +37,20 @@ pub enum CloseReason {
     /// Its shard missed some of the room's messages (the mesh had to drop them): the member
     /// is closed rather than left with a silent gap, and may resume with `since`.
     MissedMessages,
+    /// A `shardcast.v1` client's `hello` brought no valid token where one was needed
+    /// (docs/auth.md).
+    Unauthorized,
+    /// A `hello` token that does not allow the session's room.
+    RoomForbidden,
+    /// The session's token expired while it was connected.
+    TokenExpired,
+    /// A plain client whose token does not allow publishing sent a message.
+    ReadOnly,
 }
 
 impl CloseReason {
     /// Every reason, in [`Counter`] order.
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::ClientClose,
         CloseReason::PeerGone,
         CloseReason::IoError,
@@ -56,6 +65,10 @@ impl CloseReason {
         CloseReason::PongTimeout,
         CloseReason::Shutdown,
         CloseReason::MissedMessages,
+        CloseReason::Unauthorized,
+        CloseReason::RoomForbidden,
+        CloseReason::TokenExpired,
+        CloseReason::ReadOnly,
     ];
 
     /// The code of the close frame the server sends for this reason (`None`: it sends none,
@@ -72,6 +85,11 @@ impl CloseReason {
             CloseReason::UnsupportedData => Some(1003),
             CloseReason::InvalidUtf8 => Some(1007),
             CloseReason::SlowConsumer | CloseReason::NoHello => Some(1008),
+            // Policy violations, like the two above (docs/auth.md).
+            CloseReason::Unauthorized
+            | CloseReason::RoomForbidden
+            | CloseReason::TokenExpired
+            | CloseReason::ReadOnly => Some(1008),
             CloseReason::MessageTooBig => Some(1009),
             CloseReason::InternalError => Some(1011),
             // "Try Again Later": nothing is wrong with the client, and a resume repairs it.
@@ -95,6 +113,10 @@ impl CloseReason {
             CloseReason::PongTimeout => "no pong",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::MissedMessages => "missed messages: resume with since",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::RoomForbidden => "room not allowed",
+            CloseReason::TokenExpired => "token expired",
+            CloseReason::ReadOnly => "read-only",
         }
     }
 
@@ -115,6 +137,10 @@ impl CloseReason {
             CloseReason::PongTimeout => "pong_timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::MissedMessages => "missed_messages",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::RoomForbidden => "room_forbidden",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::ReadOnly => "read_only",
         }
     }
 

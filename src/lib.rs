@@ -10,6 +10,7 @@
 //! session states and `docs/glossary.md` for the vocabulary.
 
 pub mod acceptor;
+pub mod auth;
 pub mod backoff;
 pub mod chat;
 pub mod client;

@@ -397,6 +397,7 @@ mod tests {
         Post {
             sender: Arc::from("me.0.1"),
             nick: None,
+            user: None,
             body: Body::Text("hi".into()),
             ts: 1,
         }
@@ -415,6 +416,7 @@ mod tests {
             change: Change::Join,
             id: Arc::from(id),
             nick: None,
+            user: None,
         })
     }
 

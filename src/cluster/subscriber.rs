@@ -268,6 +268,7 @@ impl Subscriber {
                 node,
                 sender,
                 nick,
+                user,
                 binary,
                 ts,
                 payload,
@@ -295,6 +296,7 @@ impl Subscriber {
                 let post = Post {
                     sender: Arc::from(sender),
                     nick: nick.and_then(Nick::parse),
+                    user: user.map(Arc::from),
                     body,
                     ts,
                 };
@@ -425,6 +427,7 @@ impl Subscriber {
                 change: m.change,
                 id: Arc::from(m.id),
                 nick: m.nick.and_then(Nick::parse),
+                user: m.user.map(Arc::from),
             }),
             None => ClusterNews::Count,
         });
@@ -523,6 +526,7 @@ mod tests {
         Post {
             sender: Arc::from(sender),
             nick: Nick::parse("bob"),
+            user: None,
             body: Body::Text(text.into()),
             ts: 5,
         }
@@ -602,6 +606,7 @@ mod tests {
             change: Change::Join,
             id: "n2.1.4",
             nick: Some("bob"),
+            user: None,
         };
         let two = Share { plain: 1, v1: 1 };
         rig.sub.handle(
@@ -640,6 +645,7 @@ mod tests {
             change: Change::Join,
             id: "n2.0.1",
             nick: None,
+            user: None,
         };
         rig.sub.handle(
             PRESENCE_CHANNEL,
@@ -684,6 +690,7 @@ mod tests {
                 change: Change::Join,
                 id: Arc::from(id),
                 nick: Nick::parse("bob"),
+                user: None,
             })
         };
         n2.presence(&room, ShardId(1), Share { plain: 0, v1: 1 }, join("n2.1.1"));

@@ -1,8 +1,8 @@
 //! What a node publishes to Redis: compact, binary-safe envelopes, one per Redis message.
 //!
 //! ```text
-//! message   'M' 1 opcode  node  sender  nick  ts:u64  payload…          on shardcast:room:<name>
-//! presence  'P' 1 node  room  shard:u16  plain:u32  v1:u32  change  [id  nick]   on shardcast:presence
+//! message   'M' 1 opcode  node  sender  nick  [user]  ts:u64  payload…     on shardcast:room:<name>
+//! presence  'P' 1 node  room  shard:u16  plain:u32  v1:u32  change  [id  nick  [user]]   on shardcast:presence
 //! heartbeat 'H' 1 node  count:u32  (room  shard:u16  plain:u32  v1:u32)*       on shardcast:presence
 //! ```
 //!
@@ -10,6 +10,12 @@
 //! empty); integers are big-endian; `change` is 0 (none), 1 (join) or 2 (leave). The payload
 //! runs to the end, so any byte may appear in it. Decoding checks every length and never
 //! panics: another node's bytes are input like any other.
+//!
+//! `user` (the user id of a member with a token, docs/auth.md) is there only for such
+//! members, so anonymous traffic is byte for byte what it was: in a message, the opcode's
+//! [`HAS_USER`] bit says it follows the nick; in a presence change, it is the last field,
+//! present when bytes remain (a node that predates it stops reading before it). A node that
+//! predates it ignores messages with the bit set (an opcode it does not know).
 
 use crate::chat::envelope::Change;
 use crate::chat::{Body, Post};
@@ -23,6 +29,8 @@ const PRESENCE: u8 = b'P';
 const HEARTBEAT: u8 = b'H';
 const OP_TEXT: u8 = 1;
 const OP_BINARY: u8 = 2;
+/// Set in a message's opcode when a `user` string follows the nick.
+pub const HAS_USER: u8 = 0x80;
 
 /// A presence change with the member it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +41,8 @@ pub struct Member<'a> {
     pub id: &'a str,
     /// Its nickname (`None` for a plain client).
     pub nick: Option<&'a str>,
+    /// Its user id (members with a token).
+    pub user: Option<&'a str>,
 }
 
 /// One decoded envelope, borrowing from the Redis message.
@@ -46,6 +56,8 @@ pub enum Envelope<'a> {
         sender: &'a str,
         /// The sender's nickname (v1 senders).
         nick: Option<&'a str>,
+        /// The sender's user id (senders with a token).
+        user: Option<&'a str>,
         /// Binary (true) or text.
         binary: bool,
         /// When the origin node received it (ms since the epoch).
@@ -94,11 +106,20 @@ pub fn message(node: &str, post: &Post) -> Vec<u8> {
         Body::Text(text) => (OP_TEXT, text.as_bytes()),
         Body::Binary(data) => (OP_BINARY, data),
     };
+    let user = post.user.as_deref();
+    let opcode = if user.is_some() {
+        opcode | HAS_USER
+    } else {
+        opcode
+    };
     let mut out = Vec::with_capacity(16 + node.len() + post.sender.len() + 32 + payload.len());
     out.extend_from_slice(&[MESSAGE, VERSION, opcode]);
     put_str(&mut out, node);
     put_str(&mut out, &post.sender);
     put_str(&mut out, post.nick.as_ref().map_or("", |n| n.as_str()));
+    if let Some(user) = user {
+        put_str(&mut out, user);
+    }
     out.extend_from_slice(&post.ts.to_be_bytes());
     out.extend_from_slice(payload);
     out
@@ -127,6 +148,9 @@ pub fn presence(
             });
             put_str(&mut out, m.id);
             put_str(&mut out, m.nick.unwrap_or(""));
+            if let Some(user) = m.user {
+                put_str(&mut out, user);
+            }
         }
     }
     out
@@ -208,7 +232,8 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
     }
     match kind {
         MESSAGE => {
-            let binary = match r.u8()? {
+            let opcode = r.u8()?;
+            let binary = match opcode & !HAS_USER {
                 OP_TEXT => false,
                 OP_BINARY => true,
                 _ => return None,
@@ -216,6 +241,11 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
             let node = r.str()?;
             let sender = r.str()?;
             let nick = optional(r.str()?);
+            let user = if opcode & HAS_USER != 0 {
+                Some(r.str()?).filter(|u| !u.is_empty())
+            } else {
+                None
+            };
             let ts = r.u64()?;
             let payload = r.0;
             if !binary && std::str::from_utf8(payload).is_err() {
@@ -225,6 +255,7 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
                 node,
                 sender,
                 nick,
+                user,
                 binary,
                 ts,
                 payload,
@@ -247,6 +278,12 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
                     change,
                     id: r.str()?,
                     nick: optional(r.str()?),
+                    // Absent from anonymous members' changes (and from older nodes').
+                    user: if r.0.is_empty() {
+                        None
+                    } else {
+                        optional(r.str()?)
+                    },
                 }),
             };
             Some(Envelope::Presence {
@@ -283,6 +320,7 @@ mod tests {
         let post = Post {
             sender: Arc::from("n1.0.7"),
             nick: Nick::parse("ann"),
+            user: None,
             body: Body::Text("hé \0 x".into()),
             ts: 1234,
         };
@@ -293,6 +331,7 @@ mod tests {
                 node: "n1",
                 sender: "n1.0.7",
                 nick: Some("ann"),
+                user: None,
                 binary: false,
                 ts: 1234,
                 payload: "hé \0 x".as_bytes(),
@@ -324,6 +363,7 @@ mod tests {
             change: Change::Leave,
             id: "n2.1.9",
             nick: None,
+            user: None,
         };
         let bytes = presence("n2", "lobby", 1, share, Some(member.clone()));
         assert_eq!(
@@ -348,6 +388,61 @@ mod tests {
     }
 
     #[test]
+    fn user_ids_travel_only_for_members_with_a_token() {
+        let anonymous = Post {
+            sender: Arc::from("n1.0.7"),
+            nick: Nick::parse("ann"),
+            user: None,
+            body: Body::Text("x".into()),
+            ts: 1,
+        };
+        let with_user = Post {
+            user: Some(Arc::from("u-1")),
+            ..anonymous.clone()
+        };
+        let (plain, signed) = (message("n1", &anonymous), message("n1", &with_user));
+        assert_eq!(plain[2], OP_TEXT, "anonymous messages are as before");
+        assert_eq!(signed[2], OP_TEXT | HAS_USER);
+        assert!(matches!(
+            decode(&signed),
+            Some(Envelope::Message {
+                user: Some("u-1"),
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&plain),
+            Some(Envelope::Message { user: None, .. })
+        ));
+        let member = Member {
+            change: Change::Join,
+            id: "n1.0.7",
+            nick: Some("ann"),
+            user: Some("u-1"),
+        };
+        let share = Share { plain: 0, v1: 1 };
+        let bytes = presence("n1", "r", 0, share, Some(member.clone()));
+        match decode(&bytes) {
+            Some(Envelope::Presence {
+                member: Some(m), ..
+            }) => assert_eq!(m, member),
+            other => panic!("{other:?}"),
+        }
+        // Without a user, the change is the old format exactly.
+        let old = presence(
+            "n1",
+            "r",
+            0,
+            share,
+            Some(Member {
+                user: None,
+                ..member
+            }),
+        );
+        assert_eq!(old.len(), bytes.len() - 4);
+    }
+
+    #[test]
     fn malformed_envelopes_are_refused_without_panicking() {
         let share = Share { plain: 1, v1: 1 };
         let good = [
@@ -358,6 +453,7 @@ mod tests {
                 &Post {
                     sender: Arc::from("n.0.1"),
                     nick: None,
+                    user: None,
                     body: Body::Text("x".into()),
                     ts: 0,
                 },

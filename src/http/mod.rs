@@ -1,5 +1,5 @@
 //! Plain HTTP on the WebSocket port: the chat page, `/health`, and the answers to requests
-//! that cannot be served (400, 404, 405, 426, 431).
+//! that cannot be served (400, 401, 403, 404, 405, 426, 431).
 //!
 //! The session reads a request head ([`request::parse`]) and asks [`Site::dispatch`] what to do:
 //! answer and keep the connection, answer and close, or upgrade to a WebSocket in a room.
@@ -11,8 +11,9 @@ pub mod route;
 
 use std::sync::Arc;
 
+use crate::auth::{Identity, Refusal, Verifier};
 use crate::chat::{Dialect, SUBPROTOCOL};
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::history::{Ask, Since};
 use crate::metrics::{self, Counter, Counters};
 use crate::room::RoomId;
@@ -27,6 +28,8 @@ pub enum Status {
     Ok,
     /// 400: the request is malformed.
     BadRequest,
+    /// 401: the upgrade needs a valid token (docs/auth.md).
+    Unauthorized,
     /// 403: the request is well formed but not allowed.
     Forbidden,
     /// 404: no such page, asset or room path.
@@ -49,6 +52,7 @@ impl Status {
         match self {
             Status::Ok => (200, "OK"),
             Status::BadRequest => (400, "Bad Request"),
+            Status::Unauthorized => (401, "Unauthorized"),
             Status::Forbidden => (403, "Forbidden"),
             Status::NotFound => (404, "Not Found"),
             Status::MethodNotAllowed => (405, "Method Not Allowed"),
@@ -148,6 +152,8 @@ pub enum Dispatch {
         ask: Ask,
         /// The `101 Switching Protocols` answer.
         response: Vec<u8>,
+        /// Who the upgrade's valid token says the client is (docs/auth.md); `None`: no token.
+        identity: Option<Box<Identity>>,
     },
 }
 
@@ -158,6 +164,8 @@ pub struct Site {
     assets: assets::Assets,
     config: Arc<Config>,
     stats: Arc<ServerStats>,
+    /// Checks connection tokens; `None` with `--auth off`.
+    verifier: Option<Arc<Verifier>>,
 }
 
 impl Site {
@@ -167,7 +175,19 @@ impl Site {
             assets,
             config,
             stats,
+            verifier: None,
         }
+    }
+
+    /// The same site, checking connection tokens with `verifier` (docs/auth.md).
+    pub fn with_verifier(mut self, verifier: Option<Arc<Verifier>>) -> Self {
+        self.verifier = verifier;
+        self
+    }
+
+    /// What checks connection tokens (`None` with `--auth off`).
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_deref()
     }
 
     /// Decides the answer to one request, and counts it.
@@ -176,7 +196,7 @@ impl Site {
     /// through [`Site::release`] when it ends.
     pub fn dispatch(&self, head: &RequestHead, counters: &mut Counters) -> Dispatch {
         let upgrade = head.wants_websocket();
-        let dispatch = self.decide(head);
+        let dispatch = self.decide(head, counters);
         let status = match &dispatch {
             Dispatch::Upgrade { .. } => {
                 counters.bump(Counter::HandshakeOk);
@@ -187,6 +207,7 @@ impl Site {
         counters.bump(if upgrade {
             match status {
                 Status::Forbidden => Counter::HandshakeForbidden,
+                Status::Unauthorized => Counter::HandshakeUnauthorized,
                 Status::NotFound => Counter::HandshakeNotFound,
                 Status::MethodNotAllowed => Counter::HandshakeMethod,
                 Status::UpgradeRequired => Counter::HandshakeVersion,
@@ -204,7 +225,7 @@ impl Site {
         self.stats.release();
     }
 
-    fn decide(&self, head: &RequestHead) -> Dispatch {
+    fn decide(&self, head: &RequestHead, counters: &mut Counters) -> Dispatch {
         let head_only = match head.method {
             Some(Method::Get) => false,
             Some(Method::Head) if !head.wants_websocket() => true,
@@ -240,6 +261,13 @@ impl Site {
             if !self.origin_allowed(head.origin.as_deref()) {
                 return Dispatch::Answer(error_response(Status::Forbidden, &[]));
             }
+            let identity = match self.check_token(head, dialect, &room) {
+                Ok(identity) => identity,
+                Err(refusal) => {
+                    counters.bump(refusal.counter());
+                    return Dispatch::Answer(refused(refusal));
+                }
+            };
             if self.stats.is_draining() || !self.stats.try_admit(self.config.max_connections) {
                 return Dispatch::Answer(error_response(
                     Status::Unavailable,
@@ -250,12 +278,16 @@ impl Site {
                 Dialect::V1 => head.query_param("nick"),
                 Dialect::Plain => None,
             };
+            if identity.is_some() {
+                counters.bump(Counter::TokenOk);
+            }
             return Dispatch::Upgrade {
                 room,
                 dialect,
                 nick,
                 ask,
                 response,
+                identity,
             };
         }
         // While draining, answer and close so that clients move to another server.
@@ -297,6 +329,33 @@ impl Site {
             Route::Room(_) => self.asset("/index.html", keep_alive, head_only),
             Route::Asset(path) => self.asset(path, keep_alive, head_only),
         })
+    }
+
+    /// Checks the upgrade's token, if tokens are on (docs/auth.md): a valid one that allows
+    /// `room` gives its identity; none is fine with `--auth optional`, and with `required`
+    /// for a `shardcast.v1` client, which must then bring one in its `hello`.
+    fn check_token(
+        &self,
+        head: &RequestHead,
+        dialect: Dialect,
+        room: &RoomId,
+    ) -> Result<Option<Box<Identity>>, Refusal> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(None);
+        };
+        match head.token() {
+            Some(token) => {
+                let identity = verifier.verify(&token)?;
+                if !identity.allows(room) {
+                    return Err(Refusal::Room);
+                }
+                Ok(Some(Box::new(identity)))
+            }
+            None if verifier.mode() == AuthMode::Required && dialect == Dialect::Plain => {
+                Err(Refusal::Missing)
+            }
+            None => Ok(None),
+        }
     }
 
     /// The Prometheus text: every shard's figures, and the bridge's in a cluster.
@@ -348,6 +407,20 @@ impl Site {
                 error_response(Status::InternalError, &[])
             }
         }
+    }
+}
+
+/// The answer to an upgrade whose token was refused: 401 (with `WWW-Authenticate`), or 403
+/// for a room the token does not allow; the body says why in one line.
+fn refused(refusal: Refusal) -> Response {
+    if refusal.unauthorized() {
+        explained_error(
+            Status::Unauthorized,
+            &[("WWW-Authenticate", "Bearer")],
+            refusal.text(),
+        )
+    } else {
+        explained_error(Status::Forbidden, &[], refusal.text())
     }
 }
 

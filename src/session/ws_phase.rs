@@ -14,8 +14,10 @@ use super::liveness::Liveness;
 use super::outbound::Chunk;
 use super::wsio::WsIo;
 use super::{CloseReason, Ctx, Event, Phase, Session, Transport, id_text, v1};
+use crate::chat::envelope::ErrorCode;
 use crate::chat::post::now_millis;
-use crate::chat::{Body, Dialect, Post, envelope};
+use crate::chat::{Body, Dialect, Nick, Post, envelope};
+use crate::config::AuthMode;
 use crate::history::Ask;
 use crate::metrics::Counter;
 
@@ -54,27 +56,58 @@ impl<S: Transport> Session<S> {
                         Message::Text(text) if v1 => {
                             liveness.saw_message(cx.now);
                             cx.counters.bump(Counter::MessagesIn);
+                            let had_grant = self.grant.is_some();
                             let state = v1::V1State {
                                 nick: &mut self.nick,
                                 hello,
                                 room: self.room.as_ref(),
+                                grant: &mut self.grant,
+                                verifier: cx.site.verifier(),
+                                now: cx.now,
                             };
                             let (id_slot, id) = (&mut self.id_text, self.id);
                             let sender = || id_text(id_slot, id, cx.config);
-                            if let Some(code) = v1::on_text(&text, state, sender, events) {
-                                cx.counters.bump(Counter::EnvelopeErrors);
-                                io.out().push(Chunk::Shared(envelope::error(code)));
+                            let answer = v1::on_text(&text, state, sender, events);
+                            if !had_grant && self.grant.is_some() {
+                                cx.counters.bump(Counter::TokenOk);
                             }
-                            continue;
+                            match answer {
+                                None => continue,
+                                Some(v1::Answer::Error(code)) => {
+                                    cx.counters.bump(Counter::EnvelopeErrors);
+                                    io.out().push(Chunk::Shared(envelope::error(code)));
+                                    continue;
+                                }
+                                Some(v1::Answer::Refused(refusal)) => {
+                                    cx.counters.bump(refusal.counter());
+                                    cx.counters.bump(Counter::EnvelopeErrors);
+                                    let (code, reason) = if refusal.unauthorized() {
+                                        (ErrorCode::Unauthorized, CloseReason::Unauthorized)
+                                    } else {
+                                        (ErrorCode::Forbidden, CloseReason::RoomForbidden)
+                                    };
+                                    let error = envelope::error_saying(code, refusal.text());
+                                    io.out().push(Chunk::Shared(error));
+                                    Some(reason)
+                                }
+                            }
+                        }
+                        // A token that does not allow publishing: one branch per message.
+                        Message::Text(_) | Message::Binary(_)
+                            if self.grant.as_ref().is_some_and(|g| !g.publish) =>
+                        {
+                            Some(CloseReason::ReadOnly)
                         }
                         Message::Text(text) => {
                             let sender = id_text(&mut self.id_text, self.id, cx.config);
-                            received(sender, Body::Text(text), liveness, cx, events);
+                            let user = self.grant.as_ref().map(|g| g.user.clone());
+                            received(sender, user, Body::Text(text), liveness, cx, events);
                             continue;
                         }
                         Message::Binary(data) => {
                             let sender = id_text(&mut self.id_text, self.id, cx.config);
-                            received(sender, Body::Binary(data), liveness, cx, events);
+                            let user = self.grant.as_ref().map(|g| g.user.clone());
+                            received(sender, user, Body::Binary(data), liveness, cx, events);
                             continue;
                         }
                         Message::Close(close) => {
@@ -132,27 +165,37 @@ impl<S: Transport> Session<S> {
         }
     }
 
-    /// A v1 client just upgraded: with a valid `?nick=` it joins now; otherwise it is told
-    /// why (a bad nickname) and has `handshake_timeout` to send a `hello`.
+    /// A v1 client just upgraded: with its token's name or a valid `?nick=` it joins now
+    /// (unless its token is due in its `hello`); otherwise it is told why (a bad nickname)
+    /// and has `handshake_timeout` to send a `hello`.
     pub(super) fn greet_v1(
         &mut self,
         nick: Option<String>,
+        name: Option<Nick>,
         ask: Ask,
         cx: &mut Ctx,
         events: &mut Vec<Event>,
     ) {
-        match v1::greet(nick, &mut self.nick, self.room.as_ref(), ask, events) {
-            Ok(true) => return,
-            Ok(false) => {}
+        let token_due = self.grant.is_none()
+            && cx
+                .site
+                .verifier()
+                .is_some_and(|v| v.mode() == AuthMode::Required);
+        let own = &mut self.nick;
+        let kept = match v1::greet(nick, name, token_due, own, self.room.as_ref(), ask, events) {
+            Ok(v1::Greeting::Joined) => return,
+            Ok(v1::Greeting::Awaiting(kept)) => kept,
             Err(code) => {
                 cx.counters.bump(Counter::EnvelopeErrors);
                 self.out.push(Chunk::Shared(envelope::error(code)));
+                None
             }
-        }
+        };
         if let Phase::Open { hello, .. } = &mut self.phase {
             *hello = Some(Box::new(v1::AwaitingHello {
                 until: cx.now + cx.config.handshake_timeout,
                 ask,
+                nick: kept,
             }));
         }
     }
@@ -162,6 +205,7 @@ impl<S: Transport> Session<S> {
 /// for the room.
 fn received(
     sender: Arc<str>,
+    user: Option<Arc<str>>,
     body: Body,
     liveness: &mut Liveness,
     cx: &mut Ctx,
@@ -172,6 +216,7 @@ fn received(
     events.push(Event::Message(Post {
         sender,
         nick: None,
+        user,
         body,
         ts: now_millis(),
     }));

@@ -35,7 +35,8 @@ GAUGES = {
 COUNTERS = {
     "shardcast_handshakes_total": (
         "result",
-        {"ok", "bad_request", "forbidden", "not_found", "method", "version", "unavailable", "timeout"},
+        {"ok", "bad_request", "forbidden", "not_found", "method", "version", "unavailable", "timeout",
+         "unauthorized"},
     ),
     "shardcast_http_responses_total": ("status", {"200", "400", "404", "405", "431", "500", "503"}),
     "shardcast_messages_received_total": None,
@@ -46,7 +47,8 @@ COUNTERS = {
     "shardcast_close_frames_sent_total": (
         "code", {"1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "1013"}
     ),
-    "shardcast_timer_closes_total": ("timer", {"handshake", "pong", "idle", "close", "hello"}),
+    "shardcast_timer_closes_total": ("timer", {"handshake", "pong", "idle", "close", "hello",
+                                                "token"}),
     "shardcast_envelope_errors_total": None,
     "shardcast_presence_notices_total": None,
     "shardcast_mesh_dropped_total": None,
@@ -55,12 +57,18 @@ COUNTERS = {
         "reason",
         {"client_close", "peer_gone", "io_error", "slow_consumer", "no_hello", "unsupported_data",
          "message_too_big", "invalid_utf8", "protocol_error", "internal_error", "idle_timeout",
-         "pong_timeout", "shutdown", "missed_messages"},
+         "pong_timeout", "shutdown", "missed_messages",
+         "unauthorized", "room_forbidden", "token_expired", "read_only"},
     ),
     "shardcast_history_dropped_total": ("cause", {"memory", "ttl"}),
     "shardcast_resumes_total": ("recovered", {"true", "false"}),
     "shardcast_loop_iterations_total": ("shard", SHARD_LABELS),
     "shardcast_per_ip_refused_total": None,
+    "shardcast_tokens_total": (
+        "result",
+        {"ok", "missing", "too_large", "malformed", "algorithm", "signature", "expired",
+         "not_yet_valid", "claims", "room"},
+    ),
 }
 
 
