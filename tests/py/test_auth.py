@@ -519,3 +519,41 @@ def test_tokens_and_the_secret_never_reach_the_log(server, tmp_path):
     records = [json.loads(line) for line in lines]
     users = {r["fields"].get("user") for r in records if r["target"] == "shardcast::access"}
     assert {"user-0", "user-1", "user-2"} <= users
+
+
+# ---- across nodes ----------------------------------------------------------------------------
+
+
+def test_names_and_user_ids_reach_other_nodes(server, redis, tmp_path):
+    """Two nodes over Redis, one key: a member with a token on one node is seen with its
+    name and user id on the other (join, message, leave), an anonymous one without."""
+    from test_cluster import expect as next_of, start_nodes, wait_subscribed, welcome_until_online
+
+    keys = Keys("EdDSA", tmp_path)
+    a, b = start_nodes(server, redis, 2, "--auth", "optional", *keys.flag)
+
+    async def main():
+        obs = await connect(b.port, "x?nick=obs", subprotocols=V1)
+        await next_of(obs, "welcome")
+        token = keys.mint("u-far", name="Far")
+        far = await connect(a.port, f"x?token={token}", subprotocols=V1)
+        wf = await welcome_until_online(far, 2)
+        assert (wf["nick"], wf["user"]) == ("Far", "u-far")
+        j = await next_of(obs, "join")
+        assert j == {"type": "join", "id": wf["id"], "nick": "Far", "user": "u-far", "online": 2}
+        wait_subscribed(redis, "x", 2)
+        await far.send(json.dumps({"type": "message", "text": "from afar"}))
+        m = await next_of(obs, "message")
+        assert (m["id"], m["nick"], m["user"], m["text"]) == (wf["id"], "Far", "u-far",
+                                                               "from afar")  # fmt: skip
+        await obs.send(json.dumps({"type": "message", "text": "anonymous back"}))
+        m = await next_of(far, "message")
+        while m["text"] != "anonymous back":
+            m = await next_of(far, "message")
+        assert m["nick"] == "obs" and "user" not in m
+        await far.close()
+        left = await next_of(obs, "leave")
+        assert (left["id"], left["user"]) == (wf["id"], "u-far")
+        await obs.close()
+
+    run(main(), timeout=30)
