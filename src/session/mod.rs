@@ -19,7 +19,10 @@
 //! The session never touches other sessions or rooms: it reports [`Event`]s and the shard acts
 //! on them. It is generic over its [`Transport`] so tests can drive it through an in-memory
 //! stream that blocks and writes partially at will. What a `shardcast.v1` client's text means
-//! is decided in [`v1`]; why a session ended is one [`CloseReason`].
+//! is decided in [`v1`]; why a session ended is one [`CloseReason`]. A session that came with
+//! a valid token (docs/auth.md) keeps what it granted (`auth::Grant`, boxed: an anonymous
+//! session pays one null pointer): its user id, whether it may publish, and its expiry, one
+//! more deadline of the `Open` phase.
 
 pub mod cell;
 mod closing;
@@ -569,7 +572,7 @@ impl<S: Transport> Session<S> {
                 (Some(until), _) => Some(*until),
                 (None, hello) => earliest(
                     earliest(liveness.next_due(&timing), hello.as_ref().map(|h| h.until)),
-                    self.grant.as_ref().and_then(|g| g.ends),
+                    self.token_ends(),
                 ),
             };
         }
