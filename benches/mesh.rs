@@ -20,6 +20,7 @@ fn mesh(c: &mut Criterion) {
         Post {
             sender: Arc::from("0.1"),
             nick: None,
+            user: None,
             body: Body::Text("x".repeat(64).into()),
             ts: 0,
         },

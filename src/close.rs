@@ -42,11 +42,20 @@ pub enum CloseReason {
     /// The server API disconnected it (`POST /api/disconnect`, docs/api.md); the API call
     /// may choose the code (1000, 1008 or 4000–4999) and the text.
     Disconnected,
+    /// A `shardcast.v1` client's `hello` brought no valid token where one was needed
+    /// (docs/auth.md).
+    Unauthorized,
+    /// A `hello` token that does not allow the session's room.
+    RoomForbidden,
+    /// The session's token expired while it was connected.
+    TokenExpired,
+    /// A plain client whose token does not allow publishing sent a message.
+    ReadOnly,
 }
 
 impl CloseReason {
     /// Every reason, in [`Counter`] order.
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 20] = [
         CloseReason::ClientClose,
         CloseReason::PeerGone,
         CloseReason::IoError,
@@ -63,6 +72,10 @@ impl CloseReason {
         CloseReason::MissedMessages,
         CloseReason::RateLimit,
         CloseReason::Disconnected,
+        CloseReason::Unauthorized,
+        CloseReason::RoomForbidden,
+        CloseReason::TokenExpired,
+        CloseReason::ReadOnly,
     ];
 
     /// The code of the close frame the server sends for this reason (`None`: it sends none,
@@ -80,6 +93,11 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => Some(1007),
             // "Policy Violation": each its own reason text and counter.
             CloseReason::SlowConsumer | CloseReason::NoHello | CloseReason::RateLimit => Some(1008),
+            // Policy violations, like the two above (docs/auth.md).
+            CloseReason::Unauthorized
+            | CloseReason::RoomForbidden
+            | CloseReason::TokenExpired
+            | CloseReason::ReadOnly => Some(1008),
             CloseReason::MessageTooBig => Some(1009),
             CloseReason::InternalError => Some(1011),
             // "Try Again Later": nothing is wrong with the client, and a resume repairs it.
@@ -107,6 +125,10 @@ impl CloseReason {
             CloseReason::MissedMessages => "missed messages: resume with since",
             CloseReason::RateLimit => "rate limit",
             CloseReason::Disconnected => "disconnected by the server",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::RoomForbidden => "room not allowed",
+            CloseReason::TokenExpired => "token expired",
+            CloseReason::ReadOnly => "read-only",
         }
     }
 
@@ -129,6 +151,10 @@ impl CloseReason {
             CloseReason::MissedMessages => "missed_messages",
             CloseReason::RateLimit => "rate_limit",
             CloseReason::Disconnected => "disconnected",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::RoomForbidden => "room_forbidden",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::ReadOnly => "read_only",
         }
     }
 

@@ -25,6 +25,27 @@ pub enum Model {
     Sharded,
 }
 
+/// Whether WebSocket upgrades carry signed connection tokens (docs/auth.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Tokens are ignored: every client is anonymous (the default, the demo mode).
+    #[default]
+    Off,
+    /// A token is checked when a client brings one; a client without one is anonymous.
+    Optional,
+    /// Every client needs a valid token (a `shardcast.v1` client may bring it in its `hello`).
+    Required,
+}
+
+/// Where the key that checks token signatures comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKeyFile {
+    /// A shared secret (HS256): the file's bytes, less trailing line ends.
+    Secret(PathBuf),
+    /// A PEM public key: RSA (RS256), P-256 (ES256), P-384 (ES384) or Ed25519 (EdDSA).
+    PublicKey(PathBuf),
+}
+
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -124,6 +145,11 @@ pub struct Config {
     /// Serve the API only on this address (`--api-listen`, a private one), not under `/api/`
     /// on the main port. `None` (the default): under `/api/` on the main port.
     pub api_listen: Option<SocketAddr>,
+    /// Whether upgrades carry signed tokens (`--auth`, docs/auth.md). Default off.
+    pub auth: AuthMode,
+    /// The key tokens are checked with (`--token-secret-file`, `--token-public-key`);
+    /// needed, and only allowed, when `auth` is not off. Loaded once, at startup.
+    pub token_key: Option<TokenKeyFile>,
 }
 
 impl Config {
@@ -173,6 +199,8 @@ impl Default for Config {
             history_memory: 64 * 1024 * 1024,
             api_key: None,
             api_listen: None,
+            auth: AuthMode::Off,
+            token_key: None,
         }
     }
 }
@@ -331,6 +359,13 @@ impl Config {
             && !crate::ids::valid_node_id(id)
         {
             return Err(ConfigError::NodeId(id.clone()));
+        }
+        match (self.auth, &self.token_key) {
+            (AuthMode::Off, Some(_)) => return Err(ConfigError::TokenKeyWithoutAuth),
+            (AuthMode::Optional | AuthMode::Required, None) => {
+                return Err(ConfigError::AuthWithoutKey);
+            }
+            _ => {}
         }
         Ok(())
     }

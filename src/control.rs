@@ -147,7 +147,7 @@ pub struct MemberInfo {
     pub nick: Option<Nick>,
     /// Whether it speaks `shardcast.v1`.
     pub v1: bool,
-    /// The authenticated user, once sessions have one (JWT auth); `None` until then.
+    /// The authenticated user (`sub` of its token), if it has one.
     pub user: Option<Arc<str>>,
 }
 
@@ -156,6 +156,8 @@ pub struct MemberInfo {
 pub enum Target {
     /// The session with this id (on this node).
     Session(SessionId),
+    /// Every session of this authenticated user (`sub` of its token, docs/auth.md).
+    User(Arc<str>),
 }
 
 /// What a loop knows of a session when it checks a [`Target`].
@@ -163,7 +165,7 @@ pub enum Target {
 pub struct Who<'a> {
     /// The session's id.
     pub id: SessionId,
-    /// Its authenticated user, once sessions have one (JWT auth).
+    /// Its authenticated user, if it has one.
     pub user: Option<&'a str>,
 }
 
@@ -172,6 +174,7 @@ impl Target {
     pub fn matches(&self, who: &Who) -> bool {
         match self {
             Target::Session(id) => who.id == *id,
+            Target::User(user) => who.user == Some(&**user),
         }
     }
 }

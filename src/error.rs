@@ -41,6 +41,12 @@ pub enum ConfigError {
     /// `--api-listen` without a key: the API would refuse every request.
     #[error("--api-listen needs a key: --api-key-file FILE or SHARDCAST_API_KEY")]
     ApiListenWithoutKey,
+    /// `--auth optional|required` without a key to check tokens with.
+    #[error("--auth optional|required needs --token-secret-file or --token-public-key")]
+    AuthWithoutKey,
+    /// A token key while `--auth` is off.
+    #[error("a token key (--token-secret-file, --token-public-key) needs --auth optional|required")]
+    TokenKeyWithoutAuth,
 }
 
 /// The TLS certificate or key cannot be used.
@@ -57,6 +63,20 @@ pub enum TlsError {
     Setup(String),
 }
 
+/// The token key file cannot be used (docs/auth.md, "Keys").
+#[derive(Debug, thiserror::Error)]
+pub enum TokenKeyError {
+    /// The file cannot be read.
+    #[error("cannot read the token key {0:?}: {1}")]
+    Read(PathBuf, io::Error),
+    /// The secret is too short to resist guessing.
+    #[error("the token secret {0:?} has {1} bytes: HS256 needs at least 32")]
+    ShortSecret(PathBuf, usize),
+    /// The file holds no PEM block, or one this server cannot use.
+    #[error("the token public key {0:?} is not usable: {1}")]
+    PublicKey(PathBuf, String),
+}
+
 /// A failure while starting or running the server, named after the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -66,6 +86,9 @@ pub enum ServerError {
     /// The TLS files cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The token key cannot be used.
+    #[error(transparent)]
+    TokenKey(#[from] TokenKeyError),
     /// The listening socket could not be created, bound or put into listening state.
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -11,6 +11,7 @@
 
 pub mod acceptor;
 pub mod api;
+pub mod auth;
 pub mod backoff;
 pub mod chat;
 pub mod client;

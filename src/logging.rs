@@ -6,13 +6,24 @@
 //! target [`ACCESS`] at info level (docs/operations.md, "Logs").
 //!
 //! The filter is `RUST_LOG` when set, else `--log-level`. Nothing secret is logged: the Redis
-//! URL is redacted before it reaches a line, and message contents never do.
+//! URL is redacted before it reaches a line, and message contents never do — nor, then, a
+//! connection token in a `hello` (docs/auth.md). tungstenite writes whole frames and
+//! messages at trace level, so those lines are dropped whatever the filter asks.
 
+use tracing::Level;
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The target of the access lines, so they can be filtered on their own
 /// (`RUST_LOG=warn,shardcast::access=info`).
 pub const ACCESS: &str = "shardcast::access";
+
+/// tungstenite's trace lines print frames and messages (a `hello` with its token): they are
+/// never written, whatever the filter (its other levels follow the filter).
+const TUNGSTENITE: &str = "tungstenite";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,15 +41,23 @@ pub fn init(default_filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The cap keeps the filter's hint, so `log` records above it stay one comparison away.
+    let hint = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    let no_frames = filter_fn(|meta| {
+        !(*meta.level() == Level::TRACE && meta.target().starts_with(TUNGSTENITE))
+    })
+    .with_max_level_hint(hint);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text => builder.with_ansi(false).finish().with(no_frames).try_init(),
         LogFormat::Json => builder
             .json()
             .with_current_span(false)
             .with_span_list(true)
+            .finish()
+            .with(no_frames)
             .try_init(),
     };
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use shardcast::config::{ApiKey, Model, TlsFiles, default_max_connections, raise_fd_limit};
+use shardcast::config::{
+    ApiKey, AuthMode, Model, TlsFiles, TokenKeyFile, default_max_connections, raise_fd_limit,
+};
 use shardcast::limits::Rate;
 use shardcast::logging::{self, LogFormat};
 use shardcast::{Config, Server, client};
@@ -149,6 +151,17 @@ struct ServerArgs {
     /// counts are still kept.
     #[arg(long)]
     no_presence: bool,
+    /// Signed connection tokens (docs/auth.md): off (everyone is anonymous), optional (a
+    /// token is checked when one comes) or required (no valid token, no WebSocket: 401).
+    #[arg(long, value_enum, default_value_t = AuthArg::Off)]
+    auth: AuthArg,
+    /// File with the HS256 secret tokens are signed with (at least 32 bytes).
+    #[arg(long, value_name = "FILE", conflicts_with = "token_public_key")]
+    token_secret_file: Option<PathBuf>,
+    /// PEM public key tokens are checked with; its type picks the algorithm: RSA (RS256),
+    /// P-256 (ES256), P-384 (ES384) or Ed25519 (EdDSA).
+    #[arg(long, value_name = "FILE")]
+    token_public_key: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -170,6 +183,24 @@ impl From<LogFormatArg> for LogFormat {
         match format {
             LogFormatArg::Text => LogFormat::Text,
             LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+/// `--auth` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AuthArg {
+    Off,
+    Optional,
+    Required,
+}
+
+impl From<AuthArg> for AuthMode {
+    fn from(mode: AuthArg) -> AuthMode {
+        match mode {
+            AuthArg::Off => AuthMode::Off,
+            AuthArg::Optional => AuthMode::Optional,
+            AuthArg::Required => AuthMode::Required,
         }
     }
 }
@@ -243,6 +274,12 @@ impl ServerArgs {
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,
+            },
+            auth: self.auth.into(),
+            token_key: match (self.token_secret_file, self.token_public_key) {
+                (Some(secret), _) => Some(TokenKeyFile::Secret(secret)),
+                (None, Some(public)) => Some(TokenKeyFile::PublicKey(public)),
+                (None, None) => None,
             },
             ..defaults
         })

@@ -371,6 +371,7 @@ mod tests {
         let post = Post {
             sender: Arc::from("0.1"),
             nick: None,
+            user: None,
             body: Body::Text("x".into()),
             ts: 0,
         };

@@ -29,6 +29,8 @@ pub enum Counter {
     HandshakeUnavailable,
     /// A connection that sent no complete request head in time.
     HandshakeTimeout,
+    /// An upgrade refused 401 (no valid token, docs/auth.md).
+    HandshakeUnauthorized,
     /// Plain HTTP answers, by status.
     Http200,
     /// See [`Counter::Http200`].
@@ -83,6 +85,8 @@ pub enum Counter {
     TimerClose,
     /// See [`Counter::TimerHandshake`] (a v1 client that sent no valid `hello`).
     TimerHello,
+    /// See [`Counter::TimerHandshake`] (a token that expired while connected).
+    TimerToken,
     /// `error` envelopes sent to v1 clients.
     EnvelopeErrors,
     /// `join`/`leave` envelopes built (each shared by every v1 member of its room).
@@ -123,6 +127,14 @@ pub enum Counter {
     ClosedRateLimit,
     /// See [`Counter::ClosedClientClose`].
     ClosedDisconnected,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedUnauthorized,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedRoomForbidden,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedTokenExpired,
+    /// See [`Counter::ClosedClientClose`].
+    ClosedReadOnly,
     /// Data messages dropped by `--max-publish-rate`.
     RateLimited,
     /// Room histories dropped whole to stay within `--history-memory` (new epochs).
@@ -133,6 +145,26 @@ pub enum Counter {
     ResumeRecovered,
     /// Resumes answered `recovered: false`.
     ResumeNotRecovered,
+    /// Tokens accepted (docs/auth.md).
+    TokenOk,
+    /// Tokens (or their absence) refused, by `auth::Refusal` (in `Refusal::ALL` order).
+    TokenMissing,
+    /// See [`Counter::TokenMissing`].
+    TokenTooLarge,
+    /// See [`Counter::TokenMissing`].
+    TokenMalformed,
+    /// See [`Counter::TokenMissing`].
+    TokenAlgorithm,
+    /// See [`Counter::TokenMissing`].
+    TokenSignature,
+    /// See [`Counter::TokenMissing`].
+    TokenExpired,
+    /// See [`Counter::TokenMissing`].
+    TokenNotYetValid,
+    /// See [`Counter::TokenMissing`].
+    TokenClaims,
+    /// See [`Counter::TokenMissing`].
+    TokenRoom,
     /// Loop turns (published per shard).
     LoopTurns,
 }
@@ -155,6 +187,7 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ("shardcast_handshakes_total", "result=\"version\"", ""),
     ("shardcast_handshakes_total", "result=\"unavailable\"", ""),
     ("shardcast_handshakes_total", "result=\"timeout\"", ""),
+    ("shardcast_handshakes_total", "result=\"unauthorized\"", ""),
     (
         "shardcast_http_responses_total",
         "status=\"200\"",
@@ -218,6 +251,7 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ("shardcast_timer_closes_total", "timer=\"idle\"", ""),
     ("shardcast_timer_closes_total", "timer=\"close\"", ""),
     ("shardcast_timer_closes_total", "timer=\"hello\"", ""),
+    ("shardcast_timer_closes_total", "timer=\"token\"", ""),
     (
         "shardcast_envelope_errors_total",
         "",
@@ -258,6 +292,10 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
     ("shardcast_closes_total", "reason=\"missed_messages\"", ""),
     ("shardcast_closes_total", "reason=\"rate_limit\"", ""),
     ("shardcast_closes_total", "reason=\"disconnected\"", ""),
+    ("shardcast_closes_total", "reason=\"unauthorized\"", ""),
+    ("shardcast_closes_total", "reason=\"room_forbidden\"", ""),
+    ("shardcast_closes_total", "reason=\"token_expired\"", ""),
+    ("shardcast_closes_total", "reason=\"read_only\"", ""),
     (
         "shardcast_rate_limited_messages_total",
         "",
@@ -275,6 +313,20 @@ const DESCRIPTIONS: [(&str, &str, &str); COUNTERS] = [
         "Resumes with since, by whether they were exact",
     ),
     ("shardcast_resumes_total", "recovered=\"false\"", ""),
+    (
+        "shardcast_tokens_total",
+        "result=\"ok\"",
+        "Connection tokens checked, by result (docs/auth.md)",
+    ),
+    ("shardcast_tokens_total", "result=\"missing\"", ""),
+    ("shardcast_tokens_total", "result=\"too_large\"", ""),
+    ("shardcast_tokens_total", "result=\"malformed\"", ""),
+    ("shardcast_tokens_total", "result=\"algorithm\"", ""),
+    ("shardcast_tokens_total", "result=\"signature\"", ""),
+    ("shardcast_tokens_total", "result=\"expired\"", ""),
+    ("shardcast_tokens_total", "result=\"not_yet_valid\"", ""),
+    ("shardcast_tokens_total", "result=\"claims\"", ""),
+    ("shardcast_tokens_total", "result=\"room\"", ""),
     (
         "shardcast_loop_iterations_total",
         "",
@@ -302,7 +354,16 @@ impl Counter {
             CloseReason::MissedMessages => Counter::ClosedMissedMessages,
             CloseReason::RateLimit => Counter::ClosedRateLimit,
             CloseReason::Disconnected => Counter::ClosedDisconnected,
+            CloseReason::Unauthorized => Counter::ClosedUnauthorized,
+            CloseReason::RoomForbidden => Counter::ClosedRoomForbidden,
+            CloseReason::TokenExpired => Counter::ClosedTokenExpired,
+            CloseReason::ReadOnly => Counter::ClosedReadOnly,
         }
+    }
+
+    /// The label of this counter within its family (e.g. `result="ok"`; empty for none).
+    pub fn label(self) -> &'static str {
+        DESCRIPTIONS[self as usize].1
     }
 }
 

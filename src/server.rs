@@ -72,6 +72,15 @@ impl Server {
             .as_ref()
             .map(crate::tls::load_config)
             .transpose()?;
+        // Before binding: a bad key file is a startup error, like a bad certificate.
+        let verifier = crate::auth::Verifier::load(&config)?.map(Arc::new);
+        if let Some(v) = &verifier {
+            tracing::info!(
+                "connection tokens: {:?}, {:?} signatures (docs/auth.md)",
+                v.mode(),
+                v.algorithm()
+            );
+        }
         let listener = bind(config.listen)?;
         let local_addr = listener
             .local_addr()
@@ -92,7 +101,8 @@ impl Server {
             Assets::new(config.static_dir.clone()),
             config.clone(),
             stats.clone(),
-        );
+        )
+        .with_verifier(verifier);
         let per_ip = config
             .max_connections_per_ip
             .map(|max| Arc::new(PerIpLimit::new(max)));

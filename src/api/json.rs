@@ -137,20 +137,20 @@ pub struct Disconnect {
     pub text: Arc<str>,
 }
 
-/// `POST /api/disconnect`: `{"session": ID, "code": C, "reason": T}`; `code` is 1000, 1008 or
+/// The longest user id a token may carry (`sub`, docs/auth.md).
+const MAX_USER: usize = 128;
+
+/// `POST /api/disconnect`: `{"session": ID | "user": SUB, "code": C, "reason": T}`; `code` is 1000, 1008 or
 /// 4000–4999 (default 4000), `reason` at most 123 bytes (default "disconnected by the
 /// server"). `node` is this node's id in a cluster (session ids carry it).
 pub fn disconnect(body: &[u8], node: Option<&str>) -> Result<Disconnect, BadRequest> {
     let request: DisconnectBody = parse_json(body)?;
     let target = match (request.session, request.user) {
         (Some(id), None) => session_id(&id, node)?,
-        (None, Some(_)) => {
-            return Err(bad(
-                "sessions have no users yet (JWT auth): disconnect by session",
-            ));
-        }
+        (None, Some(user)) if !user.is_empty() && user.len() <= MAX_USER => Whose::User(user),
+        (None, Some(_)) => return Err(bad(format!("user must be 1-{MAX_USER} bytes"))),
         (Some(_), Some(_)) => return Err(bad("give session or user, not both")),
-        (None, None) => return Err(bad("session is required")),
+        (None, None) => return Err(bad("session or user is required")),
     };
     let code = request
         .code
@@ -179,6 +179,8 @@ pub fn disconnect(body: &[u8], node: Option<&str>) -> Result<Disconnect, BadRequ
 pub enum Whose {
     /// This node's.
     Here(SessionId),
+    /// Every connection of this user (`sub` of its token), on every node.
+    User(String),
     /// Node `node`'s (a cluster member), as `"<worker>.<seq>"` there.
     Node {
         /// The node.
@@ -378,6 +380,8 @@ mod tests {
             },
             "another node's session"
         );
+        let by_user = disconnect(br#"{"user":"u-7"}"#, Some("n1")).unwrap();
+        assert_eq!(by_user.target, Whose::User("u-7".into()));
         for body in [
             &br#"{"session":"x"}"#[..],
             br#"{"session":"1."}"#,
@@ -386,7 +390,8 @@ mod tests {
             br#"{"session":"1.+2"}"#,
             br#"{"session":"1.2","code":1001}"#,
             br#"{"session":"1.2","code":5000}"#,
-            br#"{"user":"u1"}"#,
+            br#"{"user":""}"#,
+            br#"{"user":"u1","session":"1.2"}"#,
             br#"{}"#,
         ] {
             assert!(

@@ -175,13 +175,21 @@ impl Service {
             }
             Endpoint::Disconnect => {
                 let d = json::disconnect(&request.body, self.config.node_id.as_deref())?;
-                let id = match d.target {
-                    Whose::Here(id) => id,
+                let target = match d.target {
+                    Whose::Here(id) => Target::Session(id),
+                    Whose::User(user) => {
+                        // Every node may have some: the others are told (not confirmed).
+                        if let Some(cluster) = &self.cluster
+                            && !cluster.disconnect_user(&user, d.code, &d.text)
+                        {
+                            return Err(Failure::Busy);
+                        }
+                        Target::User(Arc::from(user))
+                    }
                     Whose::Node { node, session } => {
                         return self.forward_disconnect(&node, &session, d.code, &d.text);
                     }
                 };
-                let target = Target::Session(id);
                 let replies = self.ask_all(|reply| Control::Disconnect {
                     target: target.clone(),
                     code: d.code,
@@ -195,7 +203,12 @@ impl Service {
                         _ => 0,
                     })
                     .sum();
-                Ok(json!({ "disconnected": closed }))
+                let told_others = matches!(target, Target::User(_)) && self.cluster.is_some();
+                Ok(if told_others {
+                    json!({ "disconnected": closed, "forwarded": "all" })
+                } else {
+                    json!({ "disconnected": closed })
+                })
             }
         }
     }

@@ -15,8 +15,13 @@ use crate::frame::{OP_TEXT, SharedFrame, encode_shared};
 pub enum ClientEnvelope {
     /// Sets the nickname (when `?nick=` did not).
     Hello {
-        /// The nickname asked for.
-        nick: String,
+        /// The nickname asked for (it may be left out when the token names the member).
+        #[serde(default)]
+        nick: Option<String>,
+        /// A signed connection token (docs/auth.md), for a client that did not bring one to
+        /// the upgrade.
+        #[serde(default)]
+        token: Option<TokenText>,
         /// The room's last messages to replay after the welcome.
         #[serde(default)]
         history: Option<u64>,
@@ -35,6 +40,17 @@ impl ClientEnvelope {
     /// Parses one text message; `None` when it is not a valid client envelope.
     pub fn parse(text: &str) -> Option<ClientEnvelope> {
         serde_json::from_str(text).ok()
+    }
+}
+
+/// A token as a `hello` carries it. Its `Debug` never shows it, so that it cannot reach a log.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct TokenText(pub String);
+
+impl std::fmt::Debug for TokenText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenText({} bytes)", self.0.len())
     }
 }
 
@@ -67,6 +83,10 @@ pub enum ErrorCode {
     BadSince,
     /// A message over `--max-publish-rate`: it was dropped.
     RateLimited,
+    /// A `hello` without a valid token where one is needed (the connection is closed).
+    Unauthorized,
+    /// The token does not allow this: the room (the connection is closed) or publishing.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -96,6 +116,11 @@ impl ErrorCode {
                 "rate_limited",
                 "too many messages too fast: this one was not sent; slow down",
             ),
+            ErrorCode::Unauthorized => ("unauthorized", "a valid token is required"),
+            ErrorCode::Forbidden => (
+                "forbidden",
+                "read-only: the token does not allow sending messages",
+            ),
         }
     }
 }
@@ -116,6 +141,8 @@ enum ServerEnvelope<'a> {
         id: &'a str,
         room: &'a str,
         nick: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
         online: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         epoch: Option<&'a str>,
@@ -130,6 +157,8 @@ enum ServerEnvelope<'a> {
         id: &'a str,
         nick: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         from: Option<&'a str>,
         text: &'a str,
         ts: u64,
@@ -141,11 +170,15 @@ enum ServerEnvelope<'a> {
     Join {
         id: &'a str,
         nick: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
         online: u64,
     },
     Leave {
         id: &'a str,
         nick: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
         online: u64,
     },
     Error {
@@ -197,13 +230,26 @@ fn frame(envelope: &ServerEnvelope) -> SharedFrame {
     encode_shared(OP_TEXT, &json)
 }
 
-/// `welcome`: the session `id` is now a member of `room` as `nick`; `online` members in all;
-/// where it starts in the room's history, when history is on.
-pub fn welcome(id: &str, room: &str, nick: &str, online: u64, start: WelcomeStart) -> SharedFrame {
+/// Who a member is, as envelopes name it: its session id, its nickname (`None` for a plain
+/// client) and, for a member with a token, its user id.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Who<'a> {
+    /// The session id.
+    pub id: &'a str,
+    /// The nickname.
+    pub nick: Option<&'a str>,
+    /// The user id (`sub`) of a member with a token.
+    pub user: Option<&'a str>,
+}
+
+/// `welcome`: the session `who.id` is now a member of `room` as `who.nick`; `online` members
+/// in all; where it starts in the room's history, when history is on.
+pub fn welcome(who: Who, room: &str, online: u64, start: WelcomeStart) -> SharedFrame {
     frame(&ServerEnvelope::Welcome {
-        id,
+        id: who.id,
         room,
-        nick,
+        nick: who.nick.unwrap_or(""),
+        user: who.user,
         online,
         epoch: start.epoch,
         offset: start.offset,
@@ -212,12 +258,13 @@ pub fn welcome(id: &str, room: &str, nick: &str, online: u64, start: WelcomeStar
     })
 }
 
-/// `message`: `text` from member `id` (`nick` is `None` for a plain client), received at `ts`
-/// (milliseconds since the Unix epoch), at `place` in its room.
-pub fn message(id: &str, nick: Option<&str>, text: &str, ts: u64, place: Place) -> SharedFrame {
+/// `message`: `text` from member `who`, received at `ts` (milliseconds since the Unix
+/// epoch), at `place` in its room.
+pub fn message(who: Who, text: &str, ts: u64, place: Place) -> SharedFrame {
     frame(&ServerEnvelope::Message {
-        id,
-        nick,
+        id: who.id,
+        nick: who.nick,
+        user: who.user,
         from: place.from_server.then_some("server"),
         text,
         ts,
@@ -226,11 +273,22 @@ pub fn message(id: &str, nick: Option<&str>, text: &str, ts: u64, place: Place) 
     })
 }
 
-/// `join` or `leave` of member `id`; `online` counts the change.
-pub fn presence(change: Change, id: &str, nick: Option<&str>, online: u64) -> SharedFrame {
+/// `join` or `leave` of member `who`; `online` counts the change.
+pub fn presence(change: Change, who: Who, online: u64) -> SharedFrame {
+    let Who { id, nick, user } = who;
     frame(&match change {
-        Change::Join => ServerEnvelope::Join { id, nick, online },
-        Change::Leave => ServerEnvelope::Leave { id, nick, online },
+        Change::Join => ServerEnvelope::Join {
+            id,
+            nick,
+            user,
+            online,
+        },
+        Change::Leave => ServerEnvelope::Leave {
+            id,
+            nick,
+            user,
+            online,
+        },
     })
 }
 
@@ -243,6 +301,12 @@ pub fn online(online: u64) -> SharedFrame {
 /// `error` with `code`.
 pub fn error(code: ErrorCode) -> SharedFrame {
     let (code, text) = code.wire();
+    frame(&ServerEnvelope::Error { code, text })
+}
+
+/// `error` with `code` and a more precise `text` than its usual one (why a token was refused).
+pub fn error_saying(code: ErrorCode, text: &str) -> SharedFrame {
+    let (code, _) = code.wire();
     frame(&ServerEnvelope::Error { code, text })
 }
 
@@ -265,7 +329,8 @@ mod tests {
         assert_eq!(
             ClientEnvelope::parse(r#"{"type":"hello","nick":"ann"}"#),
             Some(ClientEnvelope::Hello {
-                nick: "ann".into(),
+                nick: Some("ann".into()),
+                token: None,
                 history: None,
                 since: None
             })
@@ -275,12 +340,22 @@ mod tests {
                 r#"{"type":"hello","nick":"ann","history":5,"since":{"epoch":"x","offset":3}}"#
             ),
             Some(ClientEnvelope::Hello {
-                nick: "ann".into(),
+                nick: Some("ann".into()),
+                token: None,
                 history: Some(5),
                 since: Some(HelloSince {
                     epoch: "x".into(),
                     offset: 3
                 })
+            })
+        );
+        assert_eq!(
+            ClientEnvelope::parse(r#"{"type":"hello","token":"a.b.c"}"#),
+            Some(ClientEnvelope::Hello {
+                nick: None,
+                token: Some(TokenText("a.b.c".into())),
+                history: None,
+                since: None
             })
         );
         assert_eq!(
@@ -296,7 +371,8 @@ mod tests {
             r#"{"type":"shout","text":"x"}"#,
             r#"{"type":"message"}"#,
             r#"{"type":"message","text":5}"#,
-            r#"{"type":"hello","nick":null}"#,
+            r#"{"type":"hello","nick":5}"#,
+            r#"{"type":"hello","token":5}"#,
             r#"{"type":"hello","nick":"a","since":{"epoch":"x"}}"#,
             r#"{"type":"hello","nick":"a","since":{"epoch":"x","offset":-1}}"#,
             r#"{"type":"hello","nick":"a","history":"all"}"#,
@@ -307,7 +383,12 @@ mod tests {
 
     #[test]
     fn server_envelopes_are_documented_json() {
-        let v = payload(&welcome("0.1", "a", "ann", 3, WelcomeStart::default()));
+        let ann = Who {
+            id: "0.1",
+            nick: Some("ann"),
+            user: None,
+        };
+        let v = payload(&welcome(ann, "a", 3, WelcomeStart::default()));
         assert_eq!(
             v,
             serde_json::json!({"type":"welcome","id":"0.1","room":"a","nick":"ann","online":3})
@@ -318,13 +399,17 @@ mod tests {
             replay: Some(2),
             recovered: Some(true),
         };
-        let v = payload(&welcome("0.1", "a", "ann", 3, start));
+        let v = payload(&welcome(ann, "a", 3, start));
         assert_eq!(
             v,
             serde_json::json!({"type":"welcome","id":"0.1","room":"a","nick":"ann","online":3,
                 "epoch":"00000000000000ff","offset":9,"replay":2,"recovered":true})
         );
-        let v = payload(&message("1.4", None, "<b>\"x\"</b>", 7, Place::default()));
+        let plain = Who {
+            id: "1.4",
+            ..Who::default()
+        };
+        let v = payload(&message(plain, "<b>\"x\"</b>", 7, Place::default()));
         assert_eq!(
             v,
             serde_json::json!({"type":"message","id":"1.4","nick":null,"text":"<b>\"x\"</b>","ts":7})
@@ -334,7 +419,12 @@ mod tests {
             replayed: true,
             from_server: false,
         };
-        let v = payload(&message("1.4", Some("bob"), "x", 7, place));
+        let bob = Who {
+            id: "1.4",
+            nick: Some("bob"),
+            user: None,
+        };
+        let v = payload(&message(bob, "x", 7, place));
         assert_eq!(
             v,
             serde_json::json!({"type":"message","id":"1.4","nick":"bob","text":"x","ts":7,
@@ -345,16 +435,45 @@ mod tests {
             replayed: false,
             from_server: true,
         };
-        let v = payload(&message("server", None, "x", 7, place));
+        let v = payload(&message(
+            Who {
+                id: "server",
+                nick: None,
+                user: None,
+            },
+            "x",
+            7,
+            place,
+        ));
         assert_eq!(
             v,
             serde_json::json!({"type":"message","id":"server","nick":null,"from":"server",
                 "text":"x","ts":7,"offset":3})
         );
-        let v = payload(&presence(Change::Leave, "1.4", Some("bob"), 2));
+        let v = payload(&presence(Change::Leave, bob, 2));
         assert_eq!(
             v,
             serde_json::json!({"type":"leave","id":"1.4","nick":"bob","online":2})
+        );
+        // A member with a token: its user id, in every envelope that names it.
+        let carol = Who {
+            id: "0.3",
+            nick: Some("Carol"),
+            user: Some("u-7"),
+        };
+        let v = payload(&presence(Change::Join, carol, 4));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"join","id":"0.3","nick":"Carol","user":"u-7","online":4})
+        );
+        let v = payload(&message(carol, "hi", 7, Place::default()));
+        assert_eq!(v["user"], "u-7");
+        let v = payload(&welcome(carol, "a", 4, WelcomeStart::default()));
+        assert_eq!(v["user"], "u-7");
+        let v = payload(&error_saying(ErrorCode::Unauthorized, "token expired"));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"error","code":"unauthorized","text":"token expired"})
         );
         let v = payload(&error(ErrorCode::BadNick));
         assert_eq!(v["type"], "error");

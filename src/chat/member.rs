@@ -15,4 +15,17 @@ pub struct MemberChange {
     pub id: Arc<str>,
     /// Its nickname.
     pub nick: Option<Nick>,
+    /// Its user id, when it came with a token (docs/auth.md).
+    pub user: Option<Arc<str>>,
+}
+
+impl MemberChange {
+    /// The member as envelopes name it.
+    pub fn who(&self) -> crate::chat::envelope::Who<'_> {
+        crate::chat::envelope::Who {
+            id: &self.id,
+            nick: self.nick.as_ref().map(Nick::as_str),
+            user: self.user.as_deref(),
+        }
+    }
 }

@@ -25,6 +25,8 @@ pub struct Post {
     pub sender: Arc<str>,
     /// The sender's nickname; `None` for a plain client.
     pub nick: Option<Nick>,
+    /// The sender's user id, when it came with a token (docs/auth.md).
+    pub user: Option<Arc<str>>,
     /// The content.
     pub body: Body,
     /// When the server received it, in milliseconds since the Unix epoch.
@@ -41,6 +43,7 @@ impl Post {
         Post {
             sender: Arc::from(SERVER_SENDER),
             nick: None,
+            user: None,
             body,
             ts: now_millis(),
         }
@@ -150,17 +153,19 @@ impl Outgoing {
         let shared = |len: usize| len + 2 * std::mem::size_of::<usize>();
         let frame = |f: Option<&SharedFrame>| f.map_or(0, |f| shared(f.len()));
         let nick = self.post.nick.as_ref().map_or(0, |n| n.as_str().len());
+        let user = self.post.user.as_ref().map_or(0, |u| u.len());
         let replayed = match (&self.post.body, &self.v1) {
             (Body::Binary(_), _) => 0,
             // `"history":true` and its comma.
             (Body::Text(_), Some(v1)) => shared(v1.len() + 16),
             // The envelope's fixed part, with the id, nick, ts and offset at their longest.
-            (Body::Text(_), None) => shared(body + self.post.sender.len() + nick + 128),
+            (Body::Text(_), None) => shared(body + self.post.sender.len() + nick + user + 128),
         };
         shared(std::mem::size_of::<Outgoing>())
             + body
             + shared(self.post.sender.len())
             + self.post.nick.as_ref().map_or(0, |_| shared(nick))
+            + self.post.user.as_ref().map_or(0, |_| shared(user))
             + frame(self.plain.as_ref())
             + frame(self.v1.as_ref())
             + replayed
@@ -183,8 +188,11 @@ fn render(post: &Post, dialect: Dialect, offset: u64, replayed: bool) -> SharedF
             }
         },
         (Body::Text(text), Dialect::V1) => envelope::message(
-            &post.sender,
-            post.nick.as_ref().map(Nick::as_str),
+            envelope::Who {
+                id: &post.sender,
+                nick: post.nick.as_ref().map(Nick::as_str),
+                user: post.user.as_deref(),
+            },
             text,
             post.ts,
             envelope::Place {
@@ -204,6 +212,7 @@ mod tests {
         Post {
             sender: Arc::from("0.7"),
             nick: nick.and_then(Nick::parse),
+            user: None,
             body,
             ts: 42,
         }

@@ -291,6 +291,13 @@ impl ClusterLink {
         self.tx.try_send(Outbound::Control { bytes }).is_ok()
     }
 
+    /// The server API asks every other node to close every session of `user`. False when
+    /// the bridge's queue has no room (or it is gone).
+    pub fn disconnect_user(&self, user: &str, code: u16, text: &str) -> bool {
+        let bytes = wire::disconnect_user(&self.node, user, code, text);
+        self.tx.try_send(Outbound::Control { bytes }).is_ok()
+    }
+
     /// The server API asks every other node for its members of `room`; `None` when the
     /// bridge's queue has no room (or it is gone).
     pub fn ask_presence(&self, room: &RoomId) -> Option<Question> {
@@ -509,6 +516,7 @@ mod tests {
         Post {
             sender: Arc::from("me.0.1"),
             nick: None,
+            user: None,
             body: Body::Text("hi".into()),
             ts: 1,
         }
@@ -527,6 +535,7 @@ mod tests {
             change: Change::Join,
             id: Arc::from(id),
             nick: None,
+            user: None,
         })
     }
 

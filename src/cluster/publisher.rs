@@ -195,6 +195,7 @@ pub fn presence_envelope(
         change: m.change,
         id: &m.id,
         nick: m.nick.as_ref().map(|n| n.as_str()),
+        user: m.user.as_deref(),
     });
     wire::presence(node, room.as_str(), shard.0 as u16, share, member)
 }

@@ -271,6 +271,7 @@ impl Subscriber {
             | Envelope::Presence { node, .. }
             | Envelope::Heartbeat { node, .. }
             | Envelope::Disconnect { node, .. }
+            | Envelope::DisconnectUser { node, .. }
             | Envelope::Ask { node, .. }
             | Envelope::Answer { node, .. }
                 if node == &*self.node => {} // our own echo (it woke us, which was the point)
@@ -329,14 +330,20 @@ impl Subscriber {
                 text,
                 ..
             } => {
-                if target == &*self.node {
-                    self.disconnect(session, code, text);
+                if target == &*self.node
+                    && let Some(id) = SessionId::parse(session)
+                {
+                    self.disconnect(Target::Session(id), code, text);
                 }
             }
+            Envelope::DisconnectUser {
+                user, code, text, ..
+            } => self.disconnect(Target::User(Arc::from(user)), code, text),
             Envelope::Message {
                 node,
                 sender,
                 nick,
+                user,
                 binary,
                 ts,
                 payload,
@@ -364,6 +371,7 @@ impl Subscriber {
                 let post = Post {
                     sender: Arc::from(sender),
                     nick: nick.and_then(Nick::parse),
+                    user: user.map(Arc::from),
                     body,
                     ts,
                 };
@@ -436,13 +444,9 @@ impl Subscriber {
     }
 
     /// Marks `node` alive; a node not known before gets our heartbeat at once.
-    /// Another node's server API asks to close session `session` of this node: every shard
-    /// closes it if it is theirs (nobody waits for their answers).
-    fn disconnect(&mut self, session: &str, code: u16, text: &str) {
-        let Some(id) = SessionId::parse(session) else {
-            return;
-        };
-        let target = Target::Session(id);
+    /// Another node's server API asks to close `target` (a session of this node, or every
+    /// session of a user): every shard closes what is theirs (nobody waits for answers).
+    fn disconnect(&mut self, target: Target, code: u16, text: &str) {
         let text: Arc<str> = Arc::from(text);
         // Nobody reads the answers: the shards' `try_send` finds the channel closed.
         let (reply, _) = crossbeam_channel::bounded(0);
@@ -514,6 +518,7 @@ impl Subscriber {
                 change: m.change,
                 id: Arc::from(m.id),
                 nick: m.nick.and_then(Nick::parse),
+                user: m.user.map(Arc::from),
             }),
             None => ClusterNews::Count,
         });
@@ -612,6 +617,7 @@ mod tests {
         Post {
             sender: Arc::from(sender),
             nick: Nick::parse("bob"),
+            user: None,
             body: Body::Text(text.into()),
             ts: 5,
         }
@@ -691,6 +697,7 @@ mod tests {
             change: Change::Join,
             id: "n2.1.4",
             nick: Some("bob"),
+            user: None,
         };
         let two = Share { plain: 1, v1: 1 };
         rig.sub.handle(
@@ -729,6 +736,7 @@ mod tests {
             change: Change::Join,
             id: "n2.0.1",
             nick: None,
+            user: None,
         };
         rig.sub.handle(
             PRESENCE_CHANNEL,
@@ -774,6 +782,7 @@ mod tests {
                 change: Change::Join,
                 id: Arc::from(id),
                 nick: Nick::parse("bob"),
+                user: None,
             })
         };
         n2.presence(&room, ShardId(1), Share { plain: 0, v1: 1 }, join("n2.1.1"));

@@ -1,8 +1,8 @@
 //! What a node publishes to Redis: compact, binary-safe envelopes, one per Redis message.
 //!
 //! ```text
-//! message   'M' 1 opcode  node  sender  nick  ts:u64  payload…          on shardcast:room:<name>
-//! presence  'P' 1 node  room  shard:u16  plain:u32  v1:u32  change  [id  nick]   on shardcast:presence
+//! message   'M' 1 opcode  node  sender  nick  [user]  ts:u64  payload…     on shardcast:room:<name>
+//! presence  'P' 1 node  room  shard:u16  plain:u32  v1:u32  change  [id  nick  [user]]   on shardcast:presence
 //! heartbeat 'H' 1 node  count:u32  (room  shard:u16  plain:u32  v1:u32)*       on shardcast:presence
 //! disconnect 'D' 1 node  target  session  code:u16  text…                      on shardcast:presence
 //! ask       'Q' 1 node  request:u64  room                                       on shardcast:presence
@@ -16,6 +16,12 @@
 //! empty); integers are big-endian; `change` is 0 (none), 1 (join) or 2 (leave). The payload
 //! runs to the end, so any byte may appear in it. Decoding checks every length and never
 //! panics: another node's bytes are input like any other.
+//!
+//! `user` (the user id of a member with a token, docs/auth.md) is there only for such
+//! members, so anonymous traffic is byte for byte what it was: in a message, the opcode's
+//! [`HAS_USER`] bit says it follows the nick; in a presence change, it is the last field,
+//! present when bytes remain (a node that predates it stops reading before it). A node that
+//! predates it ignores messages with the bit set (an opcode it does not know).
 
 use crate::chat::envelope::Change;
 use crate::chat::{Body, Post};
@@ -28,10 +34,13 @@ const MESSAGE: u8 = b'M';
 const PRESENCE: u8 = b'P';
 const HEARTBEAT: u8 = b'H';
 const DISCONNECT: u8 = b'D';
+const DISCONNECT_USER: u8 = b'U';
 const ASK: u8 = b'Q';
 const ANSWER: u8 = b'A';
 const OP_TEXT: u8 = 1;
 const OP_BINARY: u8 = 2;
+/// Set in a message's opcode when a `user` string follows the nick.
+pub const HAS_USER: u8 = 0x80;
 
 /// A presence change with the member it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +51,8 @@ pub struct Member<'a> {
     pub id: &'a str,
     /// Its nickname (`None` for a plain client).
     pub nick: Option<&'a str>,
+    /// Its user id (members with a token).
+    pub user: Option<&'a str>,
 }
 
 /// A member as a presence answer lists it.
@@ -66,6 +77,8 @@ pub enum Envelope<'a> {
         sender: &'a str,
         /// The sender's nickname (v1 senders).
         nick: Option<&'a str>,
+        /// The sender's user id (senders with a token).
+        user: Option<&'a str>,
         /// Binary (true) or text.
         binary: bool,
         /// When the origin node received it (ms since the epoch).
@@ -103,6 +116,18 @@ pub enum Envelope<'a> {
         target: &'a str,
         /// The session's id on that node, without the node prefix.
         session: &'a str,
+        /// The close code.
+        code: u16,
+        /// The close text.
+        text: &'a str,
+    },
+    /// The server API of `node` asks every other node to close every session of `user`
+    /// with `code` and `text` (docs/api.md).
+    DisconnectUser {
+        /// The node that took the API request.
+        node: &'a str,
+        /// The user (`sub` of its token).
+        user: &'a str,
         /// The close code.
         code: u16,
         /// The close text.
@@ -152,11 +177,20 @@ pub fn message(node: &str, post: &Post) -> Vec<u8> {
         Body::Text(text) => (OP_TEXT, text.as_bytes()),
         Body::Binary(data) => (OP_BINARY, data),
     };
+    let user = post.user.as_deref();
+    let opcode = if user.is_some() {
+        opcode | HAS_USER
+    } else {
+        opcode
+    };
     let mut out = Vec::with_capacity(16 + node.len() + post.sender.len() + 32 + payload.len());
     out.extend_from_slice(&[MESSAGE, VERSION, opcode]);
     put_str(&mut out, node);
     put_str(&mut out, &post.sender);
     put_str(&mut out, post.nick.as_ref().map_or("", |n| n.as_str()));
+    if let Some(user) = user {
+        put_str(&mut out, user);
+    }
     out.extend_from_slice(&post.ts.to_be_bytes());
     out.extend_from_slice(payload);
     out
@@ -185,6 +219,9 @@ pub fn presence(
             });
             put_str(&mut out, m.id);
             put_str(&mut out, m.nick.unwrap_or(""));
+            if let Some(user) = m.user {
+                put_str(&mut out, user);
+            }
         }
     }
     out
@@ -214,6 +251,17 @@ pub fn disconnect(node: &str, target: &str, session: &str, code: u16, text: &str
     put_str(&mut out, node);
     put_str(&mut out, target);
     put_str(&mut out, session);
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// The envelope of a server API disconnect of every session of `user`, for every node.
+pub fn disconnect_user(node: &str, user: &str, code: u16, text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + node.len() + user.len() + text.len());
+    out.extend_from_slice(&[DISCONNECT_USER, VERSION]);
+    put_str(&mut out, node);
+    put_str(&mut out, user);
     out.extend_from_slice(&code.to_be_bytes());
     out.extend_from_slice(text.as_bytes());
     out
@@ -312,7 +360,8 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
     }
     match kind {
         MESSAGE => {
-            let binary = match r.u8()? {
+            let opcode = r.u8()?;
+            let binary = match opcode & !HAS_USER {
                 OP_TEXT => false,
                 OP_BINARY => true,
                 _ => return None,
@@ -320,6 +369,11 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
             let node = r.str()?;
             let sender = r.str()?;
             let nick = optional(r.str()?);
+            let user = if opcode & HAS_USER != 0 {
+                Some(r.str()?).filter(|u| !u.is_empty())
+            } else {
+                None
+            };
             let ts = r.u64()?;
             let payload = r.0;
             if !binary && std::str::from_utf8(payload).is_err() {
@@ -329,6 +383,7 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
                 node,
                 sender,
                 nick,
+                user,
                 binary,
                 ts,
                 payload,
@@ -351,6 +406,12 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
                     change,
                     id: r.str()?,
                     nick: optional(r.str()?),
+                    // Absent from anonymous members' changes (and from older nodes').
+                    user: if r.0.is_empty() {
+                        None
+                    } else {
+                        optional(r.str()?)
+                    },
                 }),
             };
             Some(Envelope::Presence {
@@ -365,6 +426,12 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
             node: r.str()?,
             target: r.str()?,
             session: r.str()?,
+            code: r.u16()?,
+            text: std::str::from_utf8(r.0).ok()?,
+        }),
+        DISCONNECT_USER => Some(Envelope::DisconnectUser {
+            node: r.str()?,
+            user: r.str()?,
             code: r.u16()?,
             text: std::str::from_utf8(r.0).ok()?,
         }),
@@ -480,10 +547,26 @@ mod tests {
     }
 
     #[test]
+    fn a_disconnect_of_a_user_round_trips_and_truncations_are_refused() {
+        let bytes = disconnect_user("n1", "u-7", 4001, "bye");
+        assert_eq!(
+            decode(&bytes),
+            Some(Envelope::DisconnectUser {
+                node: "n1",
+                user: "u-7",
+                code: 4001,
+                text: "bye",
+            })
+        );
+        assert_eq!(decode(&bytes[..bytes.len() - 4]), None);
+    }
+
+    #[test]
     fn messages_round_trip_any_payload() {
         let post = Post {
             sender: Arc::from("n1.0.7"),
             nick: Nick::parse("ann"),
+            user: None,
             body: Body::Text("hé \0 x".into()),
             ts: 1234,
         };
@@ -494,6 +577,7 @@ mod tests {
                 node: "n1",
                 sender: "n1.0.7",
                 nick: Some("ann"),
+                user: None,
                 binary: false,
                 ts: 1234,
                 payload: "hé \0 x".as_bytes(),
@@ -525,6 +609,7 @@ mod tests {
             change: Change::Leave,
             id: "n2.1.9",
             nick: None,
+            user: None,
         };
         let bytes = presence("n2", "lobby", 1, share, Some(member.clone()));
         assert_eq!(
@@ -549,6 +634,61 @@ mod tests {
     }
 
     #[test]
+    fn user_ids_travel_only_for_members_with_a_token() {
+        let anonymous = Post {
+            sender: Arc::from("n1.0.7"),
+            nick: Nick::parse("ann"),
+            user: None,
+            body: Body::Text("x".into()),
+            ts: 1,
+        };
+        let with_user = Post {
+            user: Some(Arc::from("u-1")),
+            ..anonymous.clone()
+        };
+        let (plain, signed) = (message("n1", &anonymous), message("n1", &with_user));
+        assert_eq!(plain[2], OP_TEXT, "anonymous messages are as before");
+        assert_eq!(signed[2], OP_TEXT | HAS_USER);
+        assert!(matches!(
+            decode(&signed),
+            Some(Envelope::Message {
+                user: Some("u-1"),
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&plain),
+            Some(Envelope::Message { user: None, .. })
+        ));
+        let member = Member {
+            change: Change::Join,
+            id: "n1.0.7",
+            nick: Some("ann"),
+            user: Some("u-1"),
+        };
+        let share = Share { plain: 0, v1: 1 };
+        let bytes = presence("n1", "r", 0, share, Some(member.clone()));
+        match decode(&bytes) {
+            Some(Envelope::Presence {
+                member: Some(m), ..
+            }) => assert_eq!(m, member),
+            other => panic!("{other:?}"),
+        }
+        // Without a user, the change is the old format exactly.
+        let old = presence(
+            "n1",
+            "r",
+            0,
+            share,
+            Some(Member {
+                user: None,
+                ..member
+            }),
+        );
+        assert_eq!(old.len(), bytes.len() - 4);
+    }
+
+    #[test]
     fn malformed_envelopes_are_refused_without_panicking() {
         let share = Share { plain: 1, v1: 1 };
         let good = [
@@ -559,6 +699,7 @@ mod tests {
                 &Post {
                     sender: Arc::from("n.0.1"),
                     nick: None,
+                    user: None,
                     body: Body::Text("x".into()),
                     ts: 0,
                 },

@@ -16,6 +16,7 @@ fn post(text: &str) -> Post {
     Post {
         sender: Arc::from("0.1"),
         nick: None,
+        user: None,
         body: Body::Text(text.into()),
         ts: 0,
     }

@@ -1,5 +1,5 @@
 //! Plain HTTP on the WebSocket port: the chat page, `/health`, and the answers to requests
-//! that cannot be served (400, 404, 405, 426, 431).
+//! that cannot be served (400, 401, 403, 404, 405, 426, 431).
 //!
 //! The session reads a request head ([`request::parse`]) and asks [`Site::dispatch`] what to do:
 //! answer and keep the connection, answer and close, or upgrade to a WebSocket in a room.
@@ -11,8 +11,9 @@ pub mod route;
 
 use std::sync::Arc;
 
+use crate::auth::{Identity, Refusal, Verifier};
 use crate::chat::{Dialect, SUBPROTOCOL};
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::history::{Ask, Since};
 use crate::metrics::{self, Counter, Counters};
 use crate::room::RoomId;
@@ -27,7 +28,8 @@ pub enum Status {
     Ok,
     /// 400: the request is malformed.
     BadRequest,
-    /// 401: the server API's key is missing or wrong.
+    /// 401: the server API's key, or the upgrade's token (docs/auth.md), is missing or
+    /// wrong.
     Unauthorized,
     /// 403: the request is well formed but not allowed.
     Forbidden,
@@ -178,6 +180,8 @@ pub enum Dispatch {
         ask: Ask,
         /// The `101 Switching Protocols` answer.
         response: Vec<u8>,
+        /// Who the upgrade's valid token says the client is (docs/auth.md); `None`: no token.
+        identity: Option<Box<Identity>>,
     },
     /// A server API request (`/api/` on the main port): read `body_len` bytes of body into
     /// `request`, then hand it to the API service and wait for its answer.
@@ -196,6 +200,8 @@ pub struct Site {
     assets: assets::Assets,
     config: Arc<Config>,
     stats: Arc<ServerStats>,
+    /// Checks connection tokens; `None` with `--auth off`.
+    verifier: Option<Arc<Verifier>>,
 }
 
 impl Site {
@@ -205,7 +211,19 @@ impl Site {
             assets,
             config,
             stats,
+            verifier: None,
         }
+    }
+
+    /// The same site, checking connection tokens with `verifier` (docs/auth.md).
+    pub fn with_verifier(mut self, verifier: Option<Arc<Verifier>>) -> Self {
+        self.verifier = verifier;
+        self
+    }
+
+    /// What checks connection tokens (`None` with `--auth off`).
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_deref()
     }
 
     /// Decides the answer to one request, and counts it.
@@ -214,7 +232,7 @@ impl Site {
     /// through [`Site::release`] when it ends.
     pub fn dispatch(&self, head: &RequestHead, counters: &mut Counters) -> Dispatch {
         let upgrade = head.wants_websocket();
-        let dispatch = self.decide(head);
+        let dispatch = self.decide(head, counters);
         let status = match &dispatch {
             Dispatch::Upgrade { .. } => {
                 counters.bump(Counter::HandshakeOk);
@@ -227,6 +245,7 @@ impl Site {
         counters.bump(if upgrade {
             match status {
                 Status::Forbidden => Counter::HandshakeForbidden,
+                Status::Unauthorized => Counter::HandshakeUnauthorized,
                 Status::NotFound => Counter::HandshakeNotFound,
                 Status::MethodNotAllowed => Counter::HandshakeMethod,
                 Status::UpgradeRequired => Counter::HandshakeVersion,
@@ -244,7 +263,7 @@ impl Site {
         self.stats.release();
     }
 
-    fn decide(&self, head: &RequestHead) -> Dispatch {
+    fn decide(&self, head: &RequestHead, counters: &mut Counters) -> Dispatch {
         if route::is_api(head.path()) {
             // Reserved for the server API: 404 whatever the method when it is not served
             // here (no key, or `--api-listen`).
@@ -289,6 +308,13 @@ impl Site {
             if !self.origin_allowed(head.origin.as_deref()) {
                 return Dispatch::Answer(error_response(Status::Forbidden, &[]));
             }
+            let identity = match self.check_token(head, dialect, &room) {
+                Ok(identity) => identity,
+                Err(refusal) => {
+                    counters.bump(refusal.counter());
+                    return Dispatch::Answer(refused(refusal));
+                }
+            };
             if self.stats.is_draining() || !self.stats.try_admit(self.config.max_connections) {
                 return Dispatch::Answer(error_response(
                     Status::Unavailable,
@@ -299,12 +325,16 @@ impl Site {
                 Dialect::V1 => head.query_param("nick"),
                 Dialect::Plain => None,
             };
+            if identity.is_some() {
+                counters.bump(Counter::TokenOk);
+            }
             return Dispatch::Upgrade {
                 room,
                 dialect,
                 nick,
                 ask,
                 response,
+                identity,
             };
         }
         // While draining, answer and close so that clients move to another server.
@@ -346,6 +376,33 @@ impl Site {
             Route::Room(_) => self.asset("/index.html", keep_alive, head_only),
             Route::Asset(path) => self.asset(path, keep_alive, head_only),
         })
+    }
+
+    /// Checks the upgrade's token, if tokens are on (docs/auth.md): a valid one that allows
+    /// `room` gives its identity; none is fine with `--auth optional`, and with `required`
+    /// for a `shardcast.v1` client, which must then bring one in its `hello`.
+    fn check_token(
+        &self,
+        head: &RequestHead,
+        dialect: Dialect,
+        room: &RoomId,
+    ) -> Result<Option<Box<Identity>>, Refusal> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(None);
+        };
+        match head.token() {
+            Some(token) => {
+                let identity = verifier.verify(&token)?;
+                if !identity.allows(room) {
+                    return Err(Refusal::Room);
+                }
+                Ok(Some(Box::new(identity)))
+            }
+            None if verifier.mode() == AuthMode::Required && dialect == Dialect::Plain => {
+                Err(Refusal::Missing)
+            }
+            None => Ok(None),
+        }
     }
 
     /// The Prometheus text: every shard's figures, and the bridge's in a cluster.
@@ -428,6 +485,20 @@ pub fn api_request(head: &RequestHead) -> Dispatch {
             &[],
             &format!("the body is over {API_BODY_LIMIT} bytes"),
         )),
+    }
+}
+
+/// The answer to an upgrade whose token was refused: 401 (with `WWW-Authenticate`), or 403
+/// for a room the token does not allow; the body says why in one line.
+fn refused(refusal: Refusal) -> Response {
+    if refusal.unauthorized() {
+        explained_error(
+            Status::Unauthorized,
+            &[("WWW-Authenticate", "Bearer")],
+            refusal.text(),
+        )
+    } else {
+        explained_error(Status::Forbidden, &[], refusal.text())
     }
 }
 

@@ -16,8 +16,20 @@ pub enum Method {
     Other(String),
 }
 
-/// The parts of a request head the server acts on.
-#[derive(Debug, Clone, Default)]
+/// A credential from a request (the `Authorization: Bearer` token). Its `Debug` never shows
+/// it, so that it cannot reach a log line.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Bearer(pub String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bearer({} bytes)", self.0.len())
+    }
+}
+
+/// The parts of a request head the server acts on. Its `Debug` redacts the `token` query
+/// parameter (docs/auth.md: tokens never reach a log line).
+#[derive(Clone, Default)]
 pub struct RequestHead {
     /// The method (`None` only in `Default`).
     pub method: Option<Method>,
@@ -55,6 +67,22 @@ pub struct RequestHead {
     pub transfer_encoding: bool,
     /// `Authorization`, if sent (the server API's key).
     pub authorization: Option<String>,
+    /// The token of an `Authorization: Bearer <token>` header (other schemes are ignored).
+    pub bearer: Option<Bearer>,
+}
+
+impl std::fmt::Debug for RequestHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestHead")
+            .field("method", &self.method)
+            .field("target", &self.redacted_target())
+            .field("minor_version", &self.minor_version)
+            .field("upgrade", &self.upgrade)
+            .field("origin", &self.origin)
+            .field("ws_protocols", &self.ws_protocols)
+            .field("bearer", &self.bearer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestHead {
@@ -69,6 +97,33 @@ impl RequestHead {
         form_urlencoded::parse(query.as_bytes())
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.into_owned())
+    }
+
+    /// The connection token (docs/auth.md): the `Authorization: Bearer` header's, else the
+    /// `token` query parameter's.
+    pub fn token(&self) -> Option<String> {
+        match &self.bearer {
+            Some(Bearer(token)) => Some(token.clone()),
+            None => self.query_param("token"),
+        }
+    }
+
+    /// The target with the value of any `token` query parameter replaced, for a log line.
+    pub fn redacted_target(&self) -> String {
+        let Some((path, query)) = self.target.split_once('?') else {
+            return self.target.clone();
+        };
+        let query: Vec<&str> = query
+            .split('&')
+            .map(|pair| {
+                if pair.split('=').next() == Some("token") {
+                    "token=<redacted>"
+                } else {
+                    pair
+                }
+            })
+            .collect();
+        format!("{path}?{}", query.join("&"))
     }
 
     /// Whether the connection may serve another request after this one.
@@ -144,8 +199,8 @@ impl FullRequest {
 pub enum Parsed {
     /// The head is not complete yet.
     Partial,
-    /// A complete head of `len` bytes.
-    Complete(RequestHead, usize),
+    /// A complete head of `len` bytes (boxed: the head is large, the other answers tiny).
+    Complete(Box<RequestHead>, usize),
     /// The bytes can never become an acceptable head: answer with this status and close.
     Reject(Status),
 }
@@ -169,7 +224,7 @@ pub fn parse(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed {
         Ok(httparse::Status::Complete(len)) if len > max_head => {
             Parsed::Reject(Status::HeadTooLarge)
         }
-        Ok(httparse::Status::Complete(len)) => Parsed::Complete(summarize(&req), len),
+        Ok(httparse::Status::Complete(len)) => Parsed::Complete(Box::new(summarize(&req)), len),
         Err(httparse::Error::TooManyHeaders) => Parsed::Reject(Status::HeadTooLarge),
         Err(_) => Parsed::Reject(Status::BadRequest),
     }
@@ -223,9 +278,17 @@ fn summarize(req: &httparse::Request) -> RequestHead {
             head.transfer_encoding = true;
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = value.map(str::to_owned);
+            head.bearer = value.and_then(bearer_token).map(|t| Bearer(t.to_owned()));
         }
     }
     head
+}
+
+/// The token of an `Authorization` value of the `Bearer` scheme (case-insensitive, RFC 6750).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
@@ -243,7 +306,7 @@ mod tests {
         match parse(raw.as_bytes(), 8192, 64) {
             Parsed::Complete(head, len) => {
                 assert_eq!(len, raw.len());
-                head
+                *head
             }
             other => panic!("expected a complete head, got {other:?}"),
         }
@@ -279,6 +342,20 @@ mod tests {
             complete("GET /a HTTP/1.1\r\n\r\n").query_param("nick"),
             None
         );
+    }
+
+    #[test]
+    fn tokens_come_from_the_bearer_header_or_the_query_and_never_show_in_debug() {
+        let head = complete("GET /a?nick=x&token=sEcReT.b.c HTTP/1.1\r\n\r\n");
+        assert_eq!(head.token().as_deref(), Some("sEcReT.b.c"));
+        assert_eq!(head.redacted_target(), "/a?nick=x&token=<redacted>");
+        assert!(!format!("{head:?}").contains("sEcReT"));
+        let head =
+            complete("GET /a?token=q HTTP/1.1\r\nAuthorization: bearer  hEaDeR.x.y \r\n\r\n");
+        assert_eq!(head.token().as_deref(), Some("hEaDeR.x.y"));
+        assert!(!format!("{head:?}").contains("hEaDeR"));
+        let head = complete("GET /a HTTP/1.1\r\nAuthorization: Basic YTpi\r\n\r\n");
+        assert_eq!(head.token(), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use super::liveness::{Liveness, Timing};
 use super::outbound::Chunk;
 use super::{ApiCall, Ctx, Event, Phase, Session, Transport, WS_READ_CHUNK, WsState};
+use crate::auth::Grant;
 use crate::chat::Dialect;
 use crate::control::API_ANSWER_WITHIN;
 use crate::http::request::{self, Parsed};
@@ -140,8 +141,12 @@ impl<S: Transport> Session<S> {
                     nick,
                     ask,
                     response,
+                    identity,
                 } => {
                     self.out.push(Chunk::Owned(response));
+                    // The token's name wins over `?nick=` (v1 only: plain clients have none).
+                    let name = identity.as_ref().and_then(|id| id.name.clone());
+                    self.grant = identity.map(|id| Box::new(Grant::of(&id, cx.now)));
                     let ws_config = WebSocketConfig::default()
                         .read_buffer_size(WS_READ_CHUNK)
                         .write_buffer_size(0)
@@ -161,7 +166,7 @@ impl<S: Transport> Session<S> {
                     events.push(Event::Upgraded);
                     match dialect {
                         Dialect::Plain => events.push(Event::Joined(room, ask)),
-                        Dialect::V1 => self.greet_v1(nick, ask, cx, events),
+                        Dialect::V1 => self.greet_v1(nick, name, ask, cx, events),
                     }
                     return self.consume_ws(&rest, cx, events, budget);
                 }

@@ -19,7 +19,10 @@
 //! The session never touches other sessions or rooms: it reports [`Event`]s and the shard acts
 //! on them. It is generic over its [`Transport`] so tests can drive it through an in-memory
 //! stream that blocks and writes partially at will. What a `shardcast.v1` client's text means
-//! is decided in [`v1`]; why a session ended is one [`CloseReason`].
+//! is decided in [`v1`]; why a session ended is one [`CloseReason`]. A session that came with
+//! a valid token (docs/auth.md) keeps what it granted (`auth::Grant`, boxed: an anonymous
+//! session pays one null pointer): its user id, whether it may publish, and its expiry, one
+//! more deadline of the `Open` phase.
 
 pub mod cell;
 mod closing;
@@ -38,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use tungstenite::protocol::WebSocketContext;
 
+use crate::auth::Grant;
 use crate::chat::{Dialect, Nick, Post};
 pub use crate::close::CloseReason;
 use crate::config::Config;
@@ -189,6 +193,8 @@ pub struct Session<S> {
     close_code: u16,
     room: Option<RoomId>,
     nick: Option<Nick>,
+    /// What a valid token granted (docs/auth.md): boxed, one null pointer when anonymous.
+    grant: Option<Box<Grant>>,
     /// The id as clients see it, made at the first message (most sessions never need it).
     id_text: Option<Arc<str>>,
     /// The peer's address, when the transport has one (for the access log and the per-IP limit).
@@ -221,6 +227,7 @@ impl<S: Transport> Session<S> {
             close_code: 0,
             room: None,
             nick: None,
+            grant: None,
             id_text: None,
             peer: None,
             id: SessionId::default(),
@@ -283,6 +290,16 @@ impl<S: Transport> Session<S> {
     /// The nickname of a v1 member.
     pub fn nick(&self) -> Option<&Nick> {
         self.nick.as_ref()
+    }
+
+    /// The user id of a member with a token (docs/auth.md).
+    pub fn user(&self) -> Option<&str> {
+        self.grant.as_deref().map(|g| &*g.user)
+    }
+
+    /// The user id, shared (for notices and the cluster).
+    pub fn user_arc(&self) -> Option<Arc<str>> {
+        self.grant.as_ref().map(|g| g.user.clone())
     }
 
     /// The id as clients see it: `"<worker>.<seq>"`, after `"<node>."` in a cluster.
@@ -432,6 +449,17 @@ impl<S: Transport> Session<S> {
 
     fn expire(&mut self, cx: &mut Ctx) -> Progress {
         let now = cx.now;
+        if let Phase::Open {
+            closing_until: None,
+            ..
+        } = &self.phase
+            && self.token_ends().is_some_and(|ends| ends <= now)
+        {
+            cx.counters.bump(Counter::TimerToken);
+            tracing::debug!("the token expired");
+            self.close_politely(CloseReason::TokenExpired, cx);
+            return Progress::Idle;
+        }
         if let Phase::Open {
             hello: Some(hello),
             closing_until: None,
@@ -585,16 +613,23 @@ impl<S: Transport> Session<S> {
         } = &self.phase
         {
             let timing = Timing::of(config);
+            let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             self.deadline = match (closing_until, hello) {
                 (Some(until), _) => Some(*until),
-                (None, Some(hello)) => Some(
-                    liveness
-                        .next_due(&timing)
-                        .map_or(hello.until, |d| d.min(hello.until)),
+                (None, hello) => earliest(
+                    earliest(liveness.next_due(&timing), hello.as_ref().map(|h| h.until)),
+                    self.token_ends(),
                 ),
-                (None, None) => liveness.next_due(&timing),
             };
         }
+    }
+
+    /// When the session's token expires (plus the leeway), if it has one that does.
+    fn token_ends(&self) -> Option<Instant> {
+        self.grant.as_ref().and_then(|g| g.ends)
     }
 }
 

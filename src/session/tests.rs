@@ -727,3 +727,105 @@ fn without_an_api_key_the_api_path_is_an_unknown_path() {
         assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
     }
 }
+
+/// A harness whose site checks HS256 tokens (docs/auth.md), and a token of `claims` for it.
+fn with_tokens(claims: serde_json::Value) -> (Harness, String) {
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    let mut h = Harness::new();
+    let verifier = crate::auth::Verifier::new(
+        crate::config::AuthMode::Optional,
+        jsonwebtoken::DecodingKey::from_secret(SECRET),
+        jsonwebtoken::Algorithm::HS256,
+    );
+    h.site = h.site.clone().with_verifier(Some(Arc::new(verifier)));
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    (h, token)
+}
+
+fn upgrade_with_token(token: &str) -> Vec<u8> {
+    let upgrade = std::str::from_utf8(UPGRADE).unwrap();
+    upgrade
+        .replacen("GET /chat ", &format!("GET /chat?token={token} "), 1)
+        .into_bytes()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn a_token_grants_its_user_and_its_expiry_closes_the_session_with_1008() {
+    let (mut h, token) = with_tokens(serde_json::json!({"sub": "u-7", "exp": unix_now() + 100}));
+    h.send(&upgrade_with_token(&token));
+    assert_eq!(h.pump_reads(), Progress::Idle);
+    assert!(matches!(
+        h.events.as_slice(),
+        [Event::Upgraded, Event::Joined(..)]
+    ));
+    assert_eq!(h.session.user(), Some("u-7"));
+    h.pump_writes();
+    // Before the expiry only the usual deadlines (pings); past it, the close.
+    let deadline = h
+        .session
+        .deadline()
+        .expect("an open session has a deadline");
+    assert!(deadline <= Instant::now() + std::time::Duration::from_secs(31));
+    let later = Instant::now() + std::time::Duration::from_secs(200);
+    assert_eq!(h.at(later, |s, cx| s.on_deadline(cx)), Progress::Idle);
+    assert!(!h.session.receives());
+    let written = h.pump_writes();
+    let close = frame::encode_close(1008, "token expired");
+    assert!(written.ends_with(&close), "{written:?}");
+    assert_eq!(
+        h.session.close_reason(),
+        Some((CloseReason::TokenExpired, 1008))
+    );
+    assert_eq!(h.counters.0[Counter::TimerToken as usize], 1);
+}
+
+#[test]
+fn a_read_only_plain_member_is_closed_at_its_first_message() {
+    let (mut h, token) = with_tokens(serde_json::json!({"sub": "u-8", "publish": false}));
+    h.send(&upgrade_with_token(&token));
+    h.pump_reads();
+    h.events.clear();
+    h.pump_writes();
+    assert_eq!(h.session.deadline().map(|d| d > Instant::now()), Some(true));
+    h.send(&client_frame(true, 0x1, b"let me speak"));
+    h.pump_reads();
+    assert!(
+        h.events.is_empty(),
+        "nothing reaches the room: {:?}",
+        h.events
+    );
+    let written = h.pump_writes();
+    assert_eq!(written, frame::encode_close(1008, "read-only"));
+    assert_eq!(
+        h.session.close_reason(),
+        Some((CloseReason::ReadOnly, 1008))
+    );
+}
+
+#[test]
+fn a_bad_token_is_refused_at_the_upgrade_with_401_and_counted() {
+    let (mut h, _) = with_tokens(serde_json::json!({"sub": "u"}));
+    h.send(&upgrade_with_token("not-a-token"));
+    assert_eq!(h.pump_reads(), Progress::Idle);
+    assert!(h.events.is_empty());
+    let answer = String::from_utf8(h.pump_writes()).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\n401 Unauthorized: malformed token\n"));
+    assert_eq!(h.counters.0[Counter::TokenMalformed as usize], 1);
+    assert_eq!(h.counters.0[Counter::HandshakeUnauthorized as usize], 1);
+}

@@ -7,9 +7,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::chat::envelope::{ClientEnvelope, ErrorCode, HelloSince};
+use crate::auth::{Grant, Refusal, Verifier};
+use crate::chat::envelope::{ClientEnvelope, ErrorCode, HelloSince, TokenText};
 use crate::chat::post::now_millis;
 use crate::chat::{Body, Nick, Post};
+use crate::config::AuthMode;
 use crate::history::{Ask, Epoch, Since};
 use crate::room::RoomId;
 use crate::session::Event;
@@ -22,6 +24,12 @@ pub struct V1State<'a> {
     pub hello: &'a mut Option<Box<AwaitingHello>>,
     /// The room the session upgraded into.
     pub room: Option<&'a RoomId>,
+    /// What a token granted: from the upgrade, or set here by a `hello`'s token.
+    pub grant: &'a mut Option<Box<Grant>>,
+    /// Checks a `hello`'s token; `None` with `--auth off` (tokens are ignored).
+    pub verifier: Option<&'a Verifier>,
+    /// The loop's time.
+    pub now: Instant,
 }
 
 /// A v1 client that upgraded without a nickname: when its `hello` is due, and what the
@@ -32,52 +40,113 @@ pub struct AwaitingHello {
     pub until: Instant,
     /// The query's `history` and `since`.
     pub ask: Ask,
+    /// A valid `?nick=` kept while the client's token is due in its `hello`.
+    pub nick: Option<Nick>,
+}
+
+/// What the session must tell a v1 client about one of its envelopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// An `error` envelope; the connection stays.
+    Error(ErrorCode),
+    /// The `hello`'s token (or its absence) was refused: an `error` envelope saying why
+    /// (`unauthorized`, or `forbidden` for the room), then close 1008.
+    Refused(Refusal),
 }
 
 /// Acts on one text message from a v1 client: a `message` becomes [`Event::Message`] (from
-/// `sender`), a valid first `hello` sets the nickname and [`Event::Joined`]. Anything else is
-/// refused with the returned code.
+/// `sender`), a valid first `hello` sets the nickname (checking its token, if any) and
+/// [`Event::Joined`]. Anything else is answered with the returned [`Answer`].
 pub fn on_text(
     text: &str,
-    state: V1State<'_>,
+    mut state: V1State<'_>,
     sender: impl FnOnce() -> Arc<str>,
     events: &mut Vec<Event>,
-) -> Option<ErrorCode> {
+) -> Option<Answer> {
+    let error = |code| Some(Answer::Error(code));
     match (ClientEnvelope::parse(text), state.nick.as_ref()) {
-        (None, _) => Some(ErrorCode::BadEnvelope),
-        (Some(ClientEnvelope::Message { .. }), None) => Some(ErrorCode::HelloRequired),
+        (None, _) => error(ErrorCode::BadEnvelope),
+        (Some(ClientEnvelope::Message { .. }), None) => error(ErrorCode::HelloRequired),
         (Some(ClientEnvelope::Message { text }), Some(_)) if text.is_empty() => {
-            Some(ErrorCode::EmptyMessage)
+            error(ErrorCode::EmptyMessage)
+        }
+        // A read-only member: one branch per message, anonymous or not.
+        (Some(ClientEnvelope::Message { .. }), Some(_))
+            if state.grant.as_ref().is_some_and(|g| !g.publish) =>
+        {
+            error(ErrorCode::Forbidden)
         }
         (Some(ClientEnvelope::Message { text }), Some(nick)) => {
             events.push(Event::Message(Post {
                 sender: sender(),
                 nick: Some(nick.clone()),
+                user: state.grant.as_ref().map(|g| g.user.clone()),
                 body: Body::Text(text.into()),
                 ts: now_millis(),
             }));
             None
         }
-        (Some(ClientEnvelope::Hello { .. }), Some(_)) => Some(ErrorCode::AlreadyJoined),
+        (Some(ClientEnvelope::Hello { .. }), Some(_)) => error(ErrorCode::AlreadyJoined),
         (
             Some(ClientEnvelope::Hello {
                 nick,
+                token,
                 history,
                 since,
             }),
             None,
-        ) => match Nick::parse(&nick) {
-            Some(nick) => {
-                *state.nick = Some(nick);
-                let query_ask = state.hello.take().map_or_else(Ask::default, |h| h.ask);
-                let (ask, error) = hello_ask(history, since, query_ask);
-                if let Some(room) = state.room {
-                    events.push(Event::Joined(room.clone(), ask));
-                }
-                error
+        ) => {
+            let name = match hello_token(token, &mut state) {
+                Ok(name) => name,
+                Err(refusal) => return Some(Answer::Refused(refusal)),
+            };
+            let kept = state.hello.as_ref().and_then(|h| h.nick.clone());
+            // The token's name wins; then the hello's nick; then a `?nick=` kept for it.
+            let chosen = match (name, nick) {
+                (Some(name), _) => name,
+                (None, Some(asked)) => match Nick::parse(&asked) {
+                    Some(nick) => nick,
+                    None => return error(ErrorCode::BadNick),
+                },
+                (None, None) => match kept {
+                    Some(nick) => nick,
+                    // A token without a name: the client must still name itself.
+                    None if state.grant.is_some() => return error(ErrorCode::BadNick),
+                    None => return error(ErrorCode::BadEnvelope),
+                },
+            };
+            *state.nick = Some(chosen);
+            let query_ask = state.hello.take().map_or_else(Ask::default, |h| h.ask);
+            let (ask, code) = hello_ask(history, since, query_ask);
+            if let Some(room) = state.room {
+                events.push(Event::Joined(room.clone(), ask));
             }
-            None => Some(ErrorCode::BadNick),
-        },
+            code.map(Answer::Error)
+        }
+    }
+}
+
+/// Checks a `hello`'s token, for a client that brought none to its upgrade: a valid one
+/// that allows the room is granted (its name returned); none is fine unless tokens are
+/// required. Tokens are ignored with `--auth off`, and after the upgrade's.
+fn hello_token(token: Option<TokenText>, state: &mut V1State<'_>) -> Result<Option<Nick>, Refusal> {
+    let Some(verifier) = state.verifier else {
+        return Ok(None);
+    };
+    if state.grant.is_some() {
+        return Ok(None);
+    }
+    match token {
+        Some(TokenText(token)) => {
+            let identity = verifier.verify(&token)?;
+            if state.room.is_some_and(|room| !identity.allows(room)) {
+                return Err(Refusal::Room);
+            }
+            *state.grant = Some(Box::new(Grant::of(&identity, state.now)));
+            Ok(identity.name)
+        }
+        None if verifier.mode() == AuthMode::Required => Err(Refusal::Missing),
+        None => Ok(None),
     }
 }
 
@@ -104,29 +173,41 @@ fn hello_ask(
     (ask, error)
 }
 
-/// What a v1 client's upgrade leads to: with a valid `?nick=` it joins now (`Ok(true)`);
-/// without one it must send a `hello` (`Ok(false)`); a bad one is refused (`Err`), and the
+/// Where a v1 client's upgrade leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Greeting {
+    /// A member now (it had a nickname: the token's name, or a valid `?nick=`).
+    Joined,
+    /// It must send a `hello`; a valid `?nick=` is kept for it when only its token is due.
+    Awaiting(Option<Nick>),
+}
+
+/// What a v1 client's upgrade leads to: with the token's `name` or a valid `?nick=` it joins
+/// now, unless its token is still due (`token_due`: `--auth required` and none came with the
+/// upgrade); otherwise it must send a `hello`. A bad nickname is refused (`Err`), and the
 /// client may still send a `hello`.
 pub fn greet(
     nick: Option<String>,
+    name: Option<Nick>,
+    token_due: bool,
     own: &mut Option<Nick>,
     room: Option<&RoomId>,
     ask: Ask,
     events: &mut Vec<Event>,
-) -> Result<bool, ErrorCode> {
-    let Some(asked) = nick else {
-        return Ok(false);
+) -> Result<Greeting, ErrorCode> {
+    let chosen = match (name, nick) {
+        (Some(name), _) => name,
+        (None, None) => return Ok(Greeting::Awaiting(None)),
+        (None, Some(asked)) => Nick::parse(&asked).ok_or(ErrorCode::BadNick)?,
     };
-    match Nick::parse(&asked) {
-        Some(nick) => {
-            *own = Some(nick);
-            if let Some(room) = room {
-                events.push(Event::Joined(room.clone(), ask));
-            }
-            Ok(true)
-        }
-        None => Err(ErrorCode::BadNick),
+    if token_due {
+        return Ok(Greeting::Awaiting(Some(chosen)));
     }
+    *own = Some(chosen);
+    if let Some(room) = room {
+        events.push(Event::Joined(room.clone(), ask));
+    }
+    Ok(Greeting::Joined)
 }
 
 #[cfg(test)]
@@ -134,6 +215,20 @@ mod tests {
     use super::*;
 
     fn run(text: &str, nick: &mut Option<Nick>, events: &mut Vec<Event>) -> Option<ErrorCode> {
+        match run_with(text, nick, &mut None, None, events) {
+            None => None,
+            Some(Answer::Error(code)) => Some(code),
+            Some(other) => panic!("no token, yet {other:?}"),
+        }
+    }
+
+    fn run_with(
+        text: &str,
+        nick: &mut Option<Nick>,
+        grant: &mut Option<Box<Grant>>,
+        verifier: Option<&Verifier>,
+        events: &mut Vec<Event>,
+    ) -> Option<Answer> {
         let room = RoomId::parse("r").unwrap();
         let mut hello = Some(Box::new(AwaitingHello {
             until: Instant::now(),
@@ -141,6 +236,7 @@ mod tests {
                 history: 7,
                 since: None,
             },
+            nick: None,
         }));
         on_text(
             text,
@@ -148,10 +244,118 @@ mod tests {
                 nick,
                 hello: &mut hello,
                 room: Some(&room),
+                grant,
+                verifier,
+                now: Instant::now(),
             },
             || Arc::from("0.1"),
             events,
         )
+    }
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn verifier(mode: AuthMode) -> Verifier {
+        Verifier::new(
+            mode,
+            jsonwebtoken::DecodingKey::from_secret(SECRET),
+            jsonwebtoken::Algorithm::HS256,
+        )
+    }
+
+    fn hello_with(claims: serde_json::Value, nick: Option<&str>) -> String {
+        hello_signed(SECRET, claims, nick)
+    }
+
+    fn hello_signed(secret: &[u8], claims: serde_json::Value, nick: Option<&str>) -> String {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap();
+        serde_json::json!({"type": "hello", "token": token, "nick": nick}).to_string()
+    }
+
+    #[test]
+    fn a_hello_token_names_the_member_and_its_user_travels_with_its_messages() {
+        let v = verifier(AuthMode::Optional);
+        let (mut nick, mut grant, mut events) = (None, None, Vec::new());
+        let hello = hello_with(serde_json::json!({"sub": "u-1", "name": "Ann"}), Some("x"));
+        assert_eq!(
+            run_with(&hello, &mut nick, &mut grant, Some(&v), &mut events),
+            None
+        );
+        assert_eq!(nick.as_ref().map(Nick::as_str), Some("Ann"));
+        assert_eq!(grant.as_ref().map(|g| &*g.user), Some("u-1"));
+        let msg = r#"{"type":"message","text":"hi"}"#;
+        assert_eq!(
+            run_with(msg, &mut nick, &mut grant, Some(&v), &mut events),
+            None
+        );
+        assert!(matches!(&events[1], Event::Message(p) if p.user.as_deref() == Some("u-1")));
+    }
+
+    #[test]
+    fn a_hello_token_is_checked_and_required_when_tokens_are() {
+        let (mut nick, mut events) = (None, Vec::new());
+        let required = verifier(AuthMode::Required);
+        let bare = r#"{"type":"hello","nick":"ann"}"#;
+        let refused = |text: &str, v: &Verifier, nick: &mut Option<Nick>| {
+            run_with(text, nick, &mut None, Some(v), &mut Vec::new())
+        };
+        assert_eq!(
+            refused(bare, &required, &mut nick),
+            Some(Answer::Refused(Refusal::Missing))
+        );
+        let forged = hello_signed(
+            b"not the server's secret, 32 bytes",
+            serde_json::json!({"sub": "u"}),
+            Some("ann"),
+        );
+        assert_eq!(
+            refused(&forged, &required, &mut nick),
+            Some(Answer::Refused(Refusal::Signature))
+        );
+        let elsewhere = hello_with(serde_json::json!({"sub": "u", "rooms": ["other"]}), None);
+        assert_eq!(
+            refused(&elsewhere, &required, &mut nick),
+            Some(Answer::Refused(Refusal::Room))
+        );
+        assert!(nick.is_none(), "refused clients never join");
+        // Optional: no token is anonymous; --auth off: a token is ignored.
+        let optional = verifier(AuthMode::Optional);
+        assert_eq!(refused(bare, &optional, &mut nick), None);
+        let mut grant = None;
+        let signed = hello_with(serde_json::json!({"sub": "u", "name": "Bo"}), Some("cy"));
+        assert_eq!(
+            run_with(&signed, &mut None, &mut grant, None, &mut events),
+            None
+        );
+        assert!(grant.is_none());
+    }
+
+    #[test]
+    fn a_token_without_a_name_still_needs_a_nick_and_read_only_members_cannot_send() {
+        let v = verifier(AuthMode::Required);
+        let (mut nick, mut grant, mut events) = (None, None, Vec::new());
+        let unnamed = hello_with(serde_json::json!({"sub": "u", "publish": false}), None);
+        assert_eq!(
+            run_with(&unnamed, &mut nick, &mut grant, Some(&v), &mut events),
+            Some(Answer::Error(ErrorCode::BadNick))
+        );
+        // The token was taken: the next hello only needs a nick.
+        let bare = r#"{"type":"hello","nick":"ann"}"#;
+        assert_eq!(
+            run_with(bare, &mut nick, &mut grant, Some(&v), &mut events),
+            None
+        );
+        let msg = r#"{"type":"message","text":"hi"}"#;
+        assert_eq!(
+            run_with(msg, &mut nick, &mut grant, Some(&v), &mut events),
+            Some(Answer::Error(ErrorCode::Forbidden))
+        );
+        assert_eq!(events.len(), 1, "the join only");
     }
 
     #[test]
@@ -222,18 +426,25 @@ mod tests {
         let room = RoomId::parse("r").unwrap();
         let (mut nick, mut events) = (None, Vec::new());
         let ask = Ask::default();
+        let mut greet_as = |query: Option<&str>, name: Option<&str>, due: bool| {
+            let query = query.map(str::to_owned);
+            let name = name.and_then(Nick::parse);
+            greet(query, name, due, &mut nick, Some(&room), ask, &mut events)
+        };
+        assert_eq!(greet_as(None, None, false), Ok(Greeting::Awaiting(None)));
+        assert_eq!(greet_as(Some("a b"), None, false), Err(ErrorCode::BadNick));
+        // A token due: a good query nick waits for the hello that brings it.
         assert_eq!(
-            greet(None, &mut nick, Some(&room), ask, &mut events),
-            Ok(false)
+            greet_as(Some("ann"), None, true),
+            Ok(Greeting::Awaiting(Nick::parse("ann")))
         );
+        assert_eq!(greet_as(Some("ann"), None, false), Ok(Greeting::Joined));
+        // The token's name wins over the query's.
         assert_eq!(
-            greet(Some("a b".into()), &mut nick, Some(&room), ask, &mut events),
-            Err(ErrorCode::BadNick)
+            greet_as(Some("ann"), Some("Zoe"), false),
+            Ok(Greeting::Joined)
         );
-        assert_eq!(
-            greet(Some("ann".into()), &mut nick, Some(&room), ask, &mut events),
-            Ok(true)
-        );
-        assert_eq!(events.len(), 1);
+        assert_eq!(nick.as_ref().map(Nick::as_str), Some("Zoe"));
+        assert_eq!(events.len(), 2);
     }
 }

@@ -6,16 +6,16 @@
 //! [`CloseReason`]'s code; a closing session reads on but relays nothing.
 
 use std::io;
-use std::sync::Arc;
 
 use tungstenite::protocol::Message;
 
-use super::outbound::{Chunk, OutQueue};
+use super::outbound::Chunk;
 use super::wsio::WsIo;
 use super::{CloseReason, Ctx, Event, Phase, Session, Transport, id_text, v1};
 use crate::chat::envelope::ErrorCode;
 use crate::chat::post::now_millis;
-use crate::chat::{Body, Dialect, Post, envelope};
+use crate::chat::{Body, Dialect, Nick, Post, envelope};
+use crate::config::AuthMode;
 use crate::history::Ask;
 use crate::limits::Publish;
 use crate::metrics::Counter;
@@ -52,6 +52,13 @@ impl<S: Transport> Session<S> {
                     match message {
                         Message::Text(_) | Message::Binary(_) if closing => continue,
                         Message::Binary(_) if v1 => Some(CloseReason::UnsupportedData),
+                        // A plain member whose token does not allow publishing (a v1 member
+                        // gets an error envelope from the v1 rules): one branch per message.
+                        Message::Text(_) | Message::Binary(_)
+                            if !v1 && self.grant.as_ref().is_some_and(|g| !g.publish) =>
+                        {
+                            Some(CloseReason::ReadOnly)
+                        }
                         Message::Text(_) | Message::Binary(_) => {
                             let verdict = match cx.config.max_publish_rate {
                                 // No limit: this one branch is all a message pays.
@@ -63,16 +70,60 @@ impl<S: Transport> Session<S> {
                             liveness.saw_message(cx.now);
                             cx.counters.bump(Counter::MessagesIn);
                             match verdict {
-                                Publish::Accept => {
-                                    let state = v1.then_some(v1::V1State {
+                                Publish::Accept if v1 => {
+                                    let Message::Text(text) = message else {
+                                        continue; // a v1 binary frame closed above
+                                    };
+                                    let had_grant = self.grant.is_some();
+                                    let state = v1::V1State {
                                         nick: &mut self.nick,
                                         hello,
                                         room: self.room.as_ref(),
-                                    });
-                                    let (id_slot, id, config) =
-                                        (&mut self.id_text, self.id, cx.config);
-                                    let sender = || id_text(id_slot, id, config);
-                                    accepted(message, state, sender, cx, events, io.out());
+                                        grant: &mut self.grant,
+                                        verifier: cx.site.verifier(),
+                                        now: cx.now,
+                                    };
+                                    let (id_slot, id) = (&mut self.id_text, self.id);
+                                    let sender = || id_text(id_slot, id, cx.config);
+                                    let answer = v1::on_text(&text, state, sender, events);
+                                    if !had_grant && self.grant.is_some() {
+                                        cx.counters.bump(Counter::TokenOk);
+                                    }
+                                    match answer {
+                                        None => continue,
+                                        Some(v1::Answer::Error(code)) => {
+                                            cx.counters.bump(Counter::EnvelopeErrors);
+                                            io.out().push(Chunk::Shared(envelope::error(code)));
+                                            continue;
+                                        }
+                                        Some(v1::Answer::Refused(refusal)) => {
+                                            cx.counters.bump(refusal.counter());
+                                            cx.counters.bump(Counter::EnvelopeErrors);
+                                            let (code, reason) = if refusal.unauthorized() {
+                                                (ErrorCode::Unauthorized, CloseReason::Unauthorized)
+                                            } else {
+                                                (ErrorCode::Forbidden, CloseReason::RoomForbidden)
+                                            };
+                                            let error =
+                                                envelope::error_saying(code, refusal.text());
+                                            io.out().push(Chunk::Shared(error));
+                                            Some(reason)
+                                        }
+                                    }
+                                }
+                                Publish::Accept => {
+                                    let body = match message {
+                                        Message::Text(text) => Body::Text(text),
+                                        Message::Binary(data) => Body::Binary(data),
+                                        _ => continue, // only data messages come here
+                                    };
+                                    events.push(Event::Message(Post {
+                                        sender: id_text(&mut self.id_text, self.id, cx.config),
+                                        nick: None,
+                                        user: self.grant.as_ref().map(|g| g.user.clone()),
+                                        body,
+                                        ts: now_millis(),
+                                    }));
                                     continue;
                                 }
                                 Publish::Drop => {
@@ -146,59 +197,38 @@ impl<S: Transport> Session<S> {
         }
     }
 
-    /// A v1 client just upgraded: with a valid `?nick=` it joins now; otherwise it is told
-    /// why (a bad nickname) and has `handshake_timeout` to send a `hello`.
+    /// A v1 client just upgraded: with its token's name or a valid `?nick=` it joins now
+    /// (unless its token is due in its `hello`); otherwise it is told why (a bad nickname)
+    /// and has `handshake_timeout` to send a `hello`.
     pub(super) fn greet_v1(
         &mut self,
         nick: Option<String>,
+        name: Option<Nick>,
         ask: Ask,
         cx: &mut Ctx,
         events: &mut Vec<Event>,
     ) {
-        match v1::greet(nick, &mut self.nick, self.room.as_ref(), ask, events) {
-            Ok(true) => return,
-            Ok(false) => {}
+        let token_due = self.grant.is_none()
+            && cx
+                .site
+                .verifier()
+                .is_some_and(|v| v.mode() == AuthMode::Required);
+        let own = &mut self.nick;
+        let kept = match v1::greet(nick, name, token_due, own, self.room.as_ref(), ask, events) {
+            Ok(v1::Greeting::Joined) => return,
+            Ok(v1::Greeting::Awaiting(kept)) => kept,
             Err(code) => {
                 cx.counters.bump(Counter::EnvelopeErrors);
                 self.out.push(Chunk::Shared(envelope::error(code)));
+                None
             }
-        }
+        };
         if let Phase::Open { hello, .. } = &mut self.phase {
             *hello = Some(Box::new(v1::AwaitingHello {
                 until: cx.now + cx.config.handshake_timeout,
                 ask,
+                nick: kept,
             }));
         }
     }
-}
-
-/// A data message within the publish rate: a post for the room, or, from a v1 client (`v1`
-/// is its state), whatever the v1 rules make of its text.
-fn accepted(
-    message: Message,
-    v1: Option<v1::V1State<'_>>,
-    sender: impl FnOnce() -> Arc<str>,
-    cx: &mut Ctx,
-    events: &mut Vec<Event>,
-    out: &mut OutQueue,
-) {
-    let body = match (message, v1) {
-        (Message::Text(text), Some(state)) => {
-            if let Some(code) = v1::on_text(&text, state, sender, events) {
-                cx.counters.bump(Counter::EnvelopeErrors);
-                out.push(Chunk::Shared(envelope::error(code)));
-            }
-            return;
-        }
-        (Message::Text(text), None) => Body::Text(text),
-        (Message::Binary(data), _) => Body::Binary(data),
-        // Only data messages come here.
-        _ => return,
-    };
-    events.push(Event::Message(Post {
-        sender: sender(),
-        nick: None,
-        body,
-        ts: now_millis(),
-    }));
 }

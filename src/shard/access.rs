@@ -1,6 +1,8 @@
 //! What the event loop writes to the log about sessions: the access lines (one per upgrade,
 //! one per close of an upgraded session, target [`ACCESS`]) and the span that gives a
 //! session's debug lines its id, peer and room. docs/operations.md, "Logs", lists the fields.
+//! A member with a token adds its `user` id (absent for anonymous ones); a token itself never
+//! appears, nor does the request target (whose query may hold one).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -40,6 +42,7 @@ pub(super) fn log_upgrade<S: Transport>(s: &Session<S>, node: Option<&str>) {
         peer = %Peer(s.peer()),
         room = s.room().map_or("", |r| r.as_str()),
         subprotocol = subprotocol(s.dialect()),
+        user = s.user(),
         "upgrade"
     );
 }
@@ -54,6 +57,7 @@ pub(super) fn log_close<S: Transport>(s: &Session<S>, node: Option<&str>, now: I
         peer = %Peer(s.peer()),
         room = s.room().map_or("", |r| r.as_str()),
         subprotocol = subprotocol(s.dialect()),
+        user = s.user(),
         reason = reason.name(),
         code,
         duration_ms = duration.as_millis() as u64,

@@ -123,8 +123,7 @@ impl<R: Reach> Shard<R> {
                     id: s.id_text(config),
                     nick: s.nick().cloned(),
                     v1: s.dialect() == Dialect::V1,
-                    // JWT auth: the session's user goes here.
-                    user: None,
+                    user: s.user_arc(),
                 })
             })
             .collect()
@@ -139,8 +138,7 @@ impl<R: Reach> Shard<R> {
             let done = self.table.with(key, |s| {
                 let who = Who {
                     id: s.id(),
-                    // JWT auth: the session's user goes here.
-                    user: None,
+                    user: s.user(),
                 };
                 s.room().is_some() && target.matches(&who) && s.disconnect(code, text, &mut cx)
             });

@@ -96,7 +96,11 @@ impl<R: Reach> Shard<R> {
                 table.with(key, |s| {
                     if dialect == Dialect::V1 {
                         let id = s.id_text(config);
-                        let nick = s.nick().map_or("", |n| n.as_str());
+                        let who = envelope::Who {
+                            id: &id,
+                            nick: s.nick().map(|n| n.as_str()),
+                            user: s.user(),
+                        };
                         let epoch = start.map(|st| st.epoch.to_string());
                         let place = WelcomeStart {
                             epoch: epoch.as_deref(),
@@ -105,7 +109,7 @@ impl<R: Reach> Shard<R> {
                             // History off: a resume cannot be vouched for.
                             recovered: start.map_or(resumed.then_some(false), |st| st.recovered),
                         };
-                        s.push_own(envelope::welcome(&id, room.as_str(), nick, online, place));
+                        s.push_own(envelope::welcome(who, room.as_str(), online, place));
                     }
                     for out in start.map_or(&[][..], |st| &st.replay) {
                         s.push_own(out.replay_frame(dialect));
@@ -212,14 +216,14 @@ impl<R: Reach> Shard<R> {
                 change,
                 id: s.id_text(config),
                 nick: s.nick().cloned(),
+                user: s.user_arc(),
             })
         } else {
             None
         };
         let notice = member.as_ref().filter(|_| wants_notice).map(|m| {
             self.counters.bump(Counter::PresenceNotices);
-            let nick = m.nick.as_ref().map(|n| n.as_str());
-            envelope::presence(change, &m.id, nick, online)
+            envelope::presence(change, m.who(), online)
         });
         if let Some(cluster) = &mut self.cluster {
             cluster.presence(room, self.id, share, member);
@@ -241,9 +245,7 @@ impl<R: Reach> Shard<R> {
         };
         let online = self.reach.online(room, Some(local));
         let notice = match news {
-            ClusterNews::Member(m) => {
-                envelope::presence(m.change, &m.id, m.nick.as_ref().map(|n| n.as_str()), online)
-            }
+            ClusterNews::Member(m) => envelope::presence(m.change, m.who(), online),
             ClusterNews::Count => envelope::online(online),
         };
         self.counters.bump(Counter::PresenceNotices);

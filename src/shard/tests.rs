@@ -506,6 +506,7 @@ fn mesh_closes_members_that_missed_messages_rather_than_leave_a_gap() {
     let post = crate::chat::Post {
         sender: Arc::from("0.1"),
         nick: None,
+        user: None,
         body: crate::chat::Body::Text("three".into()),
         ts: 0,
     };

@@ -22,7 +22,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createHmac } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -738,6 +739,68 @@ test("the page works over https, connecting with wss", { timeout: TEST_MS }, asy
   } finally {
     for (const page of opened) await page.context().close().catch(() => {});
     if (tls) await killServer(tls.child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** An HS256 JWT of `claims` (node:crypto only: base64url header and payload, an HMAC). */
+function mintHs256(secret, claims) {
+  const b64url = (data) => Buffer.from(data).toString("base64url");
+  const signed = `${b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }))}.${b64url(JSON.stringify(claims))}`;
+  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
+}
+
+// Independent of the steps above: its own server with `--auth required` (docs/auth.md).
+test("a page opened with #token= joins under the token's name; another room is refused", { timeout: TEST_MS }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "shardcast-auth-"));
+  const opened = [];
+  let signed = null;
+  try {
+    const secret = "browser-test-secret-of-more-than-32-bytes";
+    const secretFile = join(dir, "secret.txt");
+    writeFileSync(secretFile, `${secret}\n`);
+    signed = await startServer("127.0.0.1:0", ["--auth", "required", "--token-secret-file", secretFile]);
+    const origin = `http://127.0.0.1:${signed.port}`;
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    const annie = mintHs256(secret, { sub: "u-annie", name: "Annie", rooms: ["members"], exp });
+    const bo = mintHs256(secret, { sub: "u-bo", name: "Bo", rooms: ["members"], exp });
+    const open = async (path) => {
+      const page = await openPage(path, undefined, {}, origin);
+      opened.push(page);
+      return page;
+    };
+
+    const a = await open(`/members#token=${annie}`);
+    await waitState(a, "connected");
+    assert.equal(await a.inputValue("#nick"), "Annie", "the token's name is shown");
+    await waitItem(a, "welcome", "Annie");
+    assert.equal(await a.evaluate(() => location.hash), "", "the token left the address bar");
+    assert.equal(a.sockets.length, 1);
+    assert.ok(!a.sockets[0].includes(annie.split(".")[2]), "the token is in no URL");
+    assert.ok(!a.sockets[0].includes("nick="), `the name comes from the token: ${a.sockets[0]}`);
+
+    const b = await open(`/members#token=${bo}`);
+    await waitState(b, "connected");
+    await waitItem(a, "join", "Bo");
+    await waitOnline(a, 2);
+    await send(b, "signed hello");
+    for (const page of [a, b]) await waitItem(page, "message", "signed hello");
+    const seen = await messages(a);
+    assert.deepEqual(seen.map((m) => [m.nick, m.text]), [["Bo", "signed hello"]]);
+    await a.screenshot({ path: join(SCREENSHOTS, "token-joined.png") });
+
+    // The same token in a room it does not list: a clear error, and no retrying.
+    const elsewhere = await open(`/backstage#token=${annie}`);
+    await waitItem(elsewhere, "error", "does not allow this room");
+    const error = await elsewhere.textContent('#messages li[data-kind="error"]');
+    assert.match(error, /Cannot join #backstage/);
+    await waitState(elsewhere, "disconnected");
+    await elsewhere.screenshot({ path: join(SCREENSHOTS, "token-refused.png") });
+    assert.equal(elsewhere.sockets.length, 1, "a refused token is not retried");
+    for (const page of opened) assertClean(page);
+  } finally {
+    for (const page of opened) await page.context().close().catch(() => {});
+    if (signed) await killServer(signed.child);
     rmSync(dir, { recursive: true, force: true });
   }
 });

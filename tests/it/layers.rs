@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "metrics"],
     &["chat"],
     &["room"],
+    &["auth"],
     &["history"],
     &["mesh", "control"],
     &["cluster"],

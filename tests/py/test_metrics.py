@@ -36,7 +36,8 @@ GAUGES = {
 COUNTERS = {
     "shardcast_handshakes_total": (
         "result",
-        {"ok", "bad_request", "forbidden", "not_found", "method", "version", "unavailable", "timeout"},
+        {"ok", "bad_request", "forbidden", "not_found", "method", "version", "unavailable", "timeout",
+         "unauthorized"},
     ),
     "shardcast_http_responses_total": ("status", {"200", "400", "404", "405", "431", "500", "503"}),
     "shardcast_messages_received_total": None,
@@ -47,7 +48,8 @@ COUNTERS = {
     "shardcast_close_frames_sent_total": (
         "code", {"1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "1013"}
     ),
-    "shardcast_timer_closes_total": ("timer", {"handshake", "pong", "idle", "close", "hello"}),
+    "shardcast_timer_closes_total": ("timer", {"handshake", "pong", "idle", "close", "hello",
+                                                "token"}),
     "shardcast_envelope_errors_total": None,
     "shardcast_presence_notices_total": None,
     "shardcast_mesh_dropped_total": None,
@@ -57,7 +59,7 @@ COUNTERS = {
         {"client_close", "peer_gone", "io_error", "slow_consumer", "no_hello", "unsupported_data",
          "message_too_big", "invalid_utf8", "protocol_error", "internal_error", "idle_timeout",
          "pong_timeout", "shutdown", "missed_messages", "rate_limit",
-         "disconnected"},
+         "disconnected", "unauthorized", "room_forbidden", "token_expired", "read_only"},
     ),
     "shardcast_rate_limited_messages_total": None,
     "shardcast_history_dropped_total": ("cause", {"memory", "ttl"}),
@@ -65,6 +67,11 @@ COUNTERS = {
     "shardcast_loop_iterations_total": ("shard", SHARD_LABELS),
     "shardcast_per_ip_refused_total": None,
     "shardcast_connection_rate_refused_total": None,
+    "shardcast_tokens_total": (
+        "result",
+        {"ok", "missing", "too_large", "malformed", "algorithm", "signature", "expired",
+         "not_yet_valid", "claims", "room"},
+    ),
 }
 
 

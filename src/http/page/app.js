@@ -7,6 +7,12 @@
 // otherwise a "some messages may be missing" marker (li.gap) comes first. Each message is
 // shown once: they are keyed by epoch and offset.
 //
+// Tokens (docs/auth.md): a page opened as /<room>#token=<JWT> takes the token from the URL
+// fragment (which the browser never sends to the server), removes it from the address bar,
+// keeps it in memory only, shows the token's name and joins with it in its `hello` (so it is
+// in no URL either). A token the server refuses (expired, another room) shows the server's
+// reason and the page stops trying.
+//
 // Safety: everything that comes from the network (nicks, texts, room names, close reasons)
 // is inserted with textContent / createTextNode, never parsed as HTML.
 (function () {
@@ -32,6 +38,11 @@
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   // `/` and `/index.html` are the lobby: connect to `/` as the page was reached.
   const baseUrl = scheme + "//" + location.host + "/" + (room === path ? room : "");
+
+  // The connection token from `#token=…`, if any, and the name it carries (shown; the server
+  // decides, and its welcome says what it decided).
+  const token = takeToken();
+  const tokenName = token === null ? null : nameOf(token);
 
   const el = {
     room: document.getElementById("room"),
@@ -70,6 +81,12 @@
   const shown = new Set(); // "epoch:offset" of every message shown
   const ownIds = new Set(); // this page's session ids in the current epoch
 
+  if (token !== null) {
+    if (tokenName !== null) el.nick.value = tokenName;
+    el.nick.title = tokenName !== null ? "the name in your token" : "your token has no name: pick one";
+    el.session.dataset.token = tokenName !== null ? "named" : "unnamed";
+  }
+
   el.room.textContent = "#" + room;
   // Shown by CSS while the list is empty (an attribute, so never parsed as HTML).
   el.list.dataset.empty = "Pick a nickname and press Connect to join #" + room + ".";
@@ -84,7 +101,7 @@
     const joined = name === "connected";
     const idle = name === "disconnected";
     el.send.disabled = !joined;
-    el.nick.disabled = !idle;
+    el.nick.disabled = !idle || tokenName !== null;
     el.connect.disabled = name === "connecting" || joined || !roomValid;
     el.connect.textContent = name === "reconnecting" ? "Retry now" : "Connect";
     el.disconnect.disabled = idle;
@@ -175,6 +192,49 @@
     return item;
   }
 
+  // ---- the token -----------------------------------------------------------------------
+
+  // The token in the fragment (`#token=…`, among other `&`-separated parts), taken out of
+  // the address bar so that it is neither bookmarked nor shared with the link.
+  function takeToken() {
+    const parts = location.hash.replace(/^#/, "").split("&");
+    const found = parts.find(function (p) {
+      return p.startsWith("token=");
+    });
+    if (found === undefined) return null;
+    let value = found.slice("token=".length);
+    try {
+      value = decodeURIComponent(value);
+    } catch (err) {
+      // Not percent-encoded after all: use it as it is.
+    }
+    const rest = parts.filter(function (p) {
+      return p !== found && p !== "";
+    });
+    try {
+      history.replaceState(null, "", location.pathname + location.search +
+        (rest.length ? "#" + rest.join("&") : ""));
+    } catch (err) {
+      // Some embeddings forbid it; the fragment still never reaches the server.
+    }
+    return value === "" ? null : value;
+  }
+
+  // The `name` claim of a JWT, unverified (the server checks it), or null.
+  function nameOf(jwt) {
+    try {
+      const payload = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const padded = payload + "====".slice(payload.length % 4 || 4);
+      const bytes = Uint8Array.from(atob(padded), function (c) {
+        return c.charCodeAt(0);
+      });
+      const claims = JSON.parse(new TextDecoder().decode(bytes));
+      return claims !== null && typeof claims.name === "string" && claims.name !== "" ? claims.name : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
   // ---- connection ----------------------------------------------------------------------
 
   function clearTimers() {
@@ -192,12 +252,21 @@
     welcomeOffset = null;
     welcomeItem = null;
     setState("connecting");
-    let query = "?nick=" + encodeURIComponent(nick) + "&history=" + HISTORY;
+    // With a token, the nickname (if the token has no name) travels in the hello with it.
+    let query = token === null ? "?nick=" + encodeURIComponent(nick) + "&" : "?";
+    query += "history=" + HISTORY;
     sentSince = epoch !== null;
     if (sentSince) query += "&since=" + epoch + ":" + lastOffset;
     const ws = new WebSocket(baseUrl + query, SUBPROTOCOL);
     ws.binaryType = "arraybuffer";
     socket = ws;
+    if (token !== null) {
+      ws.onopen = function () {
+        const hello = { type: "hello", token: token };
+        if (tokenName === null) hello.nick = nick;
+        if (socket === ws) ws.send(JSON.stringify(hello));
+      };
+    }
     welcomeTimer = setTimeout(function () {
       if (socket === ws && myId === null) ws.close();
     }, WELCOME_TIMEOUT_MS);
@@ -229,7 +298,8 @@
         myId = env.id;
         attempt = 0;
         try {
-          localStorage.setItem(NICK_KEY, env.nick);
+          // A token's name is the token's, not a nickname to offer next time.
+          if (token === null) localStorage.setItem(NICK_KEY, env.nick);
         } catch (err) {
           // Storage may be disabled (private mode); the nick just is not remembered.
         }
@@ -323,8 +393,15 @@
       console.info("shardcast:", env.text);
       return;
     }
-    const item = showNotice("error", [String(env.text)]);
+    const refused = (env.code === "unauthorized" || env.code === "forbidden") && myId === null;
+    const text = refused ? "Cannot join #" + room + ": " + String(env.text) : String(env.text);
+    const item = showNotice("error", [text]);
     item.dataset.code = String(env.code);
+    if (refused) {
+      // The token is expired, invalid or not for this room: retrying cannot help.
+      stop();
+      return;
+    }
     if (env.code === "bad_nick" && myId === null) {
       // The server waits for a `hello` with a better nick; let the user type one and
       // connect again rather than retrying the same bad nick forever.
@@ -374,7 +451,7 @@
 
   function start() {
     if (!roomValid) return;
-    if (el.nick.value.trim() === "") {
+    if (el.nick.value.trim() === "" && tokenName === null) {
       el.nick.focus();
       return;
     }
@@ -420,7 +497,9 @@
   } catch (err) {
     remembered = null;
   }
-  if (remembered) {
+  if (tokenName !== null) {
+    start();
+  } else if (remembered) {
     el.nick.value = remembered;
     start();
   } else {
