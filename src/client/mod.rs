@@ -29,13 +29,15 @@ pub mod mailbox;
 pub mod options;
 pub mod pipe;
 pub mod pump;
+pub mod render;
 pub mod resume;
 pub mod stream;
 pub mod target;
 pub mod tls;
+pub mod typed;
 
 pub use error::{ClientError, ConnectError};
 pub use options::{ConnectOptions, Header, LinkSettings};
-pub use pipe::PipeOptions;
+pub use pipe::{PipeOptions, Retries};
 pub use target::Target;
 pub use tls::Trust;
