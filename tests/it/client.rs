@@ -452,69 +452,163 @@ fn interactive_mode_under_tmux() {
     let log = dir.join("server.log");
     let server = ServerProcess::start_logging_to(&[], &log);
     let room = server.url("chat");
-    let tmux = Tmux::start(&format!("'{}' client", env!("CARGO_BIN_EXE_shardcast")));
+    let tmux = Tmux::start(
+        "interactive",
+        &format!("'{}' client", env!("CARGO_BIN_EXE_shardcast")),
+    );
     tmux.wait_for("the prompt", |s| s.contains("client> "));
 
-    tmux.type_line(&format!("connect {room}"));
+    // Before any connection, a typed line has nowhere to go.
+    tmux.type_line("hello");
+    tmux.wait_for_answer("hello", "> No connection to send to: /connect <url> first");
+
+    tmux.type_line(&format!("/connect {room}"));
     tmux.wait_for("connection 0", |s| {
         s.contains("> Created connection with id 0")
     });
     tmux.wait_for("connection 0 open", |s| s.contains("> [0] open"));
-    tmux.type_line(&format!("connect {room}"));
+    tmux.type_line(&format!("/connect {room}"));
     tmux.wait_for("connection 1 open", |s| s.contains("> [1] open"));
 
-    tmux.type_line("send 0 hello");
+    tmux.type_line("/send 0 hello");
     tmux.wait_for("hello on both", |s| {
         s.contains("< [0] hello") && s.contains("< [1] hello")
     });
+    // A line without `/` goes to the current connection (the last opened), `//` escapes.
+    tmux.type_line("//from one");
+    tmux.wait_for("/from one on both", |s| {
+        s.contains("< [0] /from one") && s.contains("< [1] /from one")
+    });
 
-    tmux.type_line("show 0");
-    let shown = tmux.wait_for_answer("show 0", "<< hello");
+    tmux.type_line("/show 0");
+    let shown = tmux.wait_for_answer("/show 0", "<< /from one");
     for fact in [
         &format!("> URL: {room}"),
         "> State: open",
         "> Server: shardcast/",
         "> Subprotocol: (none)",
-        "> Messages: 1 sent, 1 received",
+        "> Messages: 1 sent, 2 received",
         ">   >> hello",
         ">   << hello",
     ] {
         assert!(shown.contains(fact), "{fact:?} in:\n{shown}");
     }
-    tmux.type_line("show 1");
-    let shown = tmux.wait_for_answer("show 1", "<< hello");
-    for fact in ["> State: open", "> Messages: 0 sent, 1 received"] {
+    tmux.type_line("/show 1");
+    let shown = tmux.wait_for_answer("/show 1", "<< /from one");
+    for fact in [
+        "> State: open",
+        "> Messages: 1 sent, 2 received",
+        ">   >> /from one",
+    ] {
         assert!(shown.contains(fact), "{fact:?} in:\n{shown}");
     }
 
-    tmux.type_line("close 1 4000 bye");
+    tmux.type_line("/close 1 4000 bye");
     tmux.wait_for("connection 1 closed", |s| {
         s.contains(r#"> [1] closed by us with 4000 "bye""#)
     });
     wait_for_file(&log, r#"client closed with code 4000: "bye""#);
 
-    tmux.type_line("list");
-    let listed = tmux.wait_for_answer("list", "[1]");
+    // A shardcast.v1 connection: `/list` and `/show` name the server's id for it.
+    tmux.type_line(&format!("/connect {room}?nick=ivy shardcast.v1"));
+    tmux.wait_for("the welcome on connection 2", |s| {
+        s.contains(r#"< [2] {"type":"welcome""#)
+    });
+    tmux.type_line("/list");
+    let listed = tmux.wait_for_answer("/list", "[2]");
     assert!(listed.contains(&format!("> [0] open {room}")), "{listed}");
     assert!(listed.contains(&format!("> [1] closed {room}")), "{listed}");
+    assert!(listed.contains("(id "), "the v1 connection's id: {listed}");
 
     for (line, answer) in [
-        ("show 9", "> No connection found with id 9"),
-        ("frobnicate", r#"> Unknown command "frobnicate""#),
-        ("connect not-a-url", r#"> Invalid URL "not-a-url""#),
-        ("send 0", "> Missing message"),
-        ("send 1 too late", "> Connection 1 is closed"),
-        ("close 0 1005", r#"> Invalid close code "1005""#),
+        ("/show 9", "> No connection found with id 9"),
+        ("/frobnicate", "> Unknown command /frobnicate"),
+        ("/connect not-a-url", r#"> Invalid URL "not-a-url""#),
+        ("/send 0", "> Missing message"),
+        ("/send 1 too late", "> Connection 1 is closed"),
+        ("/close 0 1005", r#"> Invalid close code "1005""#),
+        ("/help", "/connect <url> [subprotocol]"),
     ] {
         tmux.type_line(line);
         tmux.wait_for_answer(line, answer);
     }
 
-    tmux.type_line("quit");
+    tmux.type_line("/quit");
     tmux.wait_for("the client to exit with status 0", |s| {
         s.contains(&format!("{EXIT_STATUS} 0]"))
     });
     wait_for_file(&log, "client closed with code 1000");
+}
+
+#[test]
+fn chat_mode_in_a_terminal_under_tmux() {
+    let server = ServerProcess::start(&[]);
+    let room = server.url("lounge");
+    let chat = |nick: &str| {
+        let command = format!(
+            "'{}' client --nick {nick} --history 10 {room}",
+            env!("CARGO_BIN_EXE_shardcast")
+        );
+        Tmux::start(nick, &command)
+    };
+    let ann = chat("ann");
+    ann.wait_for("ann's welcome", |s| {
+        s.contains("* joined #lounge as ann (you are ") && s.contains("), 1 online")
+    });
+    ann.wait_for("ann's prompt", |s| s.contains("ann> "));
+    ann.type_line("hello");
+    ann.wait_for("ann's own message back", |s| s.contains("ann: hello"));
+
+    let bob = chat("bob");
+    // Bob asked for history: ann's message before he came is marked as such.
+    bob.wait_for("bob's welcome and history", |s| {
+        s.contains("* joined #lounge as bob (you are ")
+            && s.contains("), 2 online")
+            && s.contains("[history] ann: hello")
+    });
+    ann.wait_for("bob's arrival", |s| {
+        s.contains("* bob joined (") && s.contains("), 2 online")
+    });
+
+    ann.type_line("hi bob");
+    bob.wait_for("ann's message", |s| s.contains("ann: hi bob"));
+    assert!(
+        !bob.screen().contains("[history] ann: hi bob"),
+        "a live message is not history"
+    );
+    bob.type_line("//shrug");
+    ann.wait_for("bob's message with its leading slash", |s| {
+        s.contains("bob: /shrug")
+    });
+
+    bob.type_line("/who");
+    bob.wait_for("/who's answer", |s| {
+        s.contains("/who is not supported by this server yet")
+    });
+    bob.type_line("/help");
+    bob.wait_for("/help's answer", |s| {
+        s.contains("Commands:") && s.contains("/quit")
+    });
+    bob.type_line("/nope");
+    bob.wait_for("the unknown command's answer", |s| {
+        s.contains("unknown command /nope")
+    });
+    assert!(
+        !ann.screen().contains("nope") && !ann.screen().contains("bob: /who"),
+        "commands are not sent"
+    );
+
+    bob.type_line("/quit");
+    bob.wait_for("bob's client to exit with status 0", |s| {
+        s.contains(&format!("{EXIT_STATUS} 0]"))
+    });
+    ann.wait_for("bob's departure", |s| {
+        s.contains("* bob left (") && s.contains("), 1 online")
+    });
+    ann.type_line("/quit");
+    ann.wait_for("ann's client to exit with status 0", |s| {
+        s.contains(&format!("{EXIT_STATUS} 0]"))
+    });
 }
 
 /// Printed in the pane, followed by the status and `]`, when the program has exited.
@@ -529,14 +623,14 @@ impl Tmux {
     /// Starts `command` (a shell command) in a detached 200x50 session. When it exits, the
     /// pane shows `[exited with status N]` and stays open: tmux may stop reading a pane whose
     /// program has ended before showing its last output, and may not report its status.
-    fn start(command: &str) -> Tmux {
+    fn start(name: &str, command: &str) -> Tmux {
         let version = Command::new("tmux").arg("-V").output();
         assert!(
             version.is_ok_and(|o| o.status.success()),
             "the interactive test needs tmux (apt-get install tmux)"
         );
         let tmux = Tmux {
-            socket: format!("shardcast-it-{}", std::process::id()),
+            socket: format!("shardcast-it-{}-{name}", std::process::id()),
         };
         // The sleep ends with the tmux server (`kill-server` on drop hangs it up).
         let command = format!("{command}; echo \"{EXIT_STATUS} $?]\"; exec sleep 600");
