@@ -66,9 +66,30 @@ impl PipeClient {
     }
 
     fn recv_line(&self) -> String {
+        self.recv_line_within(IO_TIMEOUT)
+    }
+
+    fn recv_line_within(&self, timeout: Duration) -> String {
         self.lines
-            .recv_timeout(IO_TIMEOUT)
+            .recv_timeout(timeout)
             .expect("the client prints a line")
+    }
+
+    /// Every line up to and including the first for which `last` holds, waiting up to
+    /// `timeout` for each.
+    fn lines_until(&self, timeout: Duration, last: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(timeout)
+                .unwrap_or_else(|e| panic!("{e}: no more lines after {lines:#?}"));
+            let done = last(&line);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
     }
 
     /// Closes stdin and waits for the exit; returns the status and everything on stderr.
@@ -849,6 +870,11 @@ impl CutProxy {
         }
     }
 
+    /// Stands in for a server that is down: later connections are refused (closed at once).
+    fn point_nowhere(&self) {
+        self.point_to(SocketAddr::from(([127, 0, 0, 1], refused_port())));
+    }
+
     fn point_to(&self, upstream: SocketAddr) {
         self.state.lock().unwrap().upstream = upstream;
     }
@@ -1010,4 +1036,173 @@ fn reconnect_to_a_restarted_server_says_messages_may_be_missing() {
         "{stderr}"
     );
     assert!(stderr.contains("could not resume from"), "{stderr}");
+}
+
+/// How long a test waits for a client to come back after an outage: its backoff may be at
+/// 4-8 s (the fifth attempt) when the server returns, and the machine may be slow.
+const COMEBACK: Duration = Duration::from_secs(60);
+
+/// How long the server is away in the outage tests: several reconnection attempts fail.
+const OUTAGE: Duration = Duration::from_secs(5);
+
+#[test]
+fn chat_mode_in_a_pipe_prints_the_room_for_people() {
+    let server = ServerProcess::start(&[]);
+    let mut plain = server.client("pipe-chat");
+    let mut client = PipeClient::start(&["--nick", "term", &server.url("pipe-chat")]);
+    let welcome = client.recv_line();
+    assert!(
+        welcome.starts_with("* joined #pipe-chat as term (you are ")
+            && welcome.ends_with(", 2 online"),
+        "{welcome}"
+    );
+    client.send_line("hello, room");
+    assert_eq!(client.recv_line(), "term: hello, room");
+    assert_eq!(recv_data(&mut plain), Message::text("term: hello, room"));
+    // A leading `//` sends one `/`; commands are not sent, their answers go to stderr.
+    client.send_line("/help");
+    client.send_line("//slash");
+    assert_eq!(client.recv_line(), "term: /slash");
+    assert_eq!(recv_data(&mut plain), Message::text("term: /slash"));
+    // A plain member has no nickname: its id stands in.
+    plain.send(Message::text("from plain")).unwrap();
+    let line = client.recv_line();
+    assert!(
+        line.starts_with('(') && line.ends_with("): from plain"),
+        "{line}"
+    );
+    drop(plain);
+    let left = client.recv_line();
+    assert!(
+        left.starts_with("* (") && left.ends_with(") left, 1 online"),
+        "{left}"
+    );
+    client.send_line("/quit");
+    client.send_line("never sent");
+    let status = wait_with_deadline(&mut client.child);
+    let (_, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("Commands:"), "{stderr}");
+}
+
+#[test]
+fn chat_mode_shows_history_as_history() {
+    let server = ServerProcess::start(&[]);
+    let mut ann = PipeClient::start(&["--nick", "ann", &server.url("hist")]);
+    assert!(ann.recv_line().starts_with("* joined #hist as ann"));
+    ann.send_line("first");
+    assert_eq!(ann.recv_line(), "ann: first");
+    let bob = PipeClient::start(&["--nick", "bob", "--history", "5", &server.url("hist")]);
+    assert!(bob.recv_line().starts_with("* joined #hist as bob"));
+    assert_eq!(bob.recv_line(), "[history] ann: first");
+    assert!(ann.recv_line().starts_with("* bob joined ("));
+    ann.send_line("second");
+    assert_eq!(bob.recv_line(), "ann: second");
+}
+
+#[test]
+fn raw_prints_the_envelopes_as_json() {
+    let server = ServerProcess::start(&[]);
+    let mut client = PipeClient::start(&["--nick", "term", "--raw", &server.url("raw")]);
+    // The client said hello by itself; everything else is as it came and as it was typed.
+    let welcome = envelope(&client.recv_line());
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["nick"], "term", "{welcome}");
+    client.send_line(r#"{"type":"message","text":"/not a command"}"#);
+    let message = envelope(&client.recv_line());
+    assert_eq!(message["type"], "message", "{message}");
+    assert_eq!(message["text"], "/not a command", "{message}");
+    assert_eq!(message["nick"], "term", "{message}");
+    client.send_line("not json");
+    let error = envelope(&client.recv_line());
+    assert_eq!(error["code"], "bad_envelope", "{error}");
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+#[test]
+fn chat_mode_rides_out_an_outage_and_shows_each_message_once() {
+    let server = ServerProcess::start(&[]);
+    let proxy = CutProxy::start(server.addr);
+    let mut watcher = server.client("outage");
+    let mut client = PipeClient::start(&["--nick", "term", "--reconnect", &proxy.url("outage")]);
+    assert!(client.recv_line().starts_with("* joined #outage as term"));
+    say(&mut watcher, &["before"]);
+    assert!(client.recv_line().ends_with("): before"));
+
+    // The server is unreachable for several seconds; the room moves on meanwhile.
+    proxy.point_nowhere();
+    proxy.cut();
+    say(&mut watcher, &["away 1", "away 2"]);
+    thread::sleep(OUTAGE);
+    proxy.point_to(server.addr);
+    client.send_line("back");
+
+    let lines = client.lines_until(COMEBACK, |l| l == "term: back");
+    let texts: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_once("): ").map(|(_, text)| text))
+        .collect();
+    assert_eq!(
+        texts,
+        ["away 1", "away 2"],
+        "each once, in order: {lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("missing")),
+        "the room was resumed: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("* joined #outage as term")),
+        "{lines:#?}"
+    );
+    assert_eq!(recv_data(&mut watcher), Message::text("term: back"));
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.matches("reconnecting in").count() >= 2,
+        "several attempts failed: {stderr}"
+    );
+    assert!(stderr.contains("reconnected to"), "{stderr}");
+}
+
+#[test]
+fn chat_mode_rides_out_a_slow_server_restart_and_marks_the_gap() {
+    // The proxy stands in for a restart on the same address, with the server down meanwhile.
+    let first = ServerProcess::start(&[]);
+    let proxy = CutProxy::start(first.addr);
+    let mut watcher = first.client("restart");
+    let mut client = PipeClient::start(&["--nick", "term", "--reconnect", &proxy.url("restart")]);
+    assert!(client.recv_line().starts_with("* joined #restart as term"));
+    say(&mut watcher, &["old"]);
+    assert!(client.recv_line().ends_with("): old"));
+    drop(watcher);
+
+    proxy.point_nowhere();
+    proxy.cut();
+    drop(first);
+    thread::sleep(OUTAGE);
+    let second = ServerProcess::start(&[]);
+    proxy.point_to(second.addr);
+    client.send_line("back");
+
+    let lines = client.lines_until(COMEBACK, |l| l == "term: back");
+    let gaps: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("* --- some messages may be missing: "))
+        .collect();
+    assert_eq!(gaps.len(), 1, "one marker: {lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.ends_with("): old")),
+        "nothing shown twice: {lines:#?}"
+    );
+    let mut watcher = second.client("restart");
+    say(&mut watcher, &["new"]);
+    let lines = client.lines_until(IO_TIMEOUT, |l| l.ends_with("): new"));
+    assert!(lines.iter().all(|l| !l.contains("missing")), "{lines:#?}");
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("reconnected to"), "{stderr}");
 }
