@@ -57,6 +57,7 @@ use super::target::Target;
 use super::typed::{self, ChatCommand, Typed};
 use crate::backoff::Backoff;
 use crate::chat::dialect::SUBPROTOCOL;
+use crate::chat::nick::{NICK_RULE, Nick};
 
 /// What a run does beyond connecting.
 #[derive(Debug, Clone, Default)]
@@ -108,6 +109,14 @@ pub fn run(
     link: LinkSettings,
     pipe: PipeOptions,
 ) -> Result<(), ClientError> {
+    if let Some(nick) = pipe.nick.as_deref().filter(|n| Nick::parse(n).is_none()) {
+        // Said now rather than by the server's `bad_nick`, which would leave us unable to
+        // say anything until its hello timeout closed the connection.
+        return Err(ClientError::BadNick {
+            nick: nick.to_string(),
+            rule: NICK_RULE,
+        });
+    }
     let mut options = options.clone();
     if pipe.nick.is_some() {
         options.subprotocol = Some(SUBPROTOCOL.to_string());

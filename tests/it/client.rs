@@ -1086,6 +1086,17 @@ fn chat_mode_in_a_pipe_prints_the_room_for_people() {
 }
 
 #[test]
+fn a_nick_the_server_would_refuse_is_refused_at_once() {
+    let output = run_client(&["--nick", "two words", "ws://127.0.0.1:9/"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(r#"invalid --nick "two words": a nickname is 1-24"#),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn chat_mode_shows_history_as_history() {
     let server = ServerProcess::start(&[]);
     let mut ann = PipeClient::start(&["--nick", "ann", &server.url("hist")]);
