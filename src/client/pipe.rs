@@ -52,7 +52,7 @@ use super::mailbox::{self, CloseNote, Inbox, Mailbox, Request};
 use super::options::{ConnectOptions, LinkSettings};
 use super::pump::{Ending, Observer, Pump, Side, WAKER};
 use super::render;
-use super::resume::{Admit, Resume};
+use super::resume::{Admit, Position, Resume};
 use super::target::Target;
 use super::typed::{self, ChatCommand, Typed};
 use crate::backoff::Backoff;
@@ -91,12 +91,17 @@ impl PipeOptions {
         self.nick.is_some() && !self.raw
     }
 
-    /// The `hello` each connection starts with (with a nick).
-    fn hello(&self) -> Option<Message> {
+    /// The `hello` each connection starts with (with a nick), resuming from `since`. The
+    /// `since` goes in the hello even though the URL has it too: a hello that asks for
+    /// `history` replaces the query's whole ask, `since` included.
+    fn hello(&self, since: Option<&Position>) -> Option<Message> {
         let nick = self.nick.as_ref()?;
         let mut hello = serde_json::json!({"type": "hello", "nick": nick});
         if let Some(history) = self.history {
             hello["history"] = history.into();
+        }
+        if let Some(since) = since {
+            hello["since"] = serde_json::json!({"epoch": since.epoch, "offset": since.offset});
         }
         Some(Message::text(hello.to_string()))
     }
@@ -171,7 +176,6 @@ fn connect_and_pump(
     inbox: &mut Inbox,
     output: &mut Printer,
 ) -> Result<(), ClientError> {
-    let hello = pipe.hello();
     let mut backoff = pipe.reconnect.map(|retries| {
         Backoff::new(match retries {
             // Four billion attempts at 30 s apart: forever, for any person or script.
@@ -184,6 +188,7 @@ fn connect_and_pump(
             Some(resume) => resume.target(target),
             None => target.clone(),
         };
+        let hello = pipe.hello(output.resume.as_ref().and_then(Resume::asked));
         // What this run returns if it stops now, and the setback in words.
         let (stop, setback) = match connect::open(&url, options) {
             Ok(opened) => {
@@ -195,7 +200,7 @@ fn connect_and_pump(
                 }
                 output.v1 = opened.handshake.subprotocol.as_deref() == Some(SUBPROTOCOL);
                 match Pump::new(opened.ws, poll, inbox, output, link)
-                    .greeting(hello.clone())
+                    .greeting(hello)
                     .run()
                 {
                     // We closed (input ended, or stdout did): done, even if the reply never
@@ -603,7 +608,7 @@ mod tests {
         };
         assert!(options.chat());
         let hello = |o: &PipeOptions| -> serde_json::Value {
-            serde_json::from_str(&o.hello().unwrap().into_text().unwrap()).unwrap()
+            serde_json::from_str(&o.hello(None).unwrap().into_text().unwrap()).unwrap()
         };
         assert_eq!(
             hello(&options),
@@ -611,12 +616,22 @@ mod tests {
         );
         options.history = Some(20);
         assert_eq!(hello(&options)["history"], 20);
+        let since = Position {
+            epoch: "9f3a0c1b2d4e5f60".into(),
+            offset: 41,
+        };
+        let resuming = options.hello(Some(&since)).unwrap().into_text().unwrap();
+        let resuming: serde_json::Value = serde_json::from_str(&resuming).unwrap();
+        assert_eq!(
+            resuming["since"],
+            serde_json::json!({"epoch": "9f3a0c1b2d4e5f60", "offset": 41})
+        );
         options.raw = true;
         assert!(!options.chat(), "--raw");
         assert!(
-            options.hello().is_some(),
+            options.hello(None).is_some(),
             "raw with a nick still says hello"
         );
-        assert_eq!(PipeOptions::default().hello(), None);
+        assert_eq!(PipeOptions::default().hello(None), None);
     }
 }

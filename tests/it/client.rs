@@ -1136,7 +1136,14 @@ fn chat_mode_rides_out_an_outage_and_shows_each_message_once() {
     let server = ServerProcess::start(&[]);
     let proxy = CutProxy::start(server.addr);
     let mut watcher = server.client("outage");
-    let mut client = PipeClient::start(&["--nick", "term", "--reconnect", &proxy.url("outage")]);
+    let mut client = PipeClient::start(&[
+        "--nick",
+        "term",
+        "--history",
+        "5",
+        "--reconnect",
+        &proxy.url("outage"),
+    ]);
     assert!(client.recv_line().starts_with("* joined #outage as term"));
     say(&mut watcher, &["before"]);
     assert!(client.recv_line().ends_with("): before"));
