@@ -22,6 +22,8 @@ struct PipeClient {
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     stderr: Option<JoinHandle<String>>,
+    /// Each stderr line as it comes (the whole text is also kept for `finish`).
+    notes: mpsc::Receiver<String>,
 }
 
 impl PipeClient {
@@ -45,10 +47,16 @@ impl PipeClient {
                 }
             }
         });
-        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, notes) = mpsc::channel();
         let stderr = thread::spawn(move || {
             let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                text.push_str(&line);
+                text.push('\n');
+                let _ = tx.send(line);
+            }
             text
         });
         PipeClient {
@@ -56,6 +64,7 @@ impl PipeClient {
             child,
             lines,
             stderr: Some(stderr),
+            notes,
         }
     }
 
@@ -88,6 +97,19 @@ impl PipeClient {
             lines.push(line);
             if done {
                 return lines;
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a stderr line for which `wanted` holds; returns it.
+    fn wait_note(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.notes.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no such line on stderr within {timeout:?}: {e}"),
             }
         }
     }
@@ -454,6 +476,21 @@ fn reconnect_gives_up_after_max_retries() {
     assert!(
         stderr.contains("gave up after 2 reconnection attempts; last: cannot connect"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn reconnect_retries_forever_by_default() {
+    // More attempts than any bound would allow by default: the sixth comes after at least
+    // 7.75 s of refusals (0.25 + 0.5 + 1 + 2 + 4), at most 15.5 s.
+    let url = format!("ws://127.0.0.1:{}/", refused_port());
+    let mut client = PipeClient::start(&["--nick", "term", "--reconnect", &url]);
+    client.wait_note(COMEBACK, |l| {
+        l.contains("reconnecting in") && l.contains("(attempt 6)")
+    });
+    assert!(
+        client.child.try_wait().expect("try_wait").is_none(),
+        "still running"
     );
 }
 
