@@ -669,6 +669,28 @@ fn chat_mode_in_a_terminal_under_tmux() {
     });
 }
 
+#[test]
+fn chat_mode_in_a_terminal_says_when_the_connection_is_gone() {
+    let server = ServerProcess::start(&[]);
+    let command = format!(
+        "'{}' client --nick cy {}",
+        env!("CARGO_BIN_EXE_shardcast"),
+        server.url("gone")
+    );
+    let cy = Tmux::start("cy", &command);
+    cy.wait_for("cy's welcome", |s| s.contains("* joined #gone as cy"));
+    // Killed: the connection breaks without a close frame, and there is no --reconnect.
+    drop(server);
+    cy.wait_for("the notice", |s| {
+        s.contains("* connection lost: ") && s.contains("; press Enter to exit")
+    });
+    // The prompt hands the terminal back at the next Enter, and the run failed.
+    cy.type_line("");
+    cy.wait_for("cy's client to exit with status 1", |s| {
+        s.contains(&format!("{EXIT_STATUS} 1]"))
+    });
+}
+
 /// Printed in the pane, followed by the status and `]`, when the program has exited.
 const EXIT_STATUS: &str = "[exited with status";
 
