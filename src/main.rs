@@ -316,23 +316,45 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("{flag} must be a positive number of seconds, got {value}"))
 }
 
-/// Connect to a WebSocket server: interactively, or as a pipe.
+/// Connect to a WebSocket server: chat in a room, pipe lines through it, or explore it.
 ///
-/// Without URL: a prompt (connect, send, close, show, list, help, quit) driving several
-/// connections at once. With URL: pipe mode, like websocat: each stdin line is sent as a
-/// message and each message received is printed as a line; it exits when stdin ends (after
-/// a clean close) or the server closes, and with status 1 when the connection fails.
+/// With --nick and a URL: chat mode. The client speaks shardcast.v1 and joins as NICK; typed
+/// lines are sent as messages and the room is shown as `ann: hello`, `* bob joined, 3
+/// online`, ... Commands start with `/` (/help, /quit); `//` sends a leading `/`. In a
+/// terminal it is a prompt; with stdin or stdout redirected, stdin lines are typed lines and
+/// stdout gets one rendered line per message (progress notes on stderr).
+///
+/// With a URL and no --nick (or with --raw): raw pipe mode, like websocat: each stdin line is
+/// sent as a message and each message received is printed as it came (v1 envelopes as JSON).
+///
+/// Without URL: interactive mode, a prompt driving several connections at once (/connect,
+/// /send, /close, /show, /list, /help, /quit; a line without `/` goes to the last connection).
+///
+/// A run exits when input ends (after a clean close) or the server closes, and with status 1
+/// when the connection fails (or, with --reconnect --max-retries N, when retries run out).
 #[derive(Debug, clap::Args)]
 struct ClientArgs {
-    /// ws:// or wss:// URL for pipe mode, e.g. ws://127.0.0.1:8080/general.
+    /// ws:// or wss:// URL of a room, e.g. ws://127.0.0.1:8080/general.
     url: Option<String>,
+    /// Chat as NICK: speak shardcast.v1, send hello with this nickname (again on every
+    /// reconnection), send lines as messages and show the room as lines for people.
+    #[arg(long, requires = "url", conflicts_with = "subprotocol")]
+    nick: Option<String>,
+    /// With --nick: the room's last N messages when joining, shown as `[history] ann: ...`.
+    #[arg(long, value_name = "N", requires = "nick")]
+    history: Option<u32>,
+    /// Print messages as they come (shardcast.v1 envelopes as JSON) and send stdin lines as
+    /// they are; with --nick the client still sends the hello.
+    #[arg(long, requires = "url")]
+    raw: bool,
     /// Extra request header, e.g. 'Authorization: Bearer x' (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
     /// Origin header to send.
     #[arg(long)]
     origin: Option<String>,
-    /// Subprotocol to ask for (Sec-WebSocket-Protocol); the server must accept it.
+    /// Subprotocol to ask for (Sec-WebSocket-Protocol); the server must accept it. --nick
+    /// asks for shardcast.v1 itself.
     #[arg(long, value_name = "PROTOCOL")]
     subprotocol: Option<String>,
     /// Also trust the certificates in this PEM file for wss (a CA or a self-signed server
@@ -348,17 +370,19 @@ struct ClientArgs {
     /// Send a ping this often; a server silent until the next one counts as dropped.
     #[arg(long, value_name = "SECONDS")]
     ping_interval: Option<f64>,
-    /// Pipe mode: send lines as binary messages instead of text.
-    #[arg(long, requires = "url")]
+    /// Raw pipe mode: send lines as binary messages instead of text.
+    #[arg(long, requires = "url", conflicts_with = "nick")]
     binary: bool,
-    /// Pipe mode: reconnect after a failure or drop, with exponential backoff and jitter
-    /// (0.5 s doubling to at most 30 s). With `--subprotocol shardcast.v1` it resumes the
-    /// room (`since`): no message printed twice, and a note on stderr if some may be missing.
+    /// Reconnect after a failure or drop, for as long as it takes (see --max-retries), with
+    /// exponential backoff and jitter (0.5 s doubling to at most 30 s). Speaking shardcast.v1
+    /// (--nick, or --subprotocol shardcast.v1) it resumes the room (`since`): no message
+    /// printed twice, and a "some messages may be missing" line if the server could not
+    /// resume (after a restart).
     #[arg(long, requires = "url")]
     reconnect: bool,
-    /// Reconnection attempts in a row before giving up.
-    #[arg(long, default_value_t = 5, value_name = "N", requires = "reconnect")]
-    max_retries: u32,
+    /// Give up after N reconnection attempts in a row (default: never).
+    #[arg(long, value_name = "N", requires = "reconnect")]
+    max_retries: Option<u32>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "warn")]
     log_level: String,
@@ -397,7 +421,13 @@ impl ClientArgs {
                 let target = client::Target::parse(&url)?;
                 let pipe = client::PipeOptions {
                     binary: self.binary,
-                    reconnect: self.reconnect.then_some(self.max_retries),
+                    reconnect: self.reconnect.then_some(match self.max_retries {
+                        Some(n) => client::Retries::AtMost(n),
+                        None => client::Retries::Forever,
+                    }),
+                    nick: self.nick,
+                    history: self.history,
+                    raw: self.raw,
                 };
                 client::pipe::run(&target, &options, link, pipe)?;
             }

@@ -114,6 +114,14 @@ pub enum ClientError {
         /// What the OS said.
         error: io::Error,
     },
+    /// `--nick` breaks the `shardcast.v1` nickname rule: the server would refuse it.
+    #[error("invalid --nick {nick:?}: {rule}")]
+    BadNick {
+        /// As given.
+        nick: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
     /// The terminal (line editor) failed.
     #[error("terminal error: {0}")]
     Terminal(String),

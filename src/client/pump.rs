@@ -126,6 +126,8 @@ pub struct Pump<'a, O: Observer> {
     next_ping: Option<Instant>,
     /// A ping went out and nothing has come back since.
     awaiting_pong: bool,
+    /// A message sent before any request (chat mode's `hello`).
+    greeting: Option<Message>,
 }
 
 impl<'a, O: Observer> Pump<'a, O> {
@@ -155,7 +157,15 @@ impl<'a, O: Observer> Pump<'a, O> {
             close_deadline: None,
             next_ping,
             awaiting_pong: false,
+            greeting: None,
         }
+    }
+
+    /// Sends `greeting` first, before anything taken from the mailbox: on every connection,
+    /// a `shardcast.v1` chat client must introduce itself before it says anything.
+    pub fn greeting(mut self, greeting: Option<Message>) -> Self {
+        self.greeting = greeting;
+        self
     }
 
     /// Runs until the connection ends, then shuts the socket down.
@@ -179,6 +189,9 @@ impl<'a, O: Observer> Pump<'a, O> {
     }
 
     fn turn(&mut self) -> ControlFlow<Ending> {
+        if let Some(greeting) = self.greeting.take() {
+            self.send(greeting)?;
+        }
         self.take_requests()?;
         self.read_messages()?;
         self.check_timers()?;

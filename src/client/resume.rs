@@ -11,7 +11,9 @@
 //! Invariant: within one epoch the offsets printed only grow. A message whose offset is not
 //! above the last one of its epoch was printed already (by an earlier connection) and is
 //! skipped: [`Admit::Duplicate`]. The server never sends one when it resumes correctly; this
-//! is what makes "never twice" hold even if it did.
+//! is what makes "never twice" hold even if it did, and also after a welcome that could not
+//! vouch for the resume but kept the epoch (the history it replays may overlap what was
+//! printed: offsets of one epoch never restart, so the overlap is found by offset).
 //!
 //! Only text envelopes are read (a `welcome` or a `message`); anything else, binary messages
 //! and text that is not an envelope are printed as they are.
@@ -91,6 +93,11 @@ impl Resume {
         }
     }
 
+    /// The position the current connection resumes from (what its `since` names).
+    pub fn asked(&self) -> Option<&Position> {
+        self.asked.as_ref()
+    }
+
     /// The position `since=` would name now.
     pub fn position(&self) -> Option<&Position> {
         self.position.as_ref()
@@ -126,11 +133,18 @@ impl Resume {
                     None => "the server keeps no history to resume from".into(),
                 });
             }
-            // A new epoch, or the same one without the server's word: start counting afresh.
-            self.position = welcome
-                .epoch
-                .filter(|e| is_epoch(e))
-                .map(|epoch| Position { epoch, offset: 0 });
+            // A new epoch: start counting afresh. The same one without the server's word: its
+            // offsets still name the same messages, so keep deduplicating by them.
+            let same_epoch = matches!(
+                (&self.position, &welcome.epoch),
+                (Some(position), Some(epoch)) if position.epoch == *epoch
+            );
+            if !same_epoch {
+                self.position = welcome
+                    .epoch
+                    .filter(|e| is_epoch(e))
+                    .map(|epoch| Position { epoch, offset: 0 });
+            }
         }
         self.joined = true;
         self.replay_left = welcome.replay.unwrap_or(0);
@@ -253,6 +267,28 @@ mod tests {
         assert_eq!(resume.admit(&message(2)), Admit::Print);
         assert_eq!(resume.admit(&message(3)), Admit::Print);
         assert_eq!(resume.position().unwrap().to_string(), format!("{E2}:3"));
+    }
+
+    #[test]
+    fn an_unrecovered_resume_in_the_same_epoch_still_skips_what_was_printed() {
+        let mut resume = Resume::default();
+        resume.admit(&welcome(E1, 0, 0, None));
+        resume.admit(&message(1));
+        resume.admit(&message(2));
+        resume.target(&target());
+        assert_eq!(
+            resume.asked().map(ToString::to_string),
+            Some(format!("{E1}:2"))
+        );
+        // The server could not vouch (say, a `since` it did not take) and replays history.
+        assert!(matches!(
+            resume.admit(&welcome(E1, 3, 3, Some(false))),
+            Admit::Gap(_)
+        ));
+        assert_eq!(resume.admit(&message(1)), Admit::Duplicate(1));
+        assert_eq!(resume.admit(&message(2)), Admit::Duplicate(2));
+        assert_eq!(resume.admit(&message(3)), Admit::Print);
+        assert_eq!(resume.position().unwrap().to_string(), format!("{E1}:3"));
     }
 
     #[test]

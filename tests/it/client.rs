@@ -22,6 +22,8 @@ struct PipeClient {
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     stderr: Option<JoinHandle<String>>,
+    /// Each stderr line as it comes (the whole text is also kept for `finish`).
+    notes: mpsc::Receiver<String>,
 }
 
 impl PipeClient {
@@ -45,10 +47,16 @@ impl PipeClient {
                 }
             }
         });
-        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, notes) = mpsc::channel();
         let stderr = thread::spawn(move || {
             let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                text.push_str(&line);
+                text.push('\n');
+                let _ = tx.send(line);
+            }
             text
         });
         PipeClient {
@@ -56,6 +64,7 @@ impl PipeClient {
             child,
             lines,
             stderr: Some(stderr),
+            notes,
         }
     }
 
@@ -66,9 +75,43 @@ impl PipeClient {
     }
 
     fn recv_line(&self) -> String {
+        self.recv_line_within(IO_TIMEOUT)
+    }
+
+    fn recv_line_within(&self, timeout: Duration) -> String {
         self.lines
-            .recv_timeout(IO_TIMEOUT)
+            .recv_timeout(timeout)
             .expect("the client prints a line")
+    }
+
+    /// Every line up to and including the first for which `last` holds, waiting up to
+    /// `timeout` for each.
+    fn lines_until(&self, timeout: Duration, last: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(timeout)
+                .unwrap_or_else(|e| panic!("{e}: no more lines after {lines:#?}"));
+            let done = last(&line);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a stderr line for which `wanted` holds; returns it.
+    fn wait_note(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.notes.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no such line on stderr within {timeout:?}: {e}"),
+            }
+        }
     }
 
     /// Closes stdin and waits for the exit; returns the status and everything on stderr.
@@ -437,6 +480,21 @@ fn reconnect_gives_up_after_max_retries() {
 }
 
 #[test]
+fn reconnect_retries_forever_by_default() {
+    // More attempts than any bound would allow by default: the sixth comes after at least
+    // 7.75 s of refusals (0.25 + 0.5 + 1 + 2 + 4), at most 15.5 s.
+    let url = format!("ws://127.0.0.1:{}/", refused_port());
+    let mut client = PipeClient::start(&["--nick", "term", "--reconnect", &url]);
+    client.wait_note(COMEBACK, |l| {
+        l.contains("reconnecting in") && l.contains("(attempt 6)")
+    });
+    assert!(
+        client.child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+}
+
+#[test]
 fn reconnect_stops_when_there_is_nothing_left_to_send() {
     // Stdin is empty and closed: no reason to retry, and the failure is the exit status.
     let url = format!("ws://127.0.0.1:{}/", refused_port());
@@ -452,69 +510,185 @@ fn interactive_mode_under_tmux() {
     let log = dir.join("server.log");
     let server = ServerProcess::start_logging_to(&[], &log);
     let room = server.url("chat");
-    let tmux = Tmux::start(&format!("'{}' client", env!("CARGO_BIN_EXE_shardcast")));
+    let tmux = Tmux::start(
+        "interactive",
+        &format!("'{}' client", env!("CARGO_BIN_EXE_shardcast")),
+    );
     tmux.wait_for("the prompt", |s| s.contains("client> "));
 
-    tmux.type_line(&format!("connect {room}"));
+    // Before any connection, a typed line has nowhere to go.
+    tmux.type_line("hello");
+    tmux.wait_for_answer("hello", "> No connection to send to: /connect <url> first");
+
+    tmux.type_line(&format!("/connect {room}"));
     tmux.wait_for("connection 0", |s| {
         s.contains("> Created connection with id 0")
     });
     tmux.wait_for("connection 0 open", |s| s.contains("> [0] open"));
-    tmux.type_line(&format!("connect {room}"));
+    tmux.type_line(&format!("/connect {room}"));
     tmux.wait_for("connection 1 open", |s| s.contains("> [1] open"));
 
-    tmux.type_line("send 0 hello");
+    tmux.type_line("/send 0 hello");
     tmux.wait_for("hello on both", |s| {
         s.contains("< [0] hello") && s.contains("< [1] hello")
     });
+    // A line without `/` goes to the current connection (the last opened), `//` escapes.
+    tmux.type_line("//from one");
+    tmux.wait_for("/from one on both", |s| {
+        s.contains("< [0] /from one") && s.contains("< [1] /from one")
+    });
 
-    tmux.type_line("show 0");
-    let shown = tmux.wait_for_answer("show 0", "<< hello");
+    tmux.type_line("/show 0");
+    let shown = tmux.wait_for_answer("/show 0", "<< /from one");
     for fact in [
         &format!("> URL: {room}"),
         "> State: open",
         "> Server: shardcast/",
         "> Subprotocol: (none)",
-        "> Messages: 1 sent, 1 received",
+        "> Messages: 1 sent, 2 received",
         ">   >> hello",
         ">   << hello",
     ] {
         assert!(shown.contains(fact), "{fact:?} in:\n{shown}");
     }
-    tmux.type_line("show 1");
-    let shown = tmux.wait_for_answer("show 1", "<< hello");
-    for fact in ["> State: open", "> Messages: 0 sent, 1 received"] {
+    tmux.type_line("/show 1");
+    let shown = tmux.wait_for_answer("/show 1", "<< /from one");
+    for fact in [
+        "> State: open",
+        "> Messages: 1 sent, 2 received",
+        ">   >> /from one",
+    ] {
         assert!(shown.contains(fact), "{fact:?} in:\n{shown}");
     }
 
-    tmux.type_line("close 1 4000 bye");
+    tmux.type_line("/close 1 4000 bye");
     tmux.wait_for("connection 1 closed", |s| {
         s.contains(r#"> [1] closed by us with 4000 "bye""#)
     });
     wait_for_file(&log, r#"client closed with code 4000: "bye""#);
 
-    tmux.type_line("list");
-    let listed = tmux.wait_for_answer("list", "[1]");
+    // A shardcast.v1 connection: `/list` and `/show` name the server's id for it.
+    tmux.type_line(&format!("/connect {room}?nick=ivy shardcast.v1"));
+    tmux.wait_for("the welcome on connection 2", |s| {
+        s.contains(r#"< [2] {"type":"welcome""#)
+    });
+    tmux.type_line("/list");
+    let listed = tmux.wait_for_answer("/list", "[2]");
     assert!(listed.contains(&format!("> [0] open {room}")), "{listed}");
     assert!(listed.contains(&format!("> [1] closed {room}")), "{listed}");
+    assert!(listed.contains("(id "), "the v1 connection's id: {listed}");
 
     for (line, answer) in [
-        ("show 9", "> No connection found with id 9"),
-        ("frobnicate", r#"> Unknown command "frobnicate""#),
-        ("connect not-a-url", r#"> Invalid URL "not-a-url""#),
-        ("send 0", "> Missing message"),
-        ("send 1 too late", "> Connection 1 is closed"),
-        ("close 0 1005", r#"> Invalid close code "1005""#),
+        ("/show 9", "> No connection found with id 9"),
+        ("/frobnicate", "> Unknown command /frobnicate"),
+        ("/connect not-a-url", r#"> Invalid URL "not-a-url""#),
+        ("/send 0", "> Missing message"),
+        ("/send 1 too late", "> Connection 1 is closed"),
+        ("/close 0 1005", r#"> Invalid close code "1005""#),
+        ("/help", "/connect <url> [subprotocol]"),
     ] {
         tmux.type_line(line);
         tmux.wait_for_answer(line, answer);
     }
 
-    tmux.type_line("quit");
+    tmux.type_line("/quit");
     tmux.wait_for("the client to exit with status 0", |s| {
         s.contains(&format!("{EXIT_STATUS} 0]"))
     });
     wait_for_file(&log, "client closed with code 1000");
+}
+
+#[test]
+fn chat_mode_in_a_terminal_under_tmux() {
+    let server = ServerProcess::start(&[]);
+    let room = server.url("lounge");
+    let chat = |nick: &str| {
+        let command = format!(
+            "'{}' client --nick {nick} --history 10 {room}",
+            env!("CARGO_BIN_EXE_shardcast")
+        );
+        Tmux::start(nick, &command)
+    };
+    let ann = chat("ann");
+    ann.wait_for("ann's welcome", |s| {
+        s.contains("* joined #lounge as ann (you are ") && s.contains("), 1 online")
+    });
+    ann.wait_for("ann's prompt", |s| s.contains("ann> "));
+    ann.type_line("hello");
+    ann.wait_for("ann's own message back", |s| s.contains("ann: hello"));
+
+    let bob = chat("bob");
+    // Bob asked for history: ann's message before he came is marked as such.
+    bob.wait_for("bob's welcome and history", |s| {
+        s.contains("* joined #lounge as bob (you are ")
+            && s.contains("), 2 online")
+            && s.contains("[history] ann: hello")
+    });
+    ann.wait_for("bob's arrival", |s| {
+        s.contains("* bob joined (") && s.contains("), 2 online")
+    });
+
+    ann.type_line("hi bob");
+    bob.wait_for("ann's message", |s| s.contains("ann: hi bob"));
+    assert!(
+        !bob.screen().contains("[history] ann: hi bob"),
+        "a live message is not history"
+    );
+    bob.type_line("//shrug");
+    ann.wait_for("bob's message with its leading slash", |s| {
+        s.contains("bob: /shrug")
+    });
+
+    bob.type_line("/who");
+    bob.wait_for("/who's answer", |s| {
+        s.contains("/who is not supported by this server yet")
+    });
+    bob.type_line("/help");
+    bob.wait_for("/help's answer", |s| {
+        s.contains("Commands:") && s.contains("/quit")
+    });
+    bob.type_line("/nope");
+    bob.wait_for("the unknown command's answer", |s| {
+        s.contains("unknown command /nope")
+    });
+    assert!(
+        !ann.screen().contains("nope") && !ann.screen().contains("bob: /who"),
+        "commands are not sent"
+    );
+
+    bob.type_line("/quit");
+    bob.wait_for("bob's client to exit with status 0", |s| {
+        s.contains(&format!("{EXIT_STATUS} 0]"))
+    });
+    ann.wait_for("bob's departure", |s| {
+        s.contains("* bob left (") && s.contains("), 1 online")
+    });
+    ann.type_line("/quit");
+    ann.wait_for("ann's client to exit with status 0", |s| {
+        s.contains(&format!("{EXIT_STATUS} 0]"))
+    });
+}
+
+#[test]
+fn chat_mode_in_a_terminal_says_when_the_connection_is_gone() {
+    let server = ServerProcess::start(&[]);
+    let command = format!(
+        "'{}' client --nick cy {}",
+        env!("CARGO_BIN_EXE_shardcast"),
+        server.url("gone")
+    );
+    let cy = Tmux::start("cy", &command);
+    cy.wait_for("cy's welcome", |s| s.contains("* joined #gone as cy"));
+    // Killed: the connection breaks without a close frame, and there is no --reconnect.
+    drop(server);
+    cy.wait_for("the notice", |s| {
+        s.contains("* connection lost: ") && s.contains("; press Enter to exit")
+    });
+    // The prompt hands the terminal back at the next Enter, and the run failed.
+    cy.type_line("");
+    cy.wait_for("cy's client to exit with status 1", |s| {
+        s.contains(&format!("{EXIT_STATUS} 1]"))
+    });
 }
 
 /// Printed in the pane, followed by the status and `]`, when the program has exited.
@@ -529,14 +703,14 @@ impl Tmux {
     /// Starts `command` (a shell command) in a detached 200x50 session. When it exits, the
     /// pane shows `[exited with status N]` and stays open: tmux may stop reading a pane whose
     /// program has ended before showing its last output, and may not report its status.
-    fn start(command: &str) -> Tmux {
+    fn start(name: &str, command: &str) -> Tmux {
         let version = Command::new("tmux").arg("-V").output();
         assert!(
             version.is_ok_and(|o| o.status.success()),
             "the interactive test needs tmux (apt-get install tmux)"
         );
         let tmux = Tmux {
-            socket: format!("shardcast-it-{}", std::process::id()),
+            socket: format!("shardcast-it-{}-{name}", std::process::id()),
         };
         // The sleep ends with the tmux server (`kill-server` on drop hangs it up).
         let command = format!("{command}; echo \"{EXIT_STATUS} $?]\"; exec sleep 600");
@@ -755,6 +929,11 @@ impl CutProxy {
         }
     }
 
+    /// Stands in for a server that is down: later connections are refused (closed at once).
+    fn point_nowhere(&self) {
+        self.point_to(SocketAddr::from(([127, 0, 0, 1], refused_port())));
+    }
+
     fn point_to(&self, upstream: SocketAddr) {
         self.state.lock().unwrap().upstream = upstream;
     }
@@ -916,4 +1095,192 @@ fn reconnect_to_a_restarted_server_says_messages_may_be_missing() {
         "{stderr}"
     );
     assert!(stderr.contains("could not resume from"), "{stderr}");
+}
+
+/// How long a test waits for a client to come back after an outage: its backoff may be at
+/// 4-8 s (the fifth attempt) when the server returns, and the machine may be slow.
+const COMEBACK: Duration = Duration::from_secs(60);
+
+/// How long the server is away in the outage tests: several reconnection attempts fail.
+const OUTAGE: Duration = Duration::from_secs(5);
+
+#[test]
+fn chat_mode_in_a_pipe_prints_the_room_for_people() {
+    let server = ServerProcess::start(&[]);
+    let mut plain = server.client("pipe-chat");
+    let mut client = PipeClient::start(&["--nick", "term", &server.url("pipe-chat")]);
+    let welcome = client.recv_line();
+    assert!(
+        welcome.starts_with("* joined #pipe-chat as term (you are ")
+            && welcome.ends_with(", 2 online"),
+        "{welcome}"
+    );
+    client.send_line("hello, room");
+    assert_eq!(client.recv_line(), "term: hello, room");
+    assert_eq!(recv_data(&mut plain), Message::text("term: hello, room"));
+    // A leading `//` sends one `/`; commands are not sent, their answers go to stderr.
+    client.send_line("/help");
+    client.send_line("//slash");
+    assert_eq!(client.recv_line(), "term: /slash");
+    assert_eq!(recv_data(&mut plain), Message::text("term: /slash"));
+    // A plain member has no nickname: its id stands in.
+    plain.send(Message::text("from plain")).unwrap();
+    let line = client.recv_line();
+    assert!(
+        line.starts_with('(') && line.ends_with("): from plain"),
+        "{line}"
+    );
+    drop(plain);
+    let left = client.recv_line();
+    assert!(
+        left.starts_with("* (") && left.ends_with(") left, 1 online"),
+        "{left}"
+    );
+    // Stdin stays open: `/quit` alone ends the run. (Nothing may be written after it: the
+    // client may be gone already.)
+    client.send_line("/quit");
+    let status = wait_with_deadline(&mut client.child);
+    let (_, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("Commands:"), "{stderr}");
+}
+
+#[test]
+fn a_nick_the_server_would_refuse_is_refused_at_once() {
+    let output = run_client(&["--nick", "two words", "ws://127.0.0.1:9/"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(r#"invalid --nick "two words": a nickname is 1-24"#),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn chat_mode_shows_history_as_history() {
+    let server = ServerProcess::start(&[]);
+    let mut ann = PipeClient::start(&["--nick", "ann", &server.url("hist")]);
+    assert!(ann.recv_line().starts_with("* joined #hist as ann"));
+    ann.send_line("first");
+    assert_eq!(ann.recv_line(), "ann: first");
+    let bob = PipeClient::start(&["--nick", "bob", "--history", "5", &server.url("hist")]);
+    assert!(bob.recv_line().starts_with("* joined #hist as bob"));
+    assert_eq!(bob.recv_line(), "[history] ann: first");
+    assert!(ann.recv_line().starts_with("* bob joined ("));
+    ann.send_line("second");
+    assert_eq!(bob.recv_line(), "ann: second");
+}
+
+#[test]
+fn raw_prints_the_envelopes_as_json() {
+    let server = ServerProcess::start(&[]);
+    let mut client = PipeClient::start(&["--nick", "term", "--raw", &server.url("raw")]);
+    // The client said hello by itself; everything else is as it came and as it was typed.
+    let welcome = envelope(&client.recv_line());
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["nick"], "term", "{welcome}");
+    client.send_line(r#"{"type":"message","text":"/not a command"}"#);
+    let message = envelope(&client.recv_line());
+    assert_eq!(message["type"], "message", "{message}");
+    assert_eq!(message["text"], "/not a command", "{message}");
+    assert_eq!(message["nick"], "term", "{message}");
+    client.send_line("not json");
+    let error = envelope(&client.recv_line());
+    assert_eq!(error["code"], "bad_envelope", "{error}");
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+#[test]
+fn chat_mode_rides_out_an_outage_and_shows_each_message_once() {
+    let server = ServerProcess::start(&[]);
+    let proxy = CutProxy::start(server.addr);
+    let mut watcher = server.client("outage");
+    let mut client = PipeClient::start(&[
+        "--nick",
+        "term",
+        "--history",
+        "5",
+        "--reconnect",
+        &proxy.url("outage"),
+    ]);
+    assert!(client.recv_line().starts_with("* joined #outage as term"));
+    say(&mut watcher, &["before"]);
+    assert!(client.recv_line().ends_with("): before"));
+
+    // The server is unreachable for several seconds; the room moves on meanwhile.
+    proxy.point_nowhere();
+    proxy.cut();
+    say(&mut watcher, &["away 1", "away 2"]);
+    thread::sleep(OUTAGE);
+    proxy.point_to(server.addr);
+    client.send_line("back");
+
+    let lines = client.lines_until(COMEBACK, |l| l == "term: back");
+    let texts: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_once("): ").map(|(_, text)| text))
+        .collect();
+    assert_eq!(
+        texts,
+        ["away 1", "away 2"],
+        "each once, in order: {lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("missing")),
+        "the room was resumed: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("* joined #outage as term")),
+        "{lines:#?}"
+    );
+    assert_eq!(recv_data(&mut watcher), Message::text("term: back"));
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.matches("reconnecting in").count() >= 2,
+        "several attempts failed: {stderr}"
+    );
+    assert!(stderr.contains("reconnected to"), "{stderr}");
+}
+
+#[test]
+fn chat_mode_rides_out_a_slow_server_restart_and_marks_the_gap() {
+    // The proxy stands in for a restart on the same address, with the server down meanwhile.
+    let first = ServerProcess::start(&[]);
+    let proxy = CutProxy::start(first.addr);
+    let mut watcher = first.client("restart");
+    let mut client = PipeClient::start(&["--nick", "term", "--reconnect", &proxy.url("restart")]);
+    assert!(client.recv_line().starts_with("* joined #restart as term"));
+    say(&mut watcher, &["old"]);
+    assert!(client.recv_line().ends_with("): old"));
+    drop(watcher);
+
+    proxy.point_nowhere();
+    proxy.cut();
+    drop(first);
+    thread::sleep(OUTAGE);
+    let second = ServerProcess::start(&[]);
+    proxy.point_to(second.addr);
+    client.send_line("back");
+
+    let lines = client.lines_until(COMEBACK, |l| l == "term: back");
+    let gaps: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("* --- some messages may be missing: "))
+        .collect();
+    assert_eq!(gaps.len(), 1, "one marker: {lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.ends_with("): old")),
+        "nothing shown twice: {lines:#?}"
+    );
+    let mut watcher = second.client("restart");
+    say(&mut watcher, &["new"]);
+    let lines = client.lines_until(IO_TIMEOUT, |l| l.ends_with("): new"));
+    assert!(lines.iter().all(|l| !l.contains("missing")), "{lines:#?}");
+    let (status, stderr) = client.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("reconnected to"), "{stderr}");
 }

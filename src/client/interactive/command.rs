@@ -1,5 +1,6 @@
-//! The prompt's command language: one command per line, words separated by spaces, the last
-//! argument of `send` and `close` taking the rest of the line.
+//! The prompt's command language: one command per line after its `/` (which
+//! [`crate::client::typed`] removes), words separated by spaces, the last argument of `send`
+//! and `close` taking the rest of the line.
 
 use std::fmt;
 
@@ -56,7 +57,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// The first word is no command.
-    #[error("Unknown command {0:?} (type help for the list)")]
+    #[error("Unknown command /{0} (type /help for the list; //{0} sends it as a message)")]
     Unknown(String),
     /// A required argument is missing.
     #[error("Missing {what}; usage: {usage}")]
@@ -88,25 +89,30 @@ pub const MAX_REASON: usize = 123;
 
 /// Every command's usage line and summary, for `help`.
 pub const USAGE: &[(&str, &str)] = &[
+    ("<message>", "send a text message on the current connection"),
+    ("//message", "send a text message that starts with '/'"),
     (
         CONNECT,
-        "open a connection (in the background); prints its id",
+        "open a connection (in the background); prints its id; it becomes the current one",
     ),
-    (SEND, "send a text message"),
+    (SEND, "send a text message on connection <id>"),
     (CLOSE, "close with a code (default 1000) and reason"),
     (SHOW, "URL, state, headers, counts and message history"),
-    (LIST, "one line per connection"),
+    (
+        LIST,
+        "one line per connection, with the server's id for us (shardcast.v1)",
+    ),
     (HELP, "this list"),
     (QUIT, "close every connection and exit"),
 ];
 
-const CONNECT: &str = "connect <url> [subprotocol]";
-const SEND: &str = "send <id> <message>";
-const CLOSE: &str = "close <id> [code] [reason]";
-const SHOW: &str = "show <id>";
-const LIST: &str = "list";
-const HELP: &str = "help";
-const QUIT: &str = "quit";
+const CONNECT: &str = "/connect <url> [subprotocol]";
+const SEND: &str = "/send <id> <message>";
+const CLOSE: &str = "/close <id> [code] [reason]";
+const SHOW: &str = "/show <id>";
+const LIST: &str = "/list";
+const HELP: &str = "/help";
+const QUIT: &str = "/quit";
 
 /// Parses one line; `Ok(None)` for a blank one.
 pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
@@ -343,7 +349,7 @@ mod tests {
         let e = parse("close").unwrap_err().to_string();
         assert_eq!(
             e,
-            "Missing connection id; usage: close <id> [code] [reason]"
+            "Missing connection id; usage: /close <id> [code] [reason]"
         );
     }
 

@@ -5,13 +5,18 @@
 //! connection runs in its own thread ([`link`]), which records what happens ([`record`]) and
 //! prints arriving messages above the prompt through the [`Console`].
 //!
+//! Commands start with `/` ([`crate::client::typed`]); any other line is a message for the
+//! current connection (the last one opened with `/connect`), and `//` sends a leading `/`.
+//!
 //! ```text
-//! client> connect ws://127.0.0.1:8080/general
+//! client> /connect ws://127.0.0.1:8080/general
 //! > Created connection with id 0
 //! > [0] open (server shardcast/0.1.0)
-//! client> send 0 hello
+//! client> hello
 //! < [0] hello
-//! client> close 0 4000 bye
+//! client> /send 0 //not a command
+//! < [0] /not a command
+//! client> /close 0 4000 bye
 //! > [0] closed by us with 4000 "bye"; the server answered 4000 "bye"
 //! ```
 
@@ -28,6 +33,7 @@ use self::registry::Registry;
 use super::console::Console;
 use super::error::ClientError;
 use super::options::{ConnectOptions, LinkSettings};
+use super::typed::{self, Typed};
 
 /// The prompt.
 pub const PROMPT: &str = "client> ";
@@ -44,7 +50,7 @@ pub fn run(options: ConnectOptions, settings: LinkSettings) -> Result<(), Client
         Err(_) => Console::stdout(),
     };
     let mut registry = Registry::new(options, settings, console.clone());
-    console.line("> shardcast client: type help for the commands");
+    console.line("> shardcast client: type /help for the commands");
     let outcome = loop {
         match editor.readline(PROMPT) {
             Ok(line) => {
@@ -53,7 +59,7 @@ pub fn run(options: ConnectOptions, settings: LinkSettings) -> Result<(), Client
                 }
             }
             Err(ReadlineError::Interrupted) => {
-                console.line("> Type quit (or press Ctrl-D) to exit");
+                console.line("> Type /quit (or press Ctrl-D) to exit");
             }
             Err(ReadlineError::Eof) => break Ok(()),
             Err(e) => break Err(ClientError::Terminal(e.to_string())),
@@ -71,8 +77,19 @@ enum Flow {
     Quit,
 }
 
-/// Runs one command line and prints its answer.
+/// Runs one typed line (a command, or a message for the current connection) and prints
+/// its answer.
 fn execute(line: &str, registry: &mut Registry, console: &Console) -> Flow {
+    let line = match typed::classify(line) {
+        Typed::Blank => return Flow::Continue,
+        Typed::Say(text) => {
+            if let Err(e) = registry.say(text.to_string()) {
+                console.line(format!("> {e}"));
+            }
+            return Flow::Continue;
+        }
+        Typed::Command(line) => line,
+    };
     let command = match command::parse(line) {
         Ok(Some(command)) => command,
         Ok(None) => return Flow::Continue,
@@ -91,7 +108,7 @@ fn execute(line: &str, registry: &mut Registry, console: &Console) -> Flow {
             .map(|()| vec![format!("Closing connection {id}")]),
         Command::Show { id } => registry.show(id),
         Command::List => Ok(registry.list()),
-        Command::Help => Ok(help()),
+        Command::Help => Ok(typed::help_lines(USAGE)),
         Command::Quit => return Flow::Quit,
     };
     match answer {
@@ -102,15 +119,4 @@ fn execute(line: &str, registry: &mut Registry, console: &Console) -> Flow {
         Err(e) => console.line(format!("> {e}")),
     }
     Flow::Continue
-}
-
-fn help() -> Vec<String> {
-    let width = USAGE.iter().map(|(u, _)| u.len()).max().unwrap_or(0);
-    let mut lines = vec!["Commands:".to_string()];
-    lines.extend(
-        USAGE
-            .iter()
-            .map(|(usage, what)| format!("  {usage:width$}  {what}")),
-    );
-    lines
 }

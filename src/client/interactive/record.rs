@@ -12,6 +12,7 @@ use tungstenite::Message;
 use crate::client::connect::Handshake;
 use crate::client::mailbox::CloseNote;
 use crate::client::pump::{Ending, Side};
+use crate::client::render;
 
 /// Messages kept per connection for `show`; older ones are dropped (the counts go on).
 pub const HISTORY_LIMIT: usize = 1000;
@@ -72,6 +73,9 @@ pub struct Record {
     close_sent: Option<CloseNote>,
     close_received: Option<CloseNote>,
     error: Option<String>,
+    /// Our session id on the server, from a `shardcast.v1` welcome: how the room's other
+    /// members see us (their `join`, `leave` and `message` envelopes carry it).
+    session: Option<String>,
 }
 
 impl Record {
@@ -87,6 +91,7 @@ impl Record {
             close_sent: None,
             close_received: None,
             error: None,
+            session: None,
         }
     }
 
@@ -116,6 +121,9 @@ impl Record {
     /// A message arrived.
     pub fn received(&mut self, message: &Message) {
         self.received += 1;
+        if let (None, Message::Text(text)) = (&self.session, message) {
+            self.session = render::welcome_id(text);
+        }
         self.remember(Direction::Received, message);
     }
 
@@ -178,6 +186,9 @@ impl Record {
         if let Some(peer) = handshake.and_then(|h| h.peer) {
             lines.push(format!("Peer: {peer}"));
         }
+        if let Some(session) = &self.session {
+            lines.push(format!("Session id: {session}"));
+        }
         if let Some(note) = &self.close_sent {
             lines.push(format!("Close sent: {note}"));
         }
@@ -210,8 +221,12 @@ impl Record {
 
     /// `list`: one line.
     pub fn summary(&self) -> String {
+        let session = self
+            .session
+            .as_ref()
+            .map_or(String::new(), |id| format!("id {id}, "));
         format!(
-            "{} {} ({} sent, {} received)",
+            "{} {} ({session}{} sent, {} received)",
             self.state, self.url, self.sent, self.received
         )
     }
@@ -276,6 +291,23 @@ mod tests {
             );
         }
         assert_eq!(r.summary(), "open ws://h/room (1 sent, 2 received)");
+    }
+
+    #[test]
+    fn a_welcome_gives_the_session_id() {
+        let mut r = Record::new("ws://h/room".into());
+        r.opened(handshake());
+        r.received(&Message::text(
+            r#"{"type":"welcome","id":"0.12","room":"room","nick":"a","online":1}"#,
+        ));
+        r.received(&Message::text(
+            r#"{"type":"welcome","id":"9.9","room":"room","nick":"a","online":1}"#,
+        ));
+        assert!(r.show().contains(&"Session id: 0.12".to_string()));
+        assert_eq!(
+            r.summary(),
+            "open ws://h/room (id 0.12, 0 sent, 2 received)"
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::client::target::Target;
 /// Why the prompt could not do what was asked; the text is what it prints.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
+    /// A message was typed before any `/connect`.
+    #[error("No connection to send to: /connect <url> first (commands start with /)")]
+    NoConnection,
     /// No `connect` gave this id.
     #[error("No connection found with id {0}")]
     NoSuchConnection(ConnectionId),
@@ -120,6 +123,16 @@ impl Registry {
         self.post(id, Request::Send(Message::text(text)))
     }
 
+    /// Queues a text message on the current connection: the last one opened.
+    pub fn say(&self, text: String) -> Result<(), UserError> {
+        let current = self
+            .entries
+            .len()
+            .checked_sub(1)
+            .ok_or(UserError::NoConnection)?;
+        self.send(ConnectionId(current), text)
+    }
+
     /// Queues the start of the close handshake.
     pub fn close(&self, id: ConnectionId, code: u16, reason: String) -> Result<(), UserError> {
         self.post(id, Request::Close(CloseNote { code, reason }))
@@ -136,7 +149,7 @@ impl Registry {
     /// `list`'s lines.
     pub fn list(&self) -> Vec<String> {
         if self.entries.is_empty() {
-            return vec!["No connections (use connect <url>)".into()];
+            return vec!["No connections (use /connect <url>)".into()];
         }
         self.entries
             .iter()
