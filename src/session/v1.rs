@@ -150,24 +150,24 @@ fn hello_token(token: Option<TokenText>, state: &mut V1State<'_>) -> Result<Opti
     }
 }
 
-/// What a `hello` asks of the history: its own `history` and `since` if it has either, the
-/// query's otherwise. An epoch that is no epoch still asks for a resume (never recovered),
-/// and is reported.
+/// What a `hello` asks of the history: each of `history` and `since` from the `hello` if it
+/// has it, from the query otherwise (a client may put `?history=50` in its URL and a resume's
+/// `since` in its `hello`). An epoch that is no epoch still asks for a resume (never
+/// recovered), and is reported.
 fn hello_ask(
     history: Option<u64>,
     since: Option<HelloSince>,
     query: Ask,
 ) -> (Ask, Option<ErrorCode>) {
-    if history.is_none() && since.is_none() {
-        return (query, None);
-    }
     let epoch = since.as_ref().map(|s| Epoch::parse(&s.epoch));
     let ask = Ask {
-        history: history.map_or(0, |n| n.min(u64::from(u32::MAX)) as u32),
-        since: since.map(|s| Since {
-            epoch: Epoch::parse(&s.epoch),
-            offset: s.offset,
-        }),
+        history: history.map_or(query.history, |n| n.min(u64::from(u32::MAX)) as u32),
+        since: since
+            .map(|s| Since {
+                epoch: Epoch::parse(&s.epoch),
+                offset: s.offset,
+            })
+            .or(query.since),
     };
     let error = matches!(epoch, Some(None)).then_some(ErrorCode::BadSince);
     (ask, error)
@@ -419,6 +419,36 @@ mod tests {
             panic!("one join, got {events:?}");
         };
         assert_eq!(ask.since.map(|s| s.epoch), Some(None));
+    }
+
+    #[test]
+    fn the_query_and_the_hello_each_give_what_the_other_leaves_out() {
+        let query = Ask {
+            history: 50,
+            since: None,
+        };
+        let since = HelloSince {
+            epoch: "00000000000000ff".into(),
+            offset: 9,
+        };
+        let (ask, error) = hello_ask(None, Some(since), query);
+        assert_eq!(error, None);
+        assert_eq!(ask.history, 50, "the query's history stays");
+        assert_eq!(ask.since.map(|s| s.offset), Some(9));
+        let query = Ask {
+            history: 0,
+            since: Some(Since {
+                epoch: Some(Epoch(1)),
+                offset: 4,
+            }),
+        };
+        let (ask, _) = hello_ask(Some(7), None, query);
+        assert_eq!(
+            (ask.history, ask.since),
+            (7, query.since),
+            "the query's since stays"
+        );
+        assert_eq!(hello_ask(None, None, query), (query, None));
     }
 
     #[test]
