@@ -5,6 +5,7 @@ v1, on every shard, and with `--redis` on every node — and nobody else's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -104,3 +105,35 @@ def test_a_disconnect_by_user_reaches_every_node(server, redis, tmp_path):
         await stay.close()
 
     run(scenario(), timeout=40)
+
+
+def test_api_keys_and_tokens_never_reach_the_log(server, tmp_path):
+    """The API's key (right and wrong ones) and members' tokens, with the most verbose JSON
+    log, on the main port: none of them is in any line."""
+    import signal
+
+    srv, keys = start(server, tmp_path, "--log-format", "json", "--log-level", "trace")
+    api = Api(srv.port)
+    wrong_key = "not-the-key-" + "x" * 20
+
+    async def scenario():
+        token = keys.mint("u-log", name="Logged")
+        member = await connect(srv.port, f"lg?token={token}", subprotocols=V1)
+        await next_of(member, "welcome")
+        await call(api, "POST", "/api/publish", {"room": "lg", "data": "from the api"})
+        assert (await next_of(member, "message"))["text"] == "from the api"
+        await call(api, "GET", "/api/rooms/lg/presence")
+        refused = await asyncio.to_thread(api.call, "GET", "/api/rooms", key=wrong_key)
+        assert refused.status_code == 401
+        await call(api, "POST", "/api/disconnect", {"user": "u-log"})
+        await closed_with(member)
+        return token
+
+    token = run(scenario(), timeout=30)
+    srv.expected_exit = True
+    srv.process.send_signal(signal.SIGTERM)
+    assert srv.process.wait(timeout=10) == 0
+    log = srv.log()
+    assert any('"level":"TRACE"' in line or '"level":"DEBUG"' in line for line in log.splitlines())
+    for secret in (KEY, wrong_key, token, token.rsplit(".", 1)[-1]):
+        assert secret not in log, f"a key or token is in the log: {secret[:12]}…"
