@@ -89,13 +89,15 @@ pub enum ServerError {
     /// The token key cannot be used.
     #[error(transparent)]
     TokenKey(#[from] TokenKeyError),
-    /// The listening socket could not be created, bound or put into listening state.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The listening socket could not be created, bound or put into listening state. The
+    /// message says what to do about the usual causes, once (the OS error is part of the
+    /// message, not a separate cause, so that `{:#}` does not repeat it).
+    #[error("cannot listen on {addr}: {}", listen_advice(cause))]
     Listen {
         /// The address asked for.
         addr: std::net::SocketAddr,
         /// What the OS said.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A shard's poll, waker or thread could not be created.
     #[error("cannot start shard {shard}: {source}")]
@@ -141,4 +143,39 @@ pub enum ServerError {
     /// A thread panicked; its name says which.
     #[error("thread {0} panicked")]
     ThreadPanicked(String),
+}
+
+/// What a failed listen means, and what to do about it.
+fn listen_advice(cause: &io::Error) -> String {
+    match cause.kind() {
+        io::ErrorKind::AddrInUse => "the address is already in use (another server listens \
+            there): stop it, or choose another address with --listen"
+            .to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need \
+            privileges): choose a port from 1024 up with --listen"
+            .to_owned(),
+        io::ErrorKind::AddrNotAvailable => "this machine has no such address: use one of its \
+            own, or 0.0.0.0 for all of them"
+            .to_owned(),
+        _ => cause.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_port_is_explained_once() {
+        let e = ServerError::Listen {
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            cause: io::Error::from(io::ErrorKind::AddrInUse),
+        };
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(
+            text,
+            "cannot listen on 127.0.0.1:8080: the address is already in use (another server \
+             listens there): stop it, or choose another address with --listen"
+        );
+    }
 }

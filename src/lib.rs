@@ -23,6 +23,7 @@ pub mod error;
 pub mod frame;
 pub mod history;
 pub mod http;
+pub mod human;
 pub mod ids;
 pub mod limits;
 pub mod logging;

@@ -42,8 +42,9 @@ enum Subcommand {
 /// The server's options.
 #[derive(Debug, clap::Args)]
 struct ServerArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on: IP:PORT, HOST:PORT (resolved once, at start) or a bare PORT
+    /// (on 127.0.0.1).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_address)]
     listen: SocketAddr,
     /// Threading model: sharded (acceptor + shared-nothing shards), shared (threads over one
     /// locked registry) or single (one thread does everything).
@@ -141,7 +142,7 @@ struct ServerArgs {
     node_id: Option<String>,
     /// Serve the server API (docs/api.md) only on this address, a private one, and not
     /// under /api/ on the main port [default: under /api/ on the main port, when a key is set].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = listen_address)]
     api_listen: Option<SocketAddr>,
     /// File holding the server API's key (or set SHARDCAST_API_KEY); without a key the API is
     /// off and /api/ is 404.
@@ -230,7 +231,12 @@ impl ServerArgs {
         Ok(Config {
             listen: self.listen,
             model: self.model.into(),
-            workers: self.workers.unwrap_or(defaults.workers),
+            // The single model has one thread; only an explicit --workers is worth a note.
+            workers: match (self.workers, self.model) {
+                (Some(n), _) => n,
+                (None, ModelArg::Single) => 1,
+                (None, _) => defaults.workers,
+            },
             pin: !self.no_pin,
             static_dir: self.static_dir,
             max_message: self.max_message,
@@ -436,6 +442,30 @@ impl ClientArgs {
     }
 }
 
+/// A listening address as people write it: `IP:PORT`, `HOST:PORT` (the first IPv4 address
+/// the name resolves to, else the first), or a bare `PORT` on 127.0.0.1, like the default.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let usage = "use PORT, IP:PORT or HOST:PORT (e.g. 8080, 0.0.0.0:8080, localhost:8080)";
+    if !text.contains(':') {
+        return Err(format!("no port in {text:?}: {usage}"));
+    }
+    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("cannot resolve {text:?} ({e}): {usage}"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address: {usage}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (log_level, format, prefix) = match &cli.command {
@@ -465,7 +495,7 @@ fn main() -> ExitCode {
 fn run(cli: ServerArgs) -> anyhow::Result<()> {
     // Before the config: the default connection limit is sized from the raised limit.
     match raise_fd_limit() {
-        Some(limit) => tracing::info!("descriptor limit (RLIMIT_NOFILE): {limit}"),
+        Some(limit) => tracing::debug!("descriptor limit (RLIMIT_NOFILE): {limit}"),
         None => tracing::warn!("cannot read the descriptor limit"),
     }
     let config = cli.into_config()?;
@@ -494,4 +524,21 @@ fn run(cli: ServerArgs) -> anyhow::Result<()> {
     server.wait()?;
     tracing::info!("shardcast stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_are_read_as_people_write_them() {
+        let at = |text: &str| listen_address(text).map(|a| a.to_string());
+        assert_eq!(at("9605").as_deref(), Ok("127.0.0.1:9605"));
+        assert_eq!(at("0.0.0.0:9605").as_deref(), Ok("0.0.0.0:9605"));
+        assert_eq!(at("[::1]:9605").as_deref(), Ok("[::1]:9605"));
+        let local = listen_address("localhost:9605").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 9605, "{local}");
+        assert!(at("localhost").unwrap_err().contains("no port"));
+        assert!(at("99999").is_err());
+    }
 }

@@ -82,12 +82,10 @@ impl Server {
             );
         }
         let listener = bind(config.listen)?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let local_addr = listener.local_addr().map_err(|cause| ServerError::Listen {
+            addr: config.listen,
+            cause,
+        })?;
         let config = Arc::new(config);
         let cluster_stats = config
             .redis
@@ -141,18 +139,20 @@ impl Server {
         let pin_core = |i: usize| (config.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
         let cluster = match (&config.redis, &config.node_id, cluster_stats) {
             (Some(url), Some(node), Some(cluster_stats)) => {
-                tracing::info!(
-                    "cluster member {node} through Redis at {}",
-                    crate::cluster::redacted(url)
-                );
-                Some(crate::cluster::start(
+                let link = crate::cluster::start(
                     url,
                     node,
                     config.presence,
                     config.history_on(),
                     peers.clone(),
                     cluster_stats,
-                )?)
+                )?;
+                // Only once the URL is known good: a refused one must not look joined first.
+                tracing::info!(
+                    "cluster member {node} through Redis at {}",
+                    crate::cluster::redacted(url)
+                );
+                Some(link)
             }
             _ => None,
         };
@@ -223,43 +223,7 @@ impl Server {
                 .map_err(ServerError::Acceptor)?;
             threads.push(handle);
         }
-        tracing::info!(
-            "shardcast listening on {local_addr} ({}), {:?} model with {} thread(s), pinning {}; \
-             max message {} B, max buffered {} B, max connections {}{}{}{}; timeouts: \
-             handshake {:?}, ping {:?}, pong {:?}, idle {:?}, close {:?}, drain {:?}; allowed \
-             origins: {}",
-            if tls.is_some() { "TLS" } else { "plain" },
-            config.model,
-            config.workers,
-            if config.pin { "on" } else { "off" },
-            config.max_message,
-            config.max_buffered,
-            config.max_connections,
-            config
-                .max_connections_per_ip
-                .map_or(String::new(), |n| format!(", {n} per IP")),
-            config
-                .max_connection_rate_per_ip
-                .map_or(String::new(), |r| format!(
-                    ", {}/s (burst {}) new per IP",
-                    r.per_second, r.burst
-                )),
-            config.max_publish_rate.map_or(String::new(), |r| format!(
-                "; {} messages/s (burst {}) per connection",
-                r.per_second, r.burst
-            )),
-            config.handshake_timeout,
-            config.ping_interval,
-            config.pong_timeout,
-            config.idle_timeout,
-            config.close_timeout,
-            config.drain_timeout,
-            if config.allowed_origins.is_empty() {
-                "any".to_string()
-            } else {
-                config.allowed_origins.join(" ")
-            },
-        );
+        tracing::info!("{}", start_line(&config, local_addr, tls.is_some()));
         Ok(Server {
             local_addr,
             api_addr: api.local_addr,
@@ -338,7 +302,7 @@ fn spawn_pinned(
 }
 
 fn bind(addr: SocketAddr) -> Result<StdTcpListener, ServerError> {
-    let listen_error = |source| ServerError::Listen { addr, source };
+    let listen_error = |cause| ServerError::Listen { addr, cause };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(listen_error)?;
     socket.set_reuse_address(true).map_err(listen_error)?;
@@ -346,4 +310,63 @@ fn bind(addr: SocketAddr) -> Result<StdTcpListener, ServerError> {
     socket.bind(&addr.into()).map_err(listen_error)?;
     socket.listen(LISTEN_BACKLOG).map_err(listen_error)?;
     Ok(socket.into())
+}
+
+/// The start-up line: what the server listens on and the limits it enforces, in human units.
+fn start_line(config: &Config, local_addr: SocketAddr, tls: bool) -> String {
+    use crate::human::{bytes, duration, optional};
+    let threads = match config.model {
+        Model::Sharded => format!("sharded model, {} shards", config.workers),
+        Model::Shared => format!("shared model, {} threads", config.workers),
+        Model::Single => "single model, 1 thread".to_owned(),
+    };
+    let mut line = format!(
+        "shardcast listening on {local_addr} ({}): {threads}{}; max message {}, max buffered \
+         {}, max connections {}",
+        if tls { "TLS" } else { "plain" },
+        if config.pin && config.model != Model::Single {
+            ", pinned"
+        } else {
+            ""
+        },
+        bytes(config.max_message),
+        bytes(config.max_buffered),
+        config.max_connections,
+    );
+    if let Some(n) = config.max_connections_per_ip {
+        line += &format!(", {n} per IP");
+    }
+    if let Some(r) = config.max_connection_rate_per_ip {
+        line += &format!(", {}/s new per IP (burst {})", r.per_second, r.burst);
+    }
+    if let Some(r) = config.max_publish_rate {
+        line += &format!(
+            ", {} messages/s per connection (burst {})",
+            r.per_second, r.burst
+        );
+    }
+    line += &format!(
+        "; handshake {}, ping {}, pong {}, idle {}, close {}, drain {}; history {}; origins {}",
+        duration(config.handshake_timeout),
+        optional(config.ping_interval),
+        duration(config.pong_timeout),
+        optional(config.idle_timeout),
+        duration(config.close_timeout),
+        duration(config.drain_timeout),
+        if config.history_on() {
+            format!(
+                "{} messages for {}",
+                config.history_size,
+                duration(config.history_ttl)
+            )
+        } else {
+            "off".to_owned()
+        },
+        if config.allowed_origins.is_empty() {
+            "any".to_owned()
+        } else {
+            config.allowed_origins.join(" ")
+        },
+    );
+    line
 }

@@ -36,7 +36,7 @@ pub fn start(
     config: Arc<Config>,
     stats: Arc<ServerStats>,
 ) -> Result<Started, ServerError> {
-    let listen_error = |source| ServerError::Listen { addr, source };
+    let listen_error = |cause| ServerError::Listen { addr, cause };
     let listener = TcpListener::bind(addr).map_err(listen_error)?;
     listener.set_nonblocking(true).map_err(listen_error)?;
     let local_addr = listener.local_addr().map_err(listen_error)?;

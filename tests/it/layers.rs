@@ -9,7 +9,7 @@ use std::path::Path;
 /// docs/architecture.md ("Layers").
 const LAYERS: &[&[&str]] = &[
     &[
-        "ids", "frame", "close", "error", "backoff", "limits", "logging",
+        "ids", "frame", "close", "error", "backoff", "limits", "logging", "human",
     ],
     &["config", "metrics"],
     &["chat"],
