@@ -85,18 +85,28 @@ impl std::fmt::Debug for RequestHead {
     }
 }
 
+/// The path part of a request target (before any `?`).
+fn target_path(target: &str) -> &str {
+    target.split('?').next().unwrap_or("")
+}
+
+/// The value of a request target's query parameter `name` (percent-decoded, `+` as space).
+fn target_query_param(target: &str, name: &str) -> Option<String> {
+    let (_, query) = target.split_once('?')?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
 impl RequestHead {
     /// The path part of the target (before any `?`).
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        target_path(&self.target)
     }
 
     /// The value of query parameter `name` (percent-decoded, `+` as space), if present.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let (_, query) = self.target.split_once('?')?;
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.into_owned())
+        target_query_param(&self.target, name)
     }
 
     /// The connection token (docs/auth.md): the `Authorization: Bearer` header's, else the
@@ -179,15 +189,12 @@ impl FullRequest {
 
     /// The path part of the target (before any `?`).
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        target_path(&self.target)
     }
 
     /// The value of query parameter `name` (percent-decoded, `+` as space), if present.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let (_, query) = self.target.split_once('?')?;
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.into_owned())
+        target_query_param(&self.target, name)
     }
 }
 
