@@ -368,6 +368,20 @@ fn history() -> Option<crate::history::History> {
     crate::models::history_for(&Config::default(), 2)
 }
 
+/// Shard `i` of a two-shard mesh over `peers`, keeping `history` for its rooms.
+fn two_shard_mesh(
+    i: usize,
+    peers: &[PeerHandle],
+    history: Option<crate::history::History>,
+) -> Mesh {
+    Mesh::new(
+        ShardId(i),
+        2,
+        MeshLinks::new(ShardId(i), peers.to_vec()),
+        history,
+    )
+}
+
 /// A room whose home, among two shards, is shard `home`.
 fn room_at_home(home: usize) -> String {
     (0..)
@@ -406,14 +420,7 @@ fn offsets(texts: &[String]) -> Vec<u64> {
 
 #[test]
 fn mesh_gives_every_member_of_a_room_one_order() {
-    let mut rig = rig(2, |i, peers, _| {
-        Mesh::new(
-            ShardId(i),
-            2,
-            MeshLinks::new(ShardId(i), peers.to_vec()),
-            history(),
-        )
-    });
+    let mut rig = rig(2, |i, peers, _| two_shard_mesh(i, peers, history()));
     for home in [0, 1] {
         let room = room_at_home(home);
         let mut a = rig.client(0, &room, None);
@@ -439,14 +446,7 @@ fn mesh_gives_every_member_of_a_room_one_order() {
 
 #[test]
 fn mesh_places_a_member_of_another_shard_where_its_replay_ends() {
-    let mut rig = rig(2, |i, peers, _| {
-        Mesh::new(
-            ShardId(i),
-            2,
-            MeshLinks::new(ShardId(i), peers.to_vec()),
-            history(),
-        )
-    });
+    let mut rig = rig(2, |i, peers, _| two_shard_mesh(i, peers, history()));
     let room = room_at_home(0);
     let mut ann = rig.client(0, &room, Some("ann"));
     let welcome = ann.texts();
@@ -489,12 +489,7 @@ fn mesh_closes_members_that_missed_messages_rather_than_leave_a_gap() {
     let peers = std::cell::RefCell::new(Vec::new());
     let mut rig = rig(2, |i, all, _| {
         *peers.borrow_mut() = all.to_vec();
-        Mesh::new(
-            ShardId(i),
-            2,
-            MeshLinks::new(ShardId(i), all.to_vec()),
-            history(),
-        )
+        two_shard_mesh(i, all, history())
     });
     let room = room_at_home(0);
     let mut ann = rig.client(0, &room, None);
@@ -548,14 +543,7 @@ fn shared_gives_every_member_of_a_room_one_order() {
 
 #[test]
 fn mesh_delivers_one_encoding_to_every_shard_in_each_senders_order() {
-    let mut rig = rig(2, |i, peers, _| {
-        Mesh::new(
-            ShardId(i),
-            2,
-            MeshLinks::new(ShardId(i), peers.to_vec()),
-            None,
-        )
-    });
+    let mut rig = rig(2, |i, peers, _| two_shard_mesh(i, peers, None));
     let mut a = rig.client(0, "r", None);
     let mut b = rig.client(1, "r", None);
     let mut elsewhere = rig.client(1, "other", None);
@@ -574,14 +562,7 @@ fn mesh_delivers_one_encoding_to_every_shard_in_each_senders_order() {
 
 #[test]
 fn mesh_counts_members_on_every_shard_and_tells_them_of_joins() {
-    let mut rig = rig(2, |i, peers, _| {
-        Mesh::new(
-            ShardId(i),
-            2,
-            MeshLinks::new(ShardId(i), peers.to_vec()),
-            history(),
-        )
-    });
+    let mut rig = rig(2, |i, peers, _| two_shard_mesh(i, peers, history()));
     let mut ann = rig.client(0, "r", Some("ann"));
     let welcome = ann.texts();
     assert_eq!(field(&welcome[0], "type"), "welcome");
@@ -697,14 +678,7 @@ fn api_publish<R: Reach>(
 
 #[test]
 fn mesh_an_api_publish_on_the_home_is_numbered_among_the_members_messages() {
-    let mut rig = rig(2, |i, peers, _| {
-        Mesh::new(
-            ShardId(i),
-            2,
-            MeshLinks::new(ShardId(i), peers.to_vec()),
-            history(),
-        )
-    });
+    let mut rig = rig(2, |i, peers, _| two_shard_mesh(i, peers, history()));
     let room = room_at_home(1);
     let mut ann = rig.client(0, &room, Some("ann"));
     let mut plain = rig.client(1, &room, None);
