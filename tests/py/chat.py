@@ -14,6 +14,7 @@ import time
 import uuid
 
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 RECV_TIMEOUT = 5.0
 
@@ -37,6 +38,25 @@ async def recv(ws: ClientConnection, timeout: float = RECV_TIMEOUT):
         return await asyncio.wait_for(ws.recv(), timeout)
     except TimeoutError:
         raise TimeoutError(f"no message within {timeout} s") from None
+
+
+async def close_received(ws: ClientConnection, timeout: float = 10.0) -> tuple[int | None, str | None]:
+    """Reads (and drops) whatever is still coming until the connection closes; the code and
+    reason of the server's close frame (None if it sent none)."""
+
+    async def drain():
+        try:
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            pass
+
+    try:
+        await asyncio.wait_for(drain(), timeout)
+    except TimeoutError:
+        return None, "no close within the timeout"
+    rcvd = ws.protocol.close_rcvd
+    return (rcvd.code, rcvd.reason) if rcvd else (None, None)
 
 
 async def assert_chat_works(port: int, room: str = "after") -> None:

@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
-from websockets.exceptions import ConnectionClosed
-
-from chat import V1, connect, recv, run
+from chat import V1, close_received, connect, recv, run
 from test_api import KEY, Api, call
 from test_auth import Keys
 from test_cluster import expect as next_of
@@ -27,14 +24,6 @@ def start(server, tmp_path, *extra: str):
     srv = server("--api-key-file", str(key_file), "--auth", "optional", *keys.flag, *extra,
                  workers=WORKERS)
     return srv, keys
-
-
-async def closed_with(ws) -> tuple[int, str]:
-    """Reads until the server closes `ws`; its close code and reason."""
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            await recv(ws, 10)
-    return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
 def test_presence_shows_users_and_a_disconnect_by_user_closes_all_of_theirs(server, tmp_path):
@@ -66,7 +55,7 @@ def test_presence_shows_users_and_a_disconnect_by_user_closes_all_of_theirs(serv
                             {"user": "u-9", "code": 4009, "reason": "banned"})
         assert answer == {"disconnected": 4}
         for ws in (*nine_v1, *nine_plain):
-            assert await closed_with(ws) == (4009, "banned")
+            assert await close_received(ws) == (4009, "banned")
         # The others stay members: one of them speaks, the other hears it.
         await anon.send(json.dumps({"type": "message", "text": "still here"}))
         while (await next_of(other, "message"))["text"] != "still here":
@@ -96,8 +85,8 @@ def test_a_disconnect_by_user_reaches_every_node(server, redis, tmp_path):
             await next_of(ws, "welcome")  # a member of its node's room
         answer = await call(api1, "POST", "/api/disconnect", {"user": "u-far", "code": 4010})
         assert answer == {"disconnected": 1, "forwarded": "all"}
-        assert (await closed_with(near))[0] == 4010
-        assert (await closed_with(far))[0] == 4010
+        assert (await close_received(near))[0] == 4010
+        assert (await close_received(far))[0] == 4010
         # The anonymous member on the other node is still connected and a member.
         await stay.send(json.dumps({"type": "message", "text": "alone"}))
         while (await next_of(stay, "message"))["text"] != "alone":
@@ -126,7 +115,7 @@ def test_api_keys_and_tokens_never_reach_the_log(server, tmp_path):
         refused = await asyncio.to_thread(api.call, "GET", "/api/rooms", key=wrong_key)
         assert refused.status_code == 401
         await call(api, "POST", "/api/disconnect", {"user": "u-log"})
-        await closed_with(member)
+        await close_received(member)
         return token
 
     token = run(scenario(), timeout=30)

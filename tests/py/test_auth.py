@@ -23,10 +23,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from websockets.exceptions import ConnectionClosed
 
 import wire
-from chat import NOTICES, V1, connect, expect, next_message, recv, run
+from chat import NOTICES, V1, close_received, connect, expect, next_message, recv, run
 from conftest import BIN, MODEL, expected_shards
 
 WORKERS = 4
@@ -107,21 +106,6 @@ def upgrade(port: int, path: str, *headers: str, protocol: str | None = None) ->
 def token_metrics(srv) -> dict[str, float]:
     prefix = 'shardcast_tokens_total{result="'
     return {k[len(prefix):-2]: v for k, v in srv.metrics().items() if k.startswith(prefix)}
-
-
-async def close_of(ws, timeout: float = 10.0) -> tuple[int | None, str | None]:
-    """Reads until the server closes; the code and reason of its close frame."""
-
-    async def drain():
-        try:
-            async for _ in ws:
-                pass
-        except ConnectionClosed:
-            pass
-
-    await asyncio.wait_for(drain(), timeout)
-    rcvd = ws.protocol.close_rcvd
-    return (rcvd.code, rcvd.reason) if rcvd else (None, None)
 
 
 async def skip_notices(ws) -> dict:
@@ -335,7 +319,7 @@ def test_a_token_in_hello_is_checked_and_refusals_close_with_1008(server, tmp_pa
             await ws.send(hello(token, nick))
             err = await expect(ws, "error")
             assert err["code"] == code and err["text"], err
-            assert await close_of(ws) == (1008, reason)
+            assert await close_received(ws) == (1008, reason)
             return err["text"]
 
     async def main():
@@ -399,7 +383,7 @@ def test_rooms_and_read_only_hold_on_every_shard(server, tmp_path):
                     assert (err["type"], err["code"]) == ("error", "forbidden"), err
                 for ws in plains:
                     await ws.send("may I?")
-                    assert await close_of(ws) == (1008, "read-only")
+                    assert await close_received(ws) == (1008, "read-only")
                 await spk.send(json.dumps({"type": "message", "text": "only me"}))
                 for ws in [spk, *listeners]:
                     m = await next_message(ws)
@@ -430,7 +414,7 @@ def test_a_member_is_closed_when_its_token_expires(server, tmp_path):
                 await expect(brief, "welcome")
                 assert (await expect(stay, "join"))["user"] == "u-brief"
                 # exp + the 5 s leeway: within about 6 s; bounded generously.
-                assert await close_of(brief, timeout=20) == (1008, "token expired")
+                assert await close_received(brief, timeout=20) == (1008, "token expired")
             left = await expect(stay, "leave", timeout=5)
             assert left["user"] == "u-brief"
 

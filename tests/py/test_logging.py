@@ -20,10 +20,9 @@ import uuid
 from datetime import datetime
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 import wire
-from chat import connect, recv, run
+from chat import close_received, connect, recv, run
 
 V1 = ["shardcast.v1"]
 ACCESS = "shardcast::access"
@@ -85,25 +84,6 @@ async def expect(ws, kind: str, timeout: float = 5.0) -> dict:
     env = json.loads(message)
     assert env["type"] == kind, f"expected {kind}, got {env}"
     return env
-
-
-async def close_received(ws, timeout: float) -> tuple[int | None, str | None]:
-    """Reads (and drops) whatever is still coming until the connection closes; the code and
-    reason of the server's close frame (None if it sent none)."""
-
-    async def drain():
-        try:
-            async for _ in ws:
-                pass
-        except ConnectionClosed:
-            pass
-
-    try:
-        await asyncio.wait_for(drain(), timeout)
-    except TimeoutError:
-        return None, "no close within the timeout"
-    rcvd = ws.protocol.close_rcvd
-    return (rcvd.code, rcvd.reason) if rcvd else (None, None)
 
 
 def stop(srv, signalled: bool = False) -> None:
