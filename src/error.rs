@@ -132,6 +132,18 @@ pub enum ServerError {
     /// A bridge thread could not be started.
     #[error("cannot start the Redis bridge: {0}")]
     Bridge(io::Error),
+    /// Another live process of the cluster holds this node's id (docs/cluster.md).
+    #[error(
+        "node id {node:?} is already in use by a live node of this cluster (its claim, Redis \
+         key {key}, is being renewed): give this node its own --node-id, or stop the other \
+         node first"
+    )]
+    NodeIdTaken {
+        /// The node id.
+        node: String,
+        /// The Redis key holding the claim.
+        key: String,
+    },
     /// A shard or the acceptor stopped with an I/O error.
     #[error("{name} stopped: {source}")]
     Thread {

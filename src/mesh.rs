@@ -129,6 +129,11 @@ pub enum ClusterNews {
     /// The count changed with no member to name (a node lost, a heartbeat correction): an
     /// `online` notice.
     Count,
+    /// Cross-node delivery stopped (Redis unreachable, or this node's id taken by another
+    /// process); the count is this node's own members: a `cluster_down` notice.
+    LinkDown,
+    /// Cross-node delivery works again: a `cluster_up` notice.
+    LinkUp,
 }
 
 /// The sending side of one shard's inbox, as held by its peers.
@@ -190,8 +195,12 @@ impl PeerLink {
                 let had_news = news.is_some();
                 let entry = self.deferred_counts.entry(room).or_insert((others, false));
                 *entry = (others, entry.1 || had_news);
+                // A lost link notice is counted like a lost join: the count still arrives.
                 Deferred::Kept {
-                    lost_notice: matches!(news, Some(ClusterNews::Member(_))),
+                    lost_notice: matches!(
+                        news,
+                        Some(ClusterNews::Member(_) | ClusterNews::LinkDown | ClusterNews::LinkUp)
+                    ),
                 }
             }
         }

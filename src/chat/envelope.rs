@@ -188,6 +188,11 @@ enum ServerEnvelope<'a> {
     Online {
         online: u64,
     },
+    Notice {
+        code: &'a str,
+        text: &'a str,
+        online: u64,
+    },
 }
 
 /// Where a joining member starts in its room's history: `welcome`'s history fields, each
@@ -296,6 +301,36 @@ pub fn presence(change: Change, who: Who, online: u64) -> SharedFrame {
 /// its counts were corrected by a heartbeat).
 pub fn online(online: u64) -> SharedFrame {
     frame(&ServerEnvelope::Online { online })
+}
+
+/// A change in the server's own state that members should know of (`notice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// In a cluster: messages stopped reaching other nodes; `online` is this node's members.
+    ClusterDown,
+    /// In a cluster: messages reach other nodes again.
+    ClusterUp,
+}
+
+impl Notice {
+    /// The code as sent, and the explanation for people.
+    pub fn wire(self) -> (&'static str, &'static str) {
+        match self {
+            Notice::ClusterDown => (
+                "cluster_down",
+                "messages no longer reach members on other servers; only members here are \
+                 counted",
+            ),
+            Notice::ClusterUp => ("cluster_up", "messages reach every server again"),
+        }
+    }
+}
+
+/// `notice`: `notice` happened; the room has `online` members now (as far as the server can
+/// vouch for them).
+pub fn notice(notice: Notice, online: u64) -> SharedFrame {
+    let (code, text) = notice.wire();
+    frame(&ServerEnvelope::Notice { code, text, online })
 }
 
 /// `error` with `code`.
@@ -478,5 +513,28 @@ mod tests {
         let v = payload(&error(ErrorCode::BadNick));
         assert_eq!(v["type"], "error");
         assert_eq!(v["code"], "bad_nick");
+    }
+
+    #[test]
+    fn cluster_notices_carry_a_code_an_explanation_and_the_count() {
+        let v = payload(&notice(Notice::ClusterDown, 2));
+        assert_eq!(
+            (&v["type"], &v["code"], &v["online"]),
+            (
+                &serde_json::json!("notice"),
+                &serde_json::json!("cluster_down"),
+                &serde_json::json!(2)
+            )
+        );
+        assert!(
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("other servers"))
+        );
+        let v = payload(&notice(Notice::ClusterUp, 5));
+        assert_eq!(
+            (&v["code"], &v["online"]),
+            (&serde_json::json!("cluster_up"), &serde_json::json!(5))
+        );
     }
 }

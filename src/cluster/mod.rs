@@ -28,6 +28,7 @@
 //! through a map holding one entry per (room, shard) ([`shares`]), and `bridge-sub` reaches the
 //! shards through their bounded inboxes and the mesh backlog ([`crate::mesh`]).
 
+pub mod claim;
 pub mod publisher;
 pub mod shares;
 pub mod stats;
@@ -442,14 +443,18 @@ pub fn start(
         reason: e.to_string(),
     })?;
     let node: Arc<str> = Arc::from(node);
+    // Drawn once per process: tells this process's heartbeats from another's with its id.
+    let instance = random_seed();
+    let claim = claim::Claim::new(&node, instance);
+    claim_at_start(&client, &claim, &node, url)?;
     // The publisher drains it at all times (Redis up or down); shards only try_send to it.
     let (tx, rx): (Sender<Outbound>, Receiver<Outbound>) =
         crossbeam_channel::bounded(OUTBOUND_CAPACITY);
     let (share_tx, share_rx) = shares::handoff();
     let questions = Questions::default();
     let publisher = publisher::Publisher::new(
-        client.clone(),
-        node.clone(),
+        (client.clone(), claim),
+        (node.clone(), instance),
         shards.len(),
         rx,
         share_tx,
@@ -457,7 +462,7 @@ pub fn start(
     );
     let subscriber = subscriber::Subscriber::new(
         client,
-        node.clone(),
+        (node.clone(), instance),
         (presence, ordered),
         shards,
         share_rx,
@@ -479,6 +484,35 @@ pub fn start(
         })
         .map_err(ServerError::Bridge)?;
     Ok(ClusterLink::new(tx, node, stats, questions))
+}
+
+/// Takes the node id's claim before the node joins: refused when a live process holds it.
+/// With Redis unreachable the node starts anyway; its publisher takes the claim once Redis
+/// answers (and stops cross-node traffic if the id is taken by then).
+fn claim_at_start(
+    client: &redis::Client,
+    claim: &claim::Claim,
+    node: &str,
+    url: &str,
+) -> Result<(), ServerError> {
+    let taken = connect(client, IO_TIMEOUT)
+        .map_err(claim::Refused::Redis)
+        .and_then(|mut conn| claim.take_at_start(&mut conn));
+    match taken {
+        Ok(()) => Ok(()),
+        Err(claim::Refused::Live) => Err(ServerError::NodeIdTaken {
+            node: node.to_owned(),
+            key: claim::key(node),
+        }),
+        Err(claim::Refused::Redis(e)) => {
+            tracing::warn!(
+                "cannot reach Redis at {} to claim node id {node:?} ({e}); starting anyway: \
+                 the claim is taken once Redis answers",
+                redacted(url)
+            );
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,16 +9,23 @@
 //!
 //! This node's shares go on to the subscriber through [`crate::cluster::shares`], which keeps
 //! only the latest per (room, shard): the publisher never waits on the subscriber either.
+//!
+//! It also holds the node's id ([`crate::cluster::claim`]): on every fresh connection, before
+//! anything is published, and before every heartbeat, it renews the claim. When another
+//! process holds the id it stops for good: nothing more is published (messages are counted
+//! as dropped), and the subscriber, seeing [`ClusterStats::clash`], stops delivering.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backoff::Backoff;
+use crate::cluster::claim::{Claim, Holder};
 use crate::cluster::shares::ShareSender;
+use crate::cluster::stats::Side;
 use crate::cluster::table::NodeTable;
-use crate::cluster::wire::{self, Member};
+use crate::cluster::wire::{self, Instance, Member};
 use crate::cluster::{
     ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, MemberChange, Outbound, PRESENCE_CHANNEL,
     RECONNECT_CAP, connect, reconnect_backoff, room_channel,
@@ -33,6 +40,11 @@ pub const BATCH: usize = 1024;
 pub struct Publisher {
     client: redis::Client,
     node: Arc<str>,
+    /// This process's token, in every heartbeat.
+    instance: u64,
+    claim: Claim,
+    /// A connection was lost before: the next one is a reconnection.
+    lost_before: bool,
     rx: Receiver<Outbound>,
     share_tx: ShareSender,
     stats: Arc<ClusterStats>,
@@ -48,8 +60,8 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher for a node of `workers` shards.
     pub fn new(
-        client: redis::Client,
-        node: Arc<str>,
+        (client, claim): (redis::Client, Claim),
+        (node, instance): (Arc<str>, u64),
         workers: usize,
         rx: Receiver<Outbound>,
         share_tx: ShareSender,
@@ -58,6 +70,9 @@ impl Publisher {
         Publisher {
             client,
             node,
+            instance,
+            claim,
+            lost_before: false,
             rx,
             share_tx,
             stats,
@@ -86,19 +101,26 @@ impl Publisher {
                 count += self.add(item, &mut pipe);
             }
             let now = Instant::now();
-            if now >= self.next_heartbeat {
+            let heartbeat = now >= self.next_heartbeat;
+            if heartbeat {
                 self.next_heartbeat = now + HEARTBEAT;
-                let rows = self.table.rows();
-                pipe.cmd("PUBLISH")
-                    .arg(PRESENCE_CHANNEL)
-                    .arg(wire::heartbeat(&self.node, rows.into_iter()))
-                    .ignore();
-                count += 1;
             }
-            if count > 0 {
-                self.send(&pipe, count);
+            if count > 0 || heartbeat {
+                self.send(pipe, count, heartbeat);
             }
         }
+    }
+
+    /// The heartbeat envelope: the whole table, this process's token and the time.
+    fn heartbeat(&self) -> Vec<u8> {
+        let sent_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let instance = Instance {
+            token: self.instance,
+            sent_micros,
+        };
+        wire::heartbeat(&self.node, self.table.rows().into_iter(), instance)
     }
 
     /// Adds one item to the pipeline; returns how many envelopes it added.
@@ -145,34 +167,94 @@ impl Publisher {
         }
     }
 
-    /// Sends the pipeline, connecting first if need be; counts what could not be sent.
-    fn send(&mut self, pipe: &redis::Pipeline, count: u64) {
-        if self.conn.is_none() && Instant::now() >= self.retry_at {
+    /// Sends the pipeline of `count` envelopes, and the heartbeat when `heartbeat`: connecting
+    /// (and claiming the node id) first if need be. Counts what could not be sent.
+    fn send(&mut self, mut pipe: redis::Pipeline, mut count: u64, heartbeat: bool) {
+        if self.stats.clash().is_some() {
+            self.stats.dropped(count);
+            return;
+        }
+        let fresh = self.conn.is_none();
+        if fresh && Instant::now() >= self.retry_at {
             // A reply may take as long as a write.
             match connect(&self.client, IO_TIMEOUT) {
-                Ok(conn) => {
-                    tracing::info!("redis publisher connected");
-                    self.conn = Some(conn);
-                    self.backoff.reset();
-                }
-                Err(e) => {
-                    self.retry_later(&e);
-                }
+                Ok(conn) => self.conn = Some(conn),
+                Err(e) => self.lost(&e),
             }
         }
         let Some(conn) = &mut self.conn else {
             self.stats.dropped(count);
             return;
         };
+        // The claim first: on a fresh connection nothing goes out before it (Redis may have
+        // restarted without it), and each heartbeat renews it.
+        if fresh || heartbeat {
+            match self.claim.renew(conn) {
+                Ok(Holder::Us) => {}
+                Ok(Holder::Other) => {
+                    self.conn = None;
+                    self.stats.dropped(count);
+                    self.lose_node_id();
+                    return;
+                }
+                Err(e) => {
+                    self.stats.dropped(count);
+                    self.lost(&e);
+                    return;
+                }
+            }
+        }
+        if fresh {
+            tracing::info!("redis publisher connected");
+            self.stats.connected(Side::Publish, self.lost_before);
+            self.backoff.reset();
+        }
+        if heartbeat || fresh {
+            // A fresh connection tells the others at once what they missed meanwhile.
+            pipe.cmd("PUBLISH")
+                .arg(PRESENCE_CHANNEL)
+                .arg(self.heartbeat())
+                .ignore();
+            count += 1;
+            if fresh {
+                self.next_heartbeat = Instant::now() + HEARTBEAT;
+            }
+        }
+        let Some(conn) = &mut self.conn else {
+            return;
+        };
         match pipe.exec(conn) {
             Ok(()) => self.stats.published(count),
             Err(e) => {
-                self.conn = None;
                 self.stats.dropped(count);
                 tracing::warn!("redis publisher: {e}; reconnecting");
-                self.retry_later(&e);
+                self.lost(&e);
             }
         }
+    }
+
+    /// The connection failed (or could not be made): try again after the backoff.
+    fn lost(&mut self, error: &redis::RedisError) {
+        self.conn = None;
+        self.lost_before = true;
+        self.stats.disconnected(Side::Publish, error);
+        self.retry_later(error);
+    }
+
+    /// Another process holds this node's id: stop publishing, for good, and say so loudly.
+    fn lose_node_id(&mut self) {
+        let why = format!(
+            "node id clash: another live process holds node id {:?} (Redis key {}); this \
+             process stopped all cross-node traffic. Give each node its own --node-id and \
+             restart this one",
+            &*self.node,
+            crate::cluster::claim::key(&self.node)
+        );
+        if self.stats.clashed(why.clone()) {
+            tracing::error!("{why}");
+        }
+        self.stats
+            .disconnected(Side::Publish, &"stopped: node id clash");
     }
 
     fn retry_later(&mut self, error: &redis::RedisError) {

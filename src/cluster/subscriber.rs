@@ -12,6 +12,20 @@
 //! meanwhile, and on return resubscribes, asks for an immediate heartbeat, and logs and
 //! counts how long cross-node delivery was down.
 //!
+//! **The link is up** when this node's own heartbeat comes back through Redis after the
+//! subscription was made: proof that both connections work end to end (its delay is the lag
+//! metric). When the link goes down (the subscription fails, or falls silent) every other node
+//! leaves the counts at once, since nothing this node hears of them is current any more, and
+//! each room's shards are told with [`ClusterNews::LinkDown`] (v1 members get a
+//! `cluster_down` notice with the count the node can vouch for); when it is back,
+//! [`ClusterNews::LinkUp`] (`cluster_up`), and the heartbeats that follow restore the counts.
+//!
+//! **A heartbeat with this node's id from another process** (another instance token) is a
+//! node-id clash: logged loudly, and the publisher is asked to renew the claim at once, which
+//! settles who keeps the id ([`crate::cluster::claim`]). The process that loses it stands
+//! aside: it drops every other node from the counts, tells its members, and receives nothing
+//! more until it is restarted.
+//!
 //! Bounds: this node's shares arrive through [`crate::cluster::shares`] (latest per (room,
 //! shard), never full). What goes to the shards passes through their bounded inboxes and this
 //! thread's [`MeshLinks`] backlog: past [`crate::mesh::MAX_BACKLOG`] waiting for one shard,
@@ -30,8 +44,9 @@ use crate::chat::envelope::Change;
 use crate::chat::post::Needs;
 use crate::chat::{Body, Nick, Outgoing, Post};
 use crate::cluster::shares::{ShareReceiver, Stopped};
+use crate::cluster::stats::Side;
 use crate::cluster::table::NodeTable;
-use crate::cluster::wire::{self, Envelope, Member};
+use crate::cluster::wire::{self, Envelope, Instance, Member};
 use crate::cluster::{
     ClusterNews, ClusterStats, HEARTBEAT, LocalShare, MemberChange, NODE_EXPIRY, Outbound,
     PRESENCE_CHANNEL, Questions, RECONNECT_CAP, ROOM_CHANNEL_PREFIX, RemoteMembers, connect, lock,
@@ -65,6 +80,8 @@ impl RemoteNode {
 pub struct Subscriber {
     client: redis::Client,
     node: Arc<str>,
+    /// This process's token, as its heartbeats carry it.
+    instance: u64,
     presence: bool,
     /// Rooms have one order (history on): messages from other nodes go to their room's home
     /// shard, which numbers them.
@@ -83,20 +100,36 @@ pub struct Subscriber {
     told: HashMap<RoomId, u64>,
     subscribed: HashSet<RoomId>,
     backoff: Backoff,
+    /// This node's heartbeat came back since the subscription was made.
+    link_up: bool,
+    /// Since when cross-node delivery is down (after a failure; `None` while up, and at start).
+    down_since: Option<Instant>,
+    /// Members were told of the link going down: tell them when it is back.
+    announced_down: bool,
+    /// A connection was lost before: the next one is a reconnection.
+    lost_before: bool,
+    /// Instance tokens of other processes seen using this node's id (each logged once).
+    clashers: HashSet<u64>,
 }
 
 enum Exit {
     /// The connection failed (or never came up).
     Lost(redis::RedisError),
+    /// Another process holds this node's id.
+    Clash,
     /// Every shard is gone: the server is stopping.
     Stopped,
 }
+
+/// Most clashing instance tokens remembered (so each is logged once); past it, more are
+/// still counted, and logged at debug.
+const CLASHERS: usize = 64;
 
 impl Subscriber {
     /// A subscriber that hands messages to `shards`.
     pub fn new(
         client: redis::Client,
-        node: Arc<str>,
+        (node, instance): (Arc<str>, u64),
         (presence, ordered): (bool, bool),
         shards: Vec<PeerHandle>,
         share_rx: ShareReceiver,
@@ -108,6 +141,7 @@ impl Subscriber {
         Subscriber {
             client,
             node,
+            instance,
             presence,
             ordered,
             // An id beyond every shard's: every shard is a peer.
@@ -122,30 +156,116 @@ impl Subscriber {
             told: HashMap::new(),
             subscribed: HashSet::new(),
             backoff: reconnect_backoff(),
+            link_up: false,
+            down_since: None,
+            announced_down: false,
+            lost_before: false,
+            clashers: HashSet::new(),
         }
     }
 
     /// Runs until the server stops: connected, or waiting to reconnect.
     pub fn run(mut self) {
-        let mut down_since: Option<Instant> = None;
         loop {
-            match self.connected(&mut down_since) {
+            if self.stats.clash().is_some() {
+                return self.stand_aside();
+            }
+            match self.connected() {
                 Exit::Stopped => return,
-                Exit::Lost(e) => {
-                    self.stats.set_up(false);
-                    if down_since.is_none() {
-                        tracing::warn!("redis: cross-node delivery down: {e}");
-                        down_since = Some(Instant::now());
-                    } else {
-                        tracing::debug!("redis: still down: {e}");
-                    }
-                }
+                Exit::Clash => continue,
+                Exit::Lost(e) => self.went_down(&e),
             }
             let delay = self.backoff.next_delay().unwrap_or(RECONNECT_CAP);
             if !self.wait(delay) {
                 return;
             }
         }
+    }
+
+    /// The subscription failed: cross-node delivery is down until the link is proven again.
+    fn went_down(&mut self, error: &redis::RedisError) {
+        self.lost_before = true;
+        self.stats.disconnected(Side::Subscribe, error);
+        self.stats.set_up(false);
+        if self.down_since.is_none() {
+            tracing::warn!("redis: cross-node delivery down: {error}");
+            self.down_since = Some(Instant::now());
+        } else {
+            tracing::debug!("redis: still down: {error}");
+        }
+        if self.link_up {
+            self.link_up = false;
+            self.announce_down();
+        }
+    }
+
+    /// This node's heartbeat came back, `sent_micros` after the epoch: the link works.
+    fn echoed(&mut self, sent_micros: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.stats
+            .echoed(Duration::from_micros(now.saturating_sub(sent_micros)));
+        if self.link_up {
+            return;
+        }
+        self.link_up = true;
+        self.stats.set_up(true);
+        match self.down_since.take() {
+            Some(since) => {
+                let down = since.elapsed();
+                self.stats.outage_ended(down);
+                tracing::info!(
+                    "redis: cross-node delivery restored after {:.1} s",
+                    down.as_secs_f64()
+                );
+            }
+            None => tracing::info!("redis: node {} linked: cross-node delivery on", self.node),
+        }
+        if std::mem::take(&mut self.announced_down) {
+            self.announce_up();
+        }
+    }
+
+    /// Every other node leaves the counts (nothing heard of them is current now), and each
+    /// room with members here hears that cross-node delivery stopped.
+    fn announce_down(&mut self) {
+        self.remote.clear();
+        self.stats.set_nodes(0);
+        self.stats.forget_peers();
+        let rooms: HashSet<RoomId> = self
+            .told
+            .drain()
+            .map(|(room, _)| room)
+            .chain(self.local.rooms().cloned())
+            .collect();
+        for room in rooms {
+            self.tell_shards(&room, 0, Some(ClusterNews::LinkDown));
+        }
+        self.announced_down = true;
+        self.flush_to_shards();
+    }
+
+    /// Each room with members here hears that cross-node delivery is back (the counts follow
+    /// with the other nodes' heartbeats).
+    fn announce_up(&mut self) {
+        let rooms: Vec<RoomId> = self.local.rooms().cloned().collect();
+        for room in rooms {
+            let others = self.others(&room);
+            self.note_told(&room, others);
+            self.tell_shards(&room, others, Some(ClusterNews::LinkUp));
+        }
+    }
+
+    /// Another process holds this node's id: cross-node delivery stops here for good. The
+    /// thread only keeps the local table until the server stops.
+    fn stand_aside(mut self) {
+        self.stats
+            .disconnected(Side::Subscribe, &"stopped: node id clash");
+        self.stats.set_up(false);
+        self.link_up = false;
+        self.announce_down();
+        while self.wait(HEARTBEAT) {}
     }
 
     /// Waits `delay`, keeping the local table current and expiring silent nodes. False once
@@ -167,7 +287,7 @@ impl Subscriber {
     }
 
     /// One connection's life: subscribe, then take messages until it fails.
-    fn connected(&mut self, down_since: &mut Option<Instant>) -> Exit {
+    fn connected(&mut self) -> Exit {
         let mut conn = match connect(&self.client, SILENCE_LIMIT) {
             Ok(conn) => conn,
             Err(e) => return Exit::Lost(e),
@@ -181,20 +301,11 @@ impl Subscriber {
         if let Err(e) = self.sync_subscriptions(&mut pubsub) {
             return Exit::Lost(e);
         }
-        self.stats.set_up(true);
+        self.stats.connected(Side::Subscribe, self.lost_before);
         self.backoff.reset();
-        match down_since.take() {
-            Some(since) => {
-                let down = since.elapsed();
-                self.stats.outage_ended(down);
-                tracing::info!(
-                    "redis: cross-node delivery restored after {:.1} s",
-                    down.as_secs_f64()
-                );
-            }
-            None => tracing::info!("redis: node {} subscribed", self.node),
-        }
-        // Let the others know of us (and we of them) without waiting for a tick.
+        tracing::debug!("redis: node {} subscribed", self.node);
+        // Let the others know of us (and we of them) without waiting for a tick; its echo
+        // proves the link.
         self.heartbeat_now();
         loop {
             let msg = match pubsub.get_message() {
@@ -202,6 +313,9 @@ impl Subscriber {
                 Err(e) => return Exit::Lost(e),
             };
             self.handle(msg.get_channel_name(), msg.get_payload_bytes());
+            if self.stats.clash().is_some() {
+                return Exit::Clash;
+            }
             match self.share_rx.try_take() {
                 Ok(shares) => shares.into_iter().for_each(|s| self.apply_share(s)),
                 Err(Stopped) => return Exit::Stopped,
@@ -267,6 +381,14 @@ impl Subscriber {
             return;
         };
         match envelope {
+            Envelope::Heartbeat {
+                node,
+                instance: Some(Instance { token, sent_micros }),
+                ..
+            } if node == &*self.node && token == self.instance => self.echoed(sent_micros),
+            Envelope::Heartbeat { node, instance, .. } if node == &*self.node => {
+                self.another_instance(instance.map(|i| i.token));
+            }
             Envelope::Message { node, .. }
             | Envelope::Presence { node, .. }
             | Envelope::Heartbeat { node, .. }
@@ -420,8 +542,9 @@ impl Subscriber {
                 }
                 self.tell_room(&room, member);
             }
-            Envelope::Heartbeat { node, shares } => {
+            Envelope::Heartbeat { node, shares, .. } => {
                 self.stats.received();
+                self.stats.heartbeat_from(node);
                 let mut rooms: HashMap<RoomId, HashMap<u16, Share>> = HashMap::new();
                 for (room, shard, share) in shares {
                     if let Some(room) = RoomId::parse(room)
@@ -443,7 +566,28 @@ impl Subscriber {
         }
     }
 
-    /// Marks `node` alive; a node not known before gets our heartbeat at once.
+    /// Another process (with `token`; none from a node too old to send one) sent a heartbeat
+    /// with this node's id. The publisher renews the claim at once: whichever process does
+    /// not hold it stops.
+    fn another_instance(&mut self, token: Option<u64>) {
+        self.stats.clash_seen();
+        let token = token.unwrap_or(0);
+        if self.clashers.len() < CLASHERS && self.clashers.insert(token) {
+            tracing::error!(
+                "cluster: another process (instance {token:016x}) uses this node's id {:?}: \
+                 the one that does not hold the id's claim in Redis stops its cross-node \
+                 traffic. Give each node its own --node-id",
+                &*self.node
+            );
+        } else {
+            tracing::debug!(
+                "cluster: instance {token:016x} still uses node id {}",
+                self.node
+            );
+        }
+        self.heartbeat_now();
+    }
+
     /// Another node's server API asks to close `target` (a session of this node, or every
     /// session of a user): every shard closes what is theirs (nobody waits for answers).
     fn disconnect(&mut self, target: Target, code: u16, text: &str) {
@@ -494,6 +638,7 @@ impl Subscriber {
                 NODE_EXPIRY.as_secs()
             );
             self.stats.set_nodes(self.remote.len());
+            self.stats.forget_peer(&name);
             for room in node.rooms.keys() {
                 self.tell_room(room, None);
             }
@@ -503,16 +648,12 @@ impl Subscriber {
     /// Tells every local shard the room's new `others` count, with the notice for its v1
     /// members: `join`/`leave` for a known member, `online` when only the count changed.
     fn tell_room(&mut self, room: &RoomId, member: Option<Member<'_>>) {
-        let others: u64 = self.remote.values().map(|n| n.total(room)).sum();
+        let others = self.others(room);
         let before = self.told.get(room).copied().unwrap_or(0);
         if others == before && member.is_none() {
             return;
         }
-        if others > 0 {
-            self.told.insert(room.clone(), others);
-        } else {
-            self.told.remove(room);
-        }
+        self.note_told(room, others);
         let news = self.presence.then(|| match &member {
             Some(m) => ClusterNews::Member(MemberChange {
                 change: m.change,
@@ -522,6 +663,30 @@ impl Subscriber {
             }),
             None => ClusterNews::Count,
         });
+        self.tell_shards(room, others, news);
+        if member.is_some_and(|m| m.change == Change::Join) {
+            tracing::debug!("cluster: {room:?} has {others} member(s) on other nodes");
+        }
+    }
+}
+
+impl Subscriber {
+    /// `room`'s members on other nodes, as last heard.
+    fn others(&self, room: &RoomId) -> u64 {
+        self.remote.values().map(|n| n.total(room)).sum()
+    }
+
+    /// Records the `others` count the room's shards are about to be told.
+    fn note_told(&mut self, room: &RoomId, others: u64) {
+        if others > 0 {
+            self.told.insert(room.clone(), others);
+        } else {
+            self.told.remove(room);
+        }
+    }
+
+    /// Tells every local shard `room`'s `others` count, with `news` for its v1 members.
+    fn tell_shards(&mut self, room: &RoomId, others: u64, news: Option<ClusterNews>) {
         for shard in 0..self.workers {
             self.mesh.send(
                 ShardId(shard),
@@ -531,9 +696,6 @@ impl Subscriber {
                     news: news.clone(),
                 },
             );
-        }
-        if member.is_some_and(|m| m.change == Change::Join) {
-            tracing::debug!("cluster: {room:?} has {others} member(s) on other nodes");
         }
     }
 }
@@ -552,7 +714,27 @@ mod tests {
     struct Rig {
         sub: Subscriber,
         inboxes: Vec<Inbox<ShardMsg>>,
+        /// What the subscriber asks of the publisher.
+        publisher: Inbox<Outbound>,
         _polls: Vec<mio::Poll>,
+    }
+
+    /// This process's instance token in the tests.
+    const ME: u64 = 7;
+
+    /// A heartbeat's instance: another process's token, sent at `sent_micros`.
+    fn at(sent_micros: u64) -> Instance {
+        Instance {
+            token: 99,
+            sent_micros,
+        }
+    }
+
+    fn now_micros() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
     }
 
     fn rig(presence: bool) -> Rig {
@@ -568,10 +750,10 @@ mod tests {
             polls.push(poll);
         }
         let (_shares, share_rx) = crate::cluster::shares::handoff();
-        let (publisher, _) = crossbeam_channel::bounded(1);
+        let (publisher, publisher_rx) = crossbeam_channel::bounded(8);
         let sub = Subscriber::new(
             redis::Client::open("redis://127.0.0.1:1/").unwrap(),
-            Arc::from("me"),
+            (Arc::from("me"), ME),
             (presence, false),
             handles,
             share_rx,
@@ -581,6 +763,7 @@ mod tests {
         Rig {
             sub,
             inboxes,
+            publisher: publisher_rx,
             _polls: polls,
         }
     }
@@ -680,6 +863,8 @@ mod tests {
                             m.nick.as_ref().map_or("-", |n| n.as_str())
                         ),
                         ClusterNews::Count => "count".to_owned(),
+                        ClusterNews::LinkDown => "down".to_owned(),
+                        ClusterNews::LinkUp => "up".to_owned(),
                     });
                     (*others, news)
                 }
@@ -709,13 +894,13 @@ mod tests {
         // A heartbeat that agrees changes nothing; one that disagrees corrects the count.
         rig.sub.handle(
             PRESENCE_CHANNEL,
-            &wire::heartbeat("n2", [("r", 1, two)].into_iter()),
+            &wire::heartbeat("n2", [("r", 1, two)].into_iter(), at(0)),
         );
         assert!(rig.sent().iter().all(Vec::is_empty));
         let five = Share { plain: 5, v1: 0 };
         rig.sub.handle(
             PRESENCE_CHANNEL,
-            &wire::heartbeat("n2", [("r", 1, five)].into_iter()),
+            &wire::heartbeat("n2", [("r", 1, five)].into_iter(), at(0)),
         );
         let count = Some("count".to_owned());
         assert_eq!(cluster_msgs(rig.sent()), vec![(5, count.clone()); 2]);
@@ -743,6 +928,150 @@ mod tests {
             &wire::presence("n2", "r", 0, one, Some(join)),
         );
         assert_eq!(cluster_msgs(rig.sent()), vec![(1, None); 2]);
+    }
+
+    fn metric(rig: &Rig, name: &str) -> String {
+        let mut text = String::new();
+        rig.sub.stats.render(&mut text);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+            .unwrap_or_else(|| panic!("{name} missing from {text}"))
+    }
+
+    #[test]
+    fn the_link_is_up_once_our_own_heartbeat_comes_back_and_its_delay_is_the_lag() {
+        let mut rig = rig(true);
+        assert!(!rig.sub.stats.is_up(), "subscribed is not yet linked");
+        assert!(rig.sub.stats.degraded().is_some());
+        let sent = now_micros() - 1500;
+        let ours = Instance {
+            token: ME,
+            sent_micros: sent,
+        };
+        rig.sub.handle(
+            PRESENCE_CHANNEL,
+            &wire::heartbeat("me", std::iter::empty(), ours),
+        );
+        assert!(rig.sub.stats.is_up());
+        assert_eq!(rig.sub.stats.degraded(), None);
+        let lag: f64 = metric(&rig, "shardcast_cluster_heartbeat_lag_seconds")
+            .parse()
+            .unwrap();
+        assert!((0.0015..5.0).contains(&lag), "lag {lag}");
+        assert!(
+            rig.sent().iter().all(Vec::is_empty),
+            "an echo tells shards nothing"
+        );
+    }
+
+    #[test]
+    fn another_process_with_our_node_id_is_a_clash_and_the_claim_is_checked_at_once() {
+        let mut rig = rig(true);
+        let room = RoomId::parse("r").unwrap();
+        rig.local_member(&room, Dialect::V1);
+        let one = Share { plain: 0, v1: 1 };
+        // Its heartbeat carries our id and a table: none of it is counted as another node.
+        rig.sub.handle(
+            PRESENCE_CHANNEL,
+            &wire::heartbeat("me", [("r", 0, one)].into_iter(), at(now_micros())),
+        );
+        assert!(rig.sent().iter().all(Vec::is_empty));
+        assert!(rig.sub.remote.is_empty());
+        assert!(!rig.sub.stats.is_up(), "not our echo");
+        assert!(matches!(
+            rig.publisher.try_recv(),
+            Ok(Outbound::HeartbeatNow)
+        ));
+        assert_eq!(
+            metric(&rig, "shardcast_cluster_node_id_clashes_seen_total"),
+            "1"
+        );
+        // An older node's heartbeat (no instance) with our id is another process too.
+        let bytes = wire::heartbeat("me", std::iter::empty(), at(0));
+        rig.sub.handle(PRESENCE_CHANNEL, &bytes[..bytes.len() - 16]);
+        assert_eq!(
+            metric(&rig, "shardcast_cluster_node_id_clashes_seen_total"),
+            "2"
+        );
+    }
+
+    #[test]
+    fn a_lost_link_drops_other_nodes_from_the_counts_and_says_so_and_its_return_says_so() {
+        let mut rig = rig(true);
+        let room = RoomId::parse("r").unwrap();
+        rig.local_member(&room, Dialect::V1);
+        let ours = |sent_micros| Instance {
+            token: ME,
+            sent_micros,
+        };
+        rig.sub.handle(
+            PRESENCE_CHANNEL,
+            &wire::heartbeat("me", std::iter::empty(), ours(now_micros())),
+        );
+        let three = Share { plain: 1, v1: 2 };
+        rig.sub.handle(
+            PRESENCE_CHANNEL,
+            &wire::heartbeat("n2", [("r", 0, three)].into_iter(), at(now_micros())),
+        );
+        assert_eq!(
+            cluster_msgs(rig.sent()),
+            vec![(3, Some("count".to_owned())); 2]
+        );
+        assert!(
+            metric(
+                &rig,
+                "shardcast_cluster_peer_heartbeat_age_seconds{node=\"n2\"}"
+            )
+            .parse::<f64>()
+            .is_ok()
+        );
+        let error = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        rig.sub.went_down(&error);
+        assert_eq!(
+            cluster_msgs(rig.sent()),
+            vec![(0, Some("down".to_owned())); 2]
+        );
+        assert!(rig.sub.remote.is_empty());
+        let degraded = rig.sub.stats.degraded().expect("degraded while down");
+        assert!(
+            degraded.reason.contains("cluster link down"),
+            "{degraded:?}"
+        );
+        assert!(!degraded.take_out, "an outage does not take the node out");
+        assert_eq!(metric(&rig, "shardcast_cluster_up"), "0");
+        // Down again while down: nothing more to tell.
+        rig.sub.went_down(&error);
+        assert!(rig.sent().iter().all(Vec::is_empty));
+        // Our heartbeat back: the link is up, and the room hears it.
+        rig.sub.handle(
+            PRESENCE_CHANNEL,
+            &wire::heartbeat("me", std::iter::empty(), ours(now_micros())),
+        );
+        assert_eq!(
+            cluster_msgs(rig.sent()),
+            vec![(0, Some("up".to_owned())); 2]
+        );
+        assert_eq!(metric(&rig, "shardcast_cluster_outages_total"), "1");
+        assert_eq!(rig.sub.stats.degraded(), None);
+    }
+
+    #[test]
+    fn a_node_whose_id_was_taken_stands_aside_for_good() {
+        let mut rig = rig(true);
+        let room = RoomId::parse("r").unwrap();
+        rig.local_member(&room, Dialect::V1);
+        assert!(rig.sub.stats.clashed("node id clash: test".to_owned()));
+        assert!(!rig.sub.stats.clashed("again".to_owned()), "once");
+        let degraded = rig.sub.stats.degraded().unwrap();
+        assert_eq!(degraded.reason, "node id clash: test");
+        assert!(degraded.take_out, "only a restart mends it");
+        rig.sub.link_up = true;
+        rig.sub.announce_down();
+        assert_eq!(
+            cluster_msgs(rig.sent()),
+            vec![(0, Some("down".to_owned())); 2]
+        );
+        assert_eq!(metric(&rig, "shardcast_cluster_node_id_clash"), "1");
     }
 
     /// The envelope the publisher makes of a queued presence change of node `node`.

@@ -3,7 +3,7 @@
 //! ```text
 //! message   'M' 1 opcode  node  sender  nick  [user]  ts:u64  payload…     on shardcast:room:<name>
 //! presence  'P' 1 node  room  shard:u16  plain:u32  v1:u32  change  [id  nick  [user]]   on shardcast:presence
-//! heartbeat 'H' 1 node  count:u32  (room  shard:u16  plain:u32  v1:u32)*       on shardcast:presence
+//! heartbeat 'H' 1 node  count:u32  (room  shard:u16  plain:u32  v1:u32)*  [instance:u64  sent:u64]
 //! disconnect 'D' 1 node  target  session  code:u16  text…                      on shardcast:presence
 //! ask       'Q' 1 node  request:u64  room                                       on shardcast:presence
 //! answer    'A' 1 node  target  request:u64  shard:u16  shards:u16  count:u32  (id  nick  v1:u8)*
@@ -22,6 +22,12 @@
 //! [`HAS_USER`] bit says it follows the nick; in a presence change, it is the last field,
 //! present when bytes remain (a node that predates it stops reading before it). A node that
 //! predates it ignores messages with the bit set (an opcode it does not know).
+//!
+//! A heartbeat ends with the sending process's [`Instance`]: a random token drawn once per
+//! process (two processes claiming one node id tell each other apart by it) and when it was
+//! sent (microseconds since the epoch; the node's own echo measures the link's lag). Like
+//! `user`, it follows the fields an older node reads, so such a node still reads the table; a
+//! heartbeat without it (from an older node) decodes with `instance: None`.
 
 use crate::chat::envelope::Change;
 use crate::chat::{Body, Post};
@@ -41,6 +47,15 @@ const OP_TEXT: u8 = 1;
 const OP_BINARY: u8 = 2;
 /// Set in a message's opcode when a `user` string follows the nick.
 pub const HAS_USER: u8 = 0x80;
+
+/// Which process sent a heartbeat, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    /// Random, drawn once per process: two processes with one node id differ here.
+    pub token: u64,
+    /// When the heartbeat was sent, in microseconds since the Unix epoch.
+    pub sent_micros: u64,
+}
 
 /// A presence change with the member it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +121,8 @@ pub enum Envelope<'a> {
         node: &'a str,
         /// Its shares.
         shares: Vec<(&'a str, u16, Share)>,
+        /// The process that sent it (absent from older nodes' heartbeats).
+        instance: Option<Instance>,
     },
     /// The server API of `node` asks node `target` to close its session `session`
     /// (`"<worker>.<seq>"`) with `code` and `text` (docs/api.md).
@@ -227,12 +244,13 @@ pub fn presence(
     out
 }
 
-/// A heartbeat with every `(room, shard, share)` of this node.
+/// A heartbeat with every `(room, shard, share)` of this node, sent by `instance`.
 pub fn heartbeat<'a>(
     node: &str,
     shares: impl ExactSizeIterator<Item = (&'a str, u16, Share)>,
+    instance: Instance,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + node.len() + shares.len() * 24);
+    let mut out = Vec::with_capacity(24 + node.len() + shares.len() * 24);
     out.extend_from_slice(&[HEARTBEAT, VERSION]);
     put_str(&mut out, node);
     out.extend_from_slice(&(shares.len() as u32).to_be_bytes());
@@ -241,6 +259,8 @@ pub fn heartbeat<'a>(
         out.extend_from_slice(&shard.to_be_bytes());
         put_share(&mut out, share);
     }
+    out.extend_from_slice(&instance.token.to_be_bytes());
+    out.extend_from_slice(&instance.sent_micros.to_be_bytes());
     out
 }
 
@@ -476,7 +496,20 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
             for _ in 0..count {
                 shares.push((r.str()?, r.u16()?, r.share()?));
             }
-            Some(Envelope::Heartbeat { node, shares })
+            // Absent from older nodes' heartbeats; cut short, the heartbeat is malformed.
+            let instance = if r.0.is_empty() {
+                None
+            } else {
+                Some(Instance {
+                    token: r.u64()?,
+                    sent_micros: r.u64()?,
+                })
+            };
+            Some(Envelope::Heartbeat {
+                node,
+                shares,
+                instance,
+            })
         }
         _ => None,
     }
@@ -623,14 +656,44 @@ mod tests {
             })
         );
         let table = [("a", 0, share), ("b", 3, Share::default())];
-        let bytes = heartbeat("n2", table.iter().copied());
+        let bytes = heartbeat("n2", table.iter().copied(), INSTANCE);
         assert_eq!(
             decode(&bytes),
             Some(Envelope::Heartbeat {
                 node: "n2",
                 shares: table.to_vec(),
+                instance: Some(INSTANCE),
             })
         );
+    }
+
+    const INSTANCE: Instance = Instance {
+        token: 0x0123_4567_89ab_cdef,
+        sent_micros: 1_765_000_000_000_000,
+    };
+
+    #[test]
+    fn a_heartbeat_without_an_instance_is_an_older_nodes_and_a_cut_one_is_refused() {
+        let share = Share { plain: 2, v1: 0 };
+        let bytes = heartbeat("n2", [("r", 1, share)].into_iter(), INSTANCE);
+        let table_end = bytes.len() - 16;
+        // What an older node sends: the table alone. It still counts; no instance to compare.
+        assert_eq!(
+            decode(&bytes[..table_end]),
+            Some(Envelope::Heartbeat {
+                node: "n2",
+                shares: vec![("r", 1, share)],
+                instance: None,
+            })
+        );
+        // Every other cut, inside the table or inside the instance, is refused.
+        for cut in (0..bytes.len()).filter(|&cut| cut != table_end) {
+            assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        // Fields a later version may append are skipped, as an older node skips ours.
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(b"later");
+        assert_eq!(decode(&longer), decode(&bytes));
     }
 
     #[test]
@@ -693,7 +756,7 @@ mod tests {
         let share = Share { plain: 1, v1: 1 };
         let good = [
             presence("n", "r", 0, share, None),
-            heartbeat("n", [("r", 0, share)].into_iter()),
+            heartbeat("n", [("r", 0, share)].into_iter(), INSTANCE),
             message(
                 "n",
                 &Post {
@@ -707,12 +770,13 @@ mod tests {
         ];
         for bytes in &good {
             assert!(decode(bytes).is_some());
-            // Every truncation of a presence or heartbeat, and of a message before its
-            // payload, is refused.
-            let fixed = if bytes[0] == MESSAGE {
-                bytes.len() - 1
-            } else {
-                bytes.len()
+            // Every truncation of a presence, of a heartbeat before its instance (a cut there is
+            // an older node's heartbeat, tested above), and of a message before its payload,
+            // is refused.
+            let fixed = match bytes[0] {
+                MESSAGE => bytes.len() - 1,
+                HEARTBEAT => bytes.len() - 16,
+                _ => bytes.len(),
             };
             for cut in 0..fixed {
                 assert_eq!(decode(&bytes[..cut]), None, "cut at {cut} of {bytes:?}");

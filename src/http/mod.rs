@@ -340,31 +340,7 @@ impl Site {
         // While draining, answer and close so that clients move to another server.
         let keep_alive = head.keep_alive() && !self.stats.is_draining();
         Dispatch::Answer(match route {
-            Route::Health => {
-                let body = format!(
-                    "{{\"status\":\"{}\",\"shards\":{},\"connections\":{}}}\n",
-                    if self.stats.is_draining() {
-                        "draining"
-                    } else {
-                        "ok"
-                    },
-                    self.stats.shard_count(),
-                    self.stats.connections()
-                );
-                let status = if self.stats.is_draining() {
-                    Status::Unavailable
-                } else {
-                    Status::Ok
-                };
-                respond(
-                    status,
-                    "application/json",
-                    &[("Cache-Control", "no-store")],
-                    body.as_bytes(),
-                    keep_alive,
-                    head_only,
-                )
-            }
+            Route::Health => self.health(keep_alive, head_only),
             Route::Metrics => respond(
                 Status::Ok,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -403,6 +379,46 @@ impl Site {
             }
             None => Ok(None),
         }
+    }
+
+    /// `/health`: `ok`; `degraded` with a `reason` when a cluster member's cross-node
+    /// delivery is down (200: its local rooms work; 503 when its node id is taken, which only
+    /// a restart mends: docs/operations.md); `draining` (503) during shutdown. The connection
+    /// asking is not among the `connections` it reports.
+    fn health(&self, keep_alive: bool, head_only: bool) -> Response {
+        let degraded = self
+            .stats
+            .cluster()
+            .and_then(crate::cluster::ClusterStats::degraded);
+        let (status, word) = match &degraded {
+            _ if self.stats.is_draining() => (Status::Unavailable, "draining"),
+            Some(d) if d.take_out => (Status::Unavailable, "degraded"),
+            Some(_) => (Status::Ok, "degraded"),
+            None => (Status::Ok, "ok"),
+        };
+        // A JSON string (serializing a &str cannot fail).
+        let reason = degraded
+            .map(|d| {
+                format!(
+                    ",\"reason\":{}",
+                    serde_json::to_string(&d.reason).unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        let body = format!(
+            "{{\"status\":\"{word}\"{reason},\"shards\":{},\"connections\":{}}}\n",
+            self.stats.shard_count(),
+            // The asking connection is open, and counted by its shard when it was adopted.
+            self.stats.connections().saturating_sub(1)
+        );
+        respond(
+            status,
+            "application/json",
+            &[("Cache-Control", "no-store")],
+            body.as_bytes(),
+            keep_alive,
+            head_only,
+        )
     }
 
     /// The Prometheus text: every shard's figures, and the bridge's in a cluster.

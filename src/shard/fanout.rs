@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::chat::envelope::{self, Change, ErrorCode, WelcomeStart};
+use crate::chat::envelope::{self, Change, ErrorCode, Notice, WelcomeStart};
 use crate::chat::{Dialect, MemberChange, Outgoing, Post};
 use crate::close::CloseReason;
 use crate::control::Placed;
@@ -247,6 +247,8 @@ impl<R: Reach> Shard<R> {
         let notice = match news {
             ClusterNews::Member(m) => envelope::presence(m.change, m.who(), online),
             ClusterNews::Count => envelope::online(online),
+            ClusterNews::LinkDown => envelope::notice(Notice::ClusterDown, online),
+            ClusterNews::LinkUp => envelope::notice(Notice::ClusterUp, online),
         };
         self.counters.bump(Counter::PresenceNotices);
         self.push_to_members(room, Dialect::V1, &notice, None);
