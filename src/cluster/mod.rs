@@ -19,6 +19,10 @@
 //! envelopes, which it ignores except for applying the membership changes the publisher
 //! forwarded just before publishing them — and at least every heartbeat.
 //!
+//! One process per node id: a node claims its id in Redis before it joins, and renews the
+//! claim with every heartbeat ([`claim`]); a node started with a live node's id is refused,
+//! and a running one that finds its id taken stands aside.
+//!
 //! Without `--redis` none of this exists: shards hold `None` and the message path has no
 //! cluster code beyond that one check.
 //!

@@ -8,7 +8,7 @@ import pytest
 
 from chat import assert_server_survives
 from conftest import expected_shards
-from wire import Conn, get, upgrade_request
+from wire import Conn, get, upgrade_request, ws_connect
 
 
 @pytest.fixture
@@ -45,8 +45,11 @@ def test_health_reports_shards_and_connections(port):
         assert health["status"] == "ok"
         assert health["shards"] == expected_shards(4)
         assert type(health["connections"]) is int
-        # This very connection is open, so at least one is counted.
-        assert health["connections"] >= 1
+        # Only this connection is open, and /health does not count the one asking.
+        assert health["connections"] == 0
+        with ws_connect(port, "/r"), ws_connect(port, "/r"):
+            health = json.loads(conn.request(get("/health")).body)
+            assert health["connections"] == 2
 
 
 @pytest.mark.parametrize(

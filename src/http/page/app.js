@@ -325,6 +325,11 @@
         // The count changed with no member to name (a cluster node was lost or came back).
         setOnline(env.online);
         break;
+      case "notice":
+        // The server's own news (in a cluster: cross-node delivery stopped or resumed).
+        if (typeof env.online === "number") setOnline(env.online);
+        showNotice("server", [String(env.text || env.code || "")]).dataset.code = String(env.code);
+        break;
       case "error":
         showError(env);
         break;
