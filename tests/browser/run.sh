@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the chat page's end-to-end test (chat.test.mjs) in a real headless Chromium, installing
-# what it needs first: Debian's chromium, nodejs, npm and openssl (as root, or with sudo) and
-# playwright-core (npm ci, from package-lock.json, into tests/browser/node_modules).
+# Runs the chat page's end-to-end tests (chat.test.mjs; cluster.test.mjs, with redis-server) in a
+# real headless Chromium, installing what they need first: Debian's chromium, nodejs, npm,
+# openssl and redis-server (as root, or with sudo) and playwright-core (npm ci, from package-lock.json, into tests/browser/node_modules).
 #
 #   SHARDCAST_BIN=/path/to/shardcast bash tests/browser/run.sh   # default: target/release/shardcast
 #
@@ -22,6 +22,7 @@ apt_install() {
 command -v node >/dev/null || apt_install nodejs
 command -v npm >/dev/null || apt_install npm
 command -v openssl >/dev/null || apt_install openssl  # the https test's certificate
+command -v redis-server >/dev/null || apt_install redis-server  # cluster.test.mjs
 
 # npm ci when node_modules is missing or older than package.json or the lock file (npm writes
 # its own copy of the lock to node_modules/.package-lock.json on every install).
@@ -33,4 +34,4 @@ fi
 
 export SHARDCAST_BIN=${SHARDCAST_BIN:-$root/target/release/shardcast}
 [ -x "$SHARDCAST_BIN" ] || { echo "no server binary at $SHARDCAST_BIN (cargo build --release)" >&2; exit 1; }
-node --test "$dir/chat.test.mjs"
+node --test "$dir/chat.test.mjs" "$dir/cluster.test.mjs"
