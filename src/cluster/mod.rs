@@ -345,6 +345,12 @@ impl ClusterLink {
         self.stats.nodes()
     }
 
+    /// Whether this node's members were told that cross-node delivery stopped (and not yet
+    /// that it resumed): a v1 member joining now is told as well, after its welcome.
+    pub fn cut_off(&self) -> bool {
+        self.stats.is_cut_off()
+    }
+
     /// Tells the bridge that shard `shard` now has `share` members in `room`, after `member`
     /// joined or left. When the queue is full the share waits as the room's pending share (see
     /// the type's docs) and the member is forgotten; the change is counted as deferred.

@@ -58,6 +58,9 @@ pub struct ClusterStats {
     clash: OnceLock<String>,
     /// Heartbeats of another process using this node's id.
     clashes_seen: AtomicU64,
+    /// Members were told cross-node delivery stopped (`cluster_down`), and not yet that it
+    /// resumed: a member joining now is told too.
+    cut_off: AtomicBool,
     outages: AtomicU64,
     down_millis: AtomicU64,
     published: AtomicU64,
@@ -83,6 +86,17 @@ impl ClusterStats {
     /// Whether cross-node delivery works now.
     pub fn is_up(&self) -> bool {
         self.up.load(Relaxed)
+    }
+
+    /// Members were told that cross-node delivery stopped (true) or resumed (false).
+    pub fn set_cut_off(&self, cut_off: bool) {
+        self.cut_off.store(cut_off, Relaxed);
+    }
+
+    /// Whether members were told that cross-node delivery stopped, and not yet that it
+    /// resumed.
+    pub fn is_cut_off(&self) -> bool {
+        self.cut_off.load(Relaxed)
     }
 
     /// `side`'s connection came up; `again` when it replaces a lost one.

@@ -243,12 +243,14 @@ impl Subscriber {
             self.tell_shards(&room, 0, Some(ClusterNews::LinkDown));
         }
         self.announced_down = true;
+        self.stats.set_cut_off(true);
         self.flush_to_shards();
     }
 
     /// Each room with members here hears that cross-node delivery is back (the counts follow
     /// with the other nodes' heartbeats).
     fn announce_up(&mut self) {
+        self.stats.set_cut_off(false);
         let rooms: Vec<RoomId> = self.local.rooms().cloned().collect();
         for room in rooms {
             let others = self.others(&room);

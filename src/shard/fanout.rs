@@ -90,6 +90,8 @@ impl<R: Reach> Shard<R> {
             return;
         };
         let (table, config) = (&mut self.table, &self.common.config);
+        // In a cluster cut off from the other nodes, a v1 joiner learns it with the others.
+        let cut_off = self.cluster.as_ref().is_some_and(|c| c.cut_off());
         let online = self
             .reach
             .admit(&room, joiner, placing, local, self.now, |online, start| {
@@ -113,6 +115,9 @@ impl<R: Reach> Shard<R> {
                     }
                     for out in start.map_or(&[][..], |st| &st.replay) {
                         s.push_own(out.replay_frame(dialect));
+                    }
+                    if cut_off && dialect == Dialect::V1 {
+                        s.push_own(envelope::notice(Notice::ClusterDown, online));
                     }
                 });
                 table.list_for_flush(key);

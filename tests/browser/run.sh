@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the chat page's end-to-end tests (chat.test.mjs; cluster.test.mjs, with redis-server) in a
 # real headless Chromium, installing what they need first: Debian's chromium, nodejs, npm,
-# openssl and redis-server (as root, or with sudo) and playwright-core (npm ci, from package-lock.json, into tests/browser/node_modules).
+# openssl and redis-server (as root, or with sudo) and playwright-core (npm ci, from
+# package-lock.json, into tests/browser/node_modules).
 #
 #   SHARDCAST_BIN=/path/to/shardcast bash tests/browser/run.sh   # default: target/release/shardcast
 #

@@ -232,19 +232,25 @@ def test_a_redis_outage_shows_in_health_and_v1_members_hear_of_it(server, redis)
         # A plain member never gets notices: the next thing it reads is the next message.
         await ann.send(json.dumps({"type": "message", "text": "during"}))
         assert await recv(plain) == "ann: during"
+        # A member joining meanwhile is told too, after its welcome.
+        cy = await connect(a.port, "out?nick=cy", subprotocols=V1)
+        assert (await expect(cy, "welcome"))["online"] == 3
+        late = await expect(cy, "notice")
+        assert (late["code"], late["online"]) == ("cluster_down", 3), late
 
         redis.start()
         up = await expect(ann, "notice", timeout=LINK_BOUND)
         assert up["code"] == "cluster_up", up
         # Then node b's heartbeat brings its member back into the count.
         count = up["online"]
-        while count != 3:
+        while count != 4:
             count = (await expect(ann, "online", timeout=LINK_BOUND))["online"]
         assert (await expect(bob, "notice", timeout=LINK_BOUND))["code"] == "cluster_up"
+        assert (await expect(cy, "notice", timeout=LINK_BOUND))["code"] == "cluster_up"
         wait_subscribed(redis, "out", 2)
         await chat_across(bob, [ann], "after")
         assert await recv(plain) == "bob: after"
-        for ws in (ann, plain, bob):
+        for ws in (ann, plain, bob, cy):
             await ws.close()
 
     run(main(), timeout=90)
@@ -263,6 +269,7 @@ def test_a_redis_outage_shows_in_health_and_v1_members_hear_of_it(server, redis)
 
 def test_link_metrics_parse_and_are_documented(server, redis):
     a, b = start_nodes(server, redis, 2)
+    wire.wait_for(lambda: a.metrics()["shardcast_cluster_up"] == 1, LINK_BOUND, "a linked")
     with wire.Conn.open(a.port) as conn:
         text = conn.request(wire.get("/metrics", "Connection: close")).body.decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
