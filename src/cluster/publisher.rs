@@ -167,48 +167,17 @@ impl Publisher {
         }
     }
 
-    /// Sends the pipeline of `count` envelopes, and the heartbeat when `heartbeat`: connecting
-    /// (and claiming the node id) first if need be. Counts what could not be sent.
+    /// Sends the pipeline of `count` envelopes, and the heartbeat when `heartbeat` (or when the
+    /// connection is fresh). Counts what could not be sent.
     fn send(&mut self, mut pipe: redis::Pipeline, mut count: u64, heartbeat: bool) {
-        if self.stats.clash().is_some() {
-            self.stats.dropped(count);
-            return;
-        }
-        let fresh = self.conn.is_none();
-        if fresh && Instant::now() >= self.retry_at {
-            // A reply may take as long as a write.
-            match connect(&self.client, IO_TIMEOUT) {
-                Ok(conn) => self.conn = Some(conn),
-                Err(e) => self.lost(&e),
-            }
-        }
-        let Some(conn) = &mut self.conn else {
-            self.stats.dropped(count);
+        let claimed = match self.stats.clash() {
+            Some(_) => None,
+            None => self.claimed(heartbeat),
+        };
+        let Some(fresh) = claimed else {
+            self.stats.dropped(count + u64::from(heartbeat));
             return;
         };
-        // The claim first: on a fresh connection nothing goes out before it (Redis may have
-        // restarted without it), and each heartbeat renews it.
-        if fresh || heartbeat {
-            match self.claim.renew(conn) {
-                Ok(Holder::Us) => {}
-                Ok(Holder::Other) => {
-                    self.conn = None;
-                    self.stats.dropped(count);
-                    self.lose_node_id();
-                    return;
-                }
-                Err(e) => {
-                    self.stats.dropped(count);
-                    self.lost(&e);
-                    return;
-                }
-            }
-        }
-        if fresh {
-            tracing::info!("redis publisher connected");
-            self.stats.connected(Side::Publish, self.lost_before);
-            self.backoff.reset();
-        }
         if heartbeat || fresh {
             // A fresh connection tells the others at once what they missed meanwhile.
             pipe.cmd("PUBLISH")
@@ -216,12 +185,10 @@ impl Publisher {
                 .arg(self.heartbeat())
                 .ignore();
             count += 1;
-            if fresh {
-                self.next_heartbeat = Instant::now() + HEARTBEAT;
-            }
+            self.next_heartbeat = Instant::now() + HEARTBEAT;
         }
         let Some(conn) = &mut self.conn else {
-            return;
+            return; // `claimed` just made sure of it
         };
         match pipe.exec(conn) {
             Ok(()) => self.stats.published(count),
@@ -231,6 +198,49 @@ impl Publisher {
                 self.lost(&e);
             }
         }
+    }
+
+    /// Makes sure of a connection on which this process holds its node id: connecting (once
+    /// the backoff allows) and claiming the id first if there is none, renewing the claim when
+    /// `renew`. On a fresh connection nothing goes out before the claim: Redis may have
+    /// restarted without it, or another process may hold it by now. `Some(fresh)` when ready;
+    /// `None` while Redis is away, or once the id is lost.
+    fn claimed(&mut self, renew: bool) -> Option<bool> {
+        let fresh = self.conn.is_none();
+        if fresh {
+            if Instant::now() < self.retry_at {
+                return None;
+            }
+            // A reply may take as long as a write.
+            match connect(&self.client, IO_TIMEOUT) {
+                Ok(conn) => self.conn = Some(conn),
+                Err(e) => {
+                    self.lost(&e);
+                    return None;
+                }
+            }
+        }
+        let conn = self.conn.as_mut()?;
+        if fresh || renew {
+            match self.claim.renew(conn) {
+                Ok(Holder::Us) => {}
+                Ok(Holder::Other) => {
+                    self.conn = None;
+                    self.lose_node_id();
+                    return None;
+                }
+                Err(e) => {
+                    self.lost(&e);
+                    return None;
+                }
+            }
+        }
+        if fresh {
+            tracing::info!("redis publisher connected");
+            self.stats.connected(Side::Publish, self.lost_before);
+            self.backoff.reset();
+        }
+        Some(fresh)
     }
 
     /// The connection failed (or could not be made): try again after the backoff.
