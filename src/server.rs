@@ -35,6 +35,8 @@ pub struct Server {
     api_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     stop: ShutdownHandle,
+    /// A cluster member gives up its node id once its threads are done.
+    departure: Option<crate::cluster::Departure>,
 }
 
 /// Starts a graceful shutdown from any thread (e.g. a signal handler thread).
@@ -137,9 +139,9 @@ impl Server {
 
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin_core = |i: usize| (config.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
-        let cluster = match (&config.redis, &config.node_id, cluster_stats) {
+        let (cluster, departure) = match (&config.redis, &config.node_id, cluster_stats) {
             (Some(url), Some(node), Some(cluster_stats)) => {
-                let link = crate::cluster::start(
+                let (link, departure) = crate::cluster::start(
                     url,
                     node,
                     config.presence,
@@ -152,9 +154,9 @@ impl Server {
                     "cluster member {node} through Redis at {}",
                     crate::cluster::redacted(url)
                 );
-                Some(link)
+                (Some(link), Some(departure))
             }
-            _ => None,
+            _ => (None, None),
         };
         let api = crate::api::start(&config, peers.clone(), cluster.clone(), stats.clone())?;
         wakers.extend(api.waker.clone());
@@ -229,6 +231,7 @@ impl Server {
             api_addr: api.local_addr,
             threads,
             stop: ShutdownHandle { stats, wakers },
+            departure,
         })
     }
 
@@ -262,6 +265,9 @@ impl Server {
                     first_error.get_or_insert(ServerError::ThreadPanicked(name));
                 }
             }
+        }
+        if let Some(departure) = self.departure {
+            departure.leave();
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -16,7 +16,9 @@
 //!   started while Redis was unreachable) means this process is the one in the way: it stops
 //!   its cross-node traffic for good (`crate::cluster::stats::ClusterStats::clashed`).
 //!
-//! The holder of the key always wins, so two processes never both stop, nor both go on.
+//! The holder of the key always wins, so two processes never both stop, nor both go on. A node
+//! that shuts down gracefully deletes its claim ([`Claim::release`]) once its shards are done,
+//! so that it can be restarted at once; a crashed one's lapses.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,14 @@ local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
+end
+return 0
+";
+
+/// Deletes the key if it is ours; says 1 when it was.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
 end
 return 0
 ";
@@ -107,6 +117,18 @@ impl Claim {
             .arg(NODE_EXPIRY.as_millis() as u64)
             .query(conn)?;
         Ok(if ours == 1 { Holder::Us } else { Holder::Other })
+    }
+
+    /// Lets go of the claim if it is still ours (a stopping node: its id is free at once for
+    /// its successor). True when it was ours.
+    pub fn release(&self, conn: &mut redis::Connection) -> redis::RedisResult<bool> {
+        let released: i64 = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(&self.key)
+            .arg(&self.token)
+            .query(conn)?;
+        Ok(released == 1)
     }
 
     fn look(&self, conn: &mut redis::Connection) -> redis::RedisResult<Seen> {

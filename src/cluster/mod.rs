@@ -438,8 +438,33 @@ fn note_told(told: &mut HashSet<(RoomId, ShardId)>, key: (RoomId, ShardId), shar
     }
 }
 
+/// What a stopping node does last: give up its node id, so that a successor with the same id
+/// starts at once instead of waiting for the claim to lapse.
+pub struct Departure {
+    client: redis::Client,
+    claim: claim::Claim,
+    stats: Arc<ClusterStats>,
+}
+
+impl Departure {
+    /// Stops the publisher and deletes the claim if it is still this process's (best effort:
+    /// with Redis away, the claim lapses within [`NODE_EXPIRY`]).
+    pub fn leave(self) {
+        self.stats.set_leaving();
+        if self.stats.clash().is_some() {
+            return; // the id is another process's
+        }
+        let released =
+            connect(&self.client, IO_TIMEOUT).and_then(|mut conn| self.claim.release(&mut conn));
+        match released {
+            Ok(_) => tracing::debug!("node id released"),
+            Err(e) => tracing::debug!("node id not released ({e}): it lapses within 6 s"),
+        }
+    }
+}
+
 /// Starts the bridge threads for a node of `workers` shards reached through `shards`; returns
-/// the shards' handle.
+/// the shards' handle, and what the server does when it stops.
 pub fn start(
     url: &str,
     node: &str,
@@ -447,7 +472,7 @@ pub fn start(
     ordered: bool,
     shards: Vec<PeerHandle>,
     stats: Arc<ClusterStats>,
-) -> Result<ClusterLink, ServerError> {
+) -> Result<(ClusterLink, Departure), ServerError> {
     let client = redis::Client::open(url).map_err(|e| ServerError::Redis {
         url: redacted(url),
         reason: e.to_string(),
@@ -462,6 +487,11 @@ pub fn start(
         crossbeam_channel::bounded(OUTBOUND_CAPACITY);
     let (share_tx, share_rx) = shares::handoff();
     let questions = Questions::default();
+    let departure = Departure {
+        client: client.clone(),
+        claim: claim.clone(),
+        stats: stats.clone(),
+    };
     let publisher = publisher::Publisher::new(
         (client.clone(), claim),
         (node.clone(), instance),
@@ -493,7 +523,7 @@ pub fn start(
             subscriber.run()
         })
         .map_err(ServerError::Bridge)?;
-    Ok(ClusterLink::new(tx, node, stats, questions))
+    Ok((ClusterLink::new(tx, node, stats, questions), departure))
 }
 
 /// Takes the node id's claim before the node joins: refused when a live process holds it.

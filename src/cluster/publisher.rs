@@ -170,9 +170,10 @@ impl Publisher {
     /// Sends the pipeline of `count` envelopes, and the heartbeat when `heartbeat` (or when the
     /// connection is fresh). Counts what could not be sent.
     fn send(&mut self, mut pipe: redis::Pipeline, mut count: u64, heartbeat: bool) {
+        // After a clash, or once the server stopped (and gives up the claim), nothing goes out.
         let claimed = match self.stats.clash() {
-            Some(_) => None,
-            None => self.claimed(heartbeat),
+            None if !self.stats.is_leaving() => self.claimed(heartbeat),
+            _ => None,
         };
         let Some(fresh) = claimed else {
             self.stats.dropped(count + u64::from(heartbeat));

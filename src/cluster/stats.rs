@@ -61,6 +61,8 @@ pub struct ClusterStats {
     /// Members were told cross-node delivery stopped (`cluster_down`), and not yet that it
     /// resumed: a member joining now is told too.
     cut_off: AtomicBool,
+    /// The server stopped: the node id is being given up, the publisher must not renew it.
+    leaving: AtomicBool,
     outages: AtomicU64,
     down_millis: AtomicU64,
     published: AtomicU64,
@@ -86,6 +88,16 @@ impl ClusterStats {
     /// Whether cross-node delivery works now.
     pub fn is_up(&self) -> bool {
         self.up.load(Relaxed)
+    }
+
+    /// The server stopped: the publisher publishes (and renews) nothing more.
+    pub fn set_leaving(&self) {
+        self.leaving.store(true, Relaxed);
+    }
+
+    /// Whether the server stopped.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Relaxed)
     }
 
     /// Members were told that cross-node delivery stopped (true) or resumed (false).

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -127,6 +128,18 @@ def test_a_crashed_nodes_id_is_free_again_within_the_expiry(server, redis, tmp_p
         again.kill()
         again.wait(timeout=5)
         again.stdout.close()
+
+
+def test_a_node_stopped_gracefully_gives_its_id_up_at_once(server, redis, tmp_path):
+    (a,) = start_nodes(server, redis, 1)
+    assert redis.command("EXISTS", "shardcast:node:n1") == ["1"]
+    a.expected_exit = True
+    a.process.send_signal(signal.SIGTERM)
+    assert a.process.wait(timeout=30) == 0
+    # Deleted on the way out: a successor need not wait for it to lapse.
+    assert redis.command("EXISTS", "shardcast:node:n1") == ["0"], a.log()
+    again = server("--redis", redis.url, "--node-id", "n1", workers=2)
+    assert "held by another process" not in again.log()
 
 
 def test_two_nodes_started_at_once_with_one_id_one_runs_and_one_is_refused(redis, tmp_path):
