@@ -411,6 +411,7 @@ impl Site {
         if let Some(cluster) = self.stats.cluster() {
             cluster.render(&mut text);
         }
+        crate::process_figures::render(&mut text);
         text
     }
 
