@@ -877,8 +877,9 @@ test("the page takes the length limit from the welcome, shows what is left and r
     assert.equal(await kim.isVisible("#too-long"), true);
     assert.match(
       await kim.textContent("#too-long"),
-      /^Too long to send: this message is 65,537 bytes and the server takes at most 65,536 bytes\./,
+      /^Too long to send: the server takes at most 65,536 bytes per message\./,
     );
+    assert.equal(await kim.textContent("#room-left"), "1 byte too long");
     assert.equal(await kim.isDisabled("#send"), true, "Send is off over the limit");
     await kim.press("#text", "Enter");
     await kim.evaluate(() => document.getElementById("composer").requestSubmit());
@@ -910,7 +911,8 @@ test("the page takes the length limit from the welcome, shows what is left and r
     const pat = await openPage("/small", undefined, {}, origin);
     await enter(pat, "pat");
     await pat.fill("#text", textOfEnvelopeSize(2001));
-    assert.match(await pat.textContent("#too-long"), /2,001 bytes and the server takes at most 2,000 bytes/);
+    assert.match(await pat.textContent("#too-long"), /the server takes at most 2,000 bytes per message/);
+    assert.equal(await pat.textContent("#room-left"), "1 byte too long");
     assert.equal(await pat.isDisabled("#send"), true);
     const fits = textOfEnvelopeSize(2000);
     await pat.fill("#text", fits);

@@ -271,6 +271,8 @@
 
   // Shows how much is left once the text is near the limit (the last tenth, or 1,000
   // bytes), and the note when it is over; Send is off while it is. True when it may be sent.
+  // The count changes with every key, so it is not announced (aria-live off); the note is,
+  // once, when it appears.
   function updateLength() {
     const text = el.text.value;
     const size = text === "" ? 0 : utf8.encode(envelopeOf(text)).length;
@@ -281,11 +283,12 @@
     el.roomLeft.classList.toggle("over", over);
     el.roomLeft.textContent = over ? bytes(-left) + " too long" : bytes(left) + " left";
     el.roomLeft.title = "the server takes messages of up to " + bytes(maxMessageBytes) + " (UTF-8, as sent)";
-    el.tooLong.hidden = !over;
-    el.tooLong.textContent = over
-      ? "Too long to send: this message is " + bytes(size) + " and the server takes at most " +
-        bytes(maxMessageBytes) + ". Shorten it or send it in parts; your text stays here."
+    const note = over
+      ? "Too long to send: the server takes at most " + bytes(maxMessageBytes) +
+        " per message. Shorten it or send it in parts; your text stays here."
       : "";
+    if (el.tooLong.textContent !== note) el.tooLong.textContent = note;
+    el.tooLong.hidden = !over;
     el.send.disabled = el.state.dataset.state !== "connected" || over;
     return !over;
   }
