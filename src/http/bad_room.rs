@@ -119,7 +119,18 @@ fn problem(name: &str) -> String {
 /// The page for `name` (as [`meant_as_room`] read it).
 pub fn page(name: &str) -> String {
     let shown = escape(name);
-    let why = escape(&problem(name));
+    let what = if suggestion(name).is_some_and(|room| room.as_str() == name) {
+        // A good name: only the `/` after it was wrong (`/general/`).
+        format!(
+            "“<code id=\"name\">{shown}</code>/” is not a room's address: it has a “/” \
+             after the name."
+        )
+    } else {
+        format!(
+            "“<code id=\"name\">{shown}</code>” is not a room name: {}.",
+            escape(&problem(name))
+        )
+    };
     let suggested = match suggestion(name) {
         Some(room) => format!(
             "<p>Try <a id=\"suggestion\" href=\"/{room}\">/{room}</a>, or the \
@@ -138,7 +149,7 @@ pub fn page(name: &str) -> String {
          <header class=\"bar\">\n  <div class=\"title\">\n    \
          <span class=\"brand\">shardcast</span>\n    <h1>Not a room name</h1>\n  </div>\n\
          </header>\n<main class=\"explain\">\n\
-         <p>“<code id=\"name\">{shown}</code>” is not a room name: {why}.</p>\n\
+         <p>{what}</p>\n\
          <p id=\"rule\">A room name is 1–{MAX_ROOM_NAME} characters, each a letter \
          (<code>A-Z a-z</code>), a digit (<code>0-9</code>), <code>-</code> or \
          <code>_</code>.</p>\n{suggested}\n</main>\n</body>\n</html>\n"
@@ -202,6 +213,13 @@ mod tests {
         assert!(page.contains("1–64 characters"));
         assert!(page.contains("href=\"/script-alert-x-script\""));
         assert!(page.contains("href=\"/\""));
+    }
+
+    #[test]
+    fn a_good_name_with_a_slash_after_it_is_told_so() {
+        let page = page("general");
+        assert!(page.contains("it has a “/” after the name"));
+        assert!(page.contains("href=\"/general\""));
     }
 
     #[test]
