@@ -30,6 +30,7 @@ pub mod logging;
 pub mod mesh;
 pub mod metrics;
 pub mod models;
+pub mod process_figures;
 pub mod room;
 pub mod server;
 pub mod session;
