@@ -14,7 +14,7 @@
 //! * **While running**, a renewal that finds another token in the key (this node was cut off
 //!   from Redis for longer than the expiry, and another process took the id meanwhile; or it
 //!   started while Redis was unreachable) means this process is the one in the way: it stops
-//!   its cross-node traffic for good (`crate::cluster::stats::ClusterStats::clashed`).
+//!   its cross-node traffic for good ([`crate::cluster::link::Link::clashed`]).
 //!
 //! The holder of the key always wins, so two processes never both stop, nor both go on. A node
 //! that shuts down gracefully deletes its claim ([`Claim::release`]) once its shards are done,

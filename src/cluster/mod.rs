@@ -33,6 +33,7 @@
 //! shards through their bounded inboxes and the mesh backlog ([`crate::mesh`]).
 
 pub mod claim;
+pub mod link;
 pub mod publisher;
 pub mod shares;
 pub mod stats;
@@ -348,7 +349,7 @@ impl ClusterLink {
     /// Whether this node's members were told that cross-node delivery stopped (and not yet
     /// that it resumed): a v1 member joining now is told as well, after its welcome.
     pub fn cut_off(&self) -> bool {
-        self.stats.is_cut_off()
+        self.stats.link.is_cut_off()
     }
 
     /// Tells the bridge that shard `shard` now has `share` members in `room`, after `member`
@@ -450,8 +451,8 @@ impl Departure {
     /// Stops the publisher and deletes the claim if it is still this process's (best effort:
     /// with Redis away, the claim lapses within [`NODE_EXPIRY`]).
     pub fn leave(self) {
-        self.stats.set_leaving();
-        if self.stats.clash().is_some() {
+        self.stats.link.set_leaving();
+        if self.stats.link.clash().is_some() {
             return; // the id is another process's
         }
         let released =

@@ -13,7 +13,7 @@
 //! It also holds the node's id ([`crate::cluster::claim`]): on every fresh connection, before
 //! anything is published, and before every heartbeat, it renews the claim. When another
 //! process holds the id it stops for good: nothing more is published (messages are counted
-//! as dropped), and the subscriber, seeing [`ClusterStats::clash`], stops delivering.
+//! as dropped), and the subscriber, seeing [`crate::cluster::link::Link::clash`], stops delivering.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -22,8 +22,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backoff::Backoff;
 use crate::cluster::claim::{Claim, Holder};
+use crate::cluster::link::Side;
 use crate::cluster::shares::ShareSender;
-use crate::cluster::stats::Side;
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Instance, Member};
 use crate::cluster::{
@@ -171,8 +171,8 @@ impl Publisher {
     /// connection is fresh). Counts what could not be sent.
     fn send(&mut self, mut pipe: redis::Pipeline, mut count: u64, heartbeat: bool) {
         // After a clash, or once the server stopped (and gives up the claim), nothing goes out.
-        let claimed = match self.stats.clash() {
-            None if !self.stats.is_leaving() => self.claimed(heartbeat),
+        let claimed = match self.stats.link.clash() {
+            None if !self.stats.link.is_leaving() => self.claimed(heartbeat),
             _ => None,
         };
         let Some(fresh) = claimed else {
@@ -238,7 +238,7 @@ impl Publisher {
         }
         if fresh {
             tracing::info!("redis publisher connected");
-            self.stats.connected(Side::Publish, self.lost_before);
+            self.stats.link.connected(Side::Publish, self.lost_before);
             self.backoff.reset();
         }
         Some(fresh)
@@ -248,7 +248,7 @@ impl Publisher {
     fn lost(&mut self, error: &redis::RedisError) {
         self.conn = None;
         self.lost_before = true;
-        self.stats.disconnected(Side::Publish, error);
+        self.stats.link.disconnected(Side::Publish, error);
         self.retry_later(error);
     }
 
@@ -261,10 +261,11 @@ impl Publisher {
             &*self.node,
             crate::cluster::claim::key(&self.node)
         );
-        if self.stats.clashed(why.clone()) {
+        if self.stats.link.clashed(why.clone()) {
             tracing::error!("{why}");
         }
         self.stats
+            .link
             .disconnected(Side::Publish, &"stopped: node id clash");
     }
 

@@ -1,68 +1,27 @@
-//! The bridge's figures and the state of its link to Redis: written by its two threads
-//! (relaxed atomics; a mutex only for what changes once per heartbeat or outage), read by
-//! `/metrics` and `/health`. Nothing here is on a shard's path.
+//! The bridge's figures, and the link's state ([`Link`]): written by its two threads (relaxed
+//! atomics; a mutex only for the other nodes' heartbeat times, written once per heartbeat),
+//! read by `/metrics` and `/health`. Nothing here is on a shard's path.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::cluster::link::{Link, Side};
 use crate::metrics::single;
-
-/// Which of the bridge's two connections to Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// `bridge-pub`'s.
-    Publish,
-    /// `bridge-sub`'s.
-    Subscribe,
-}
-
-impl Side {
-    fn label(self) -> &'static str {
-        match self {
-            Side::Publish => "publish",
-            Side::Subscribe => "subscribe",
-        }
-    }
-}
-
-/// Why a node is `degraded` (its `/health`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Degraded {
-    /// For people: what is wrong and what it means.
-    pub reason: String,
-    /// Whether the node should be taken out of the load balancer (it will not recover by
-    /// itself, and other nodes can serve its clients better): answered `503`, else `200`.
-    pub take_out: bool,
-}
 
 /// What the bridge counts.
 #[derive(Debug, Default)]
 pub struct ClusterStats {
-    /// Cross-node delivery works end to end: this node's own heartbeat came back through Redis
-    /// since its subscription was last (re)made.
-    up: AtomicBool,
-    /// Each connection to Redis is up (publish, subscribe).
-    connected: [AtomicBool; 2],
-    /// Successful connections after a lost one (publish, subscribe).
-    reconnects: [AtomicU64; 2],
-    /// The last error either connection met, for `/health` while down.
-    last_error: Mutex<Option<String>>,
+    /// The link's state (for `/health`, the loops and these figures).
+    pub link: Link,
     /// Publish-to-echo delay of this node's last heartbeat, in microseconds.
     lag_micros: AtomicU64,
     /// When each other node's last heartbeat arrived.
     peers: Mutex<BTreeMap<String, Instant>>,
-    /// Set, once and for good, when another process holds this node's id.
-    clash: OnceLock<String>,
     /// Heartbeats of another process using this node's id.
     clashes_seen: AtomicU64,
-    /// Members were told cross-node delivery stopped (`cluster_down`), and not yet that it
-    /// resumed: a member joining now is told too.
-    cut_off: AtomicBool,
-    /// The server stopped: the node id is being given up, the publisher must not renew it.
-    leaving: AtomicBool,
     outages: AtomicU64,
     down_millis: AtomicU64,
     published: AtomicU64,
@@ -80,51 +39,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ClusterStats {
-    /// Cross-node delivery works end to end (this node's heartbeat came back), or not.
-    pub fn set_up(&self, up: bool) {
-        self.up.store(up, Relaxed);
-    }
-
-    /// Whether cross-node delivery works now.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Relaxed)
-    }
-
-    /// The server stopped: the publisher publishes (and renews) nothing more.
-    pub fn set_leaving(&self) {
-        self.leaving.store(true, Relaxed);
-    }
-
-    /// Whether the server stopped.
-    pub fn is_leaving(&self) -> bool {
-        self.leaving.load(Relaxed)
-    }
-
-    /// Members were told that cross-node delivery stopped (true) or resumed (false).
-    pub fn set_cut_off(&self, cut_off: bool) {
-        self.cut_off.store(cut_off, Relaxed);
-    }
-
-    /// Whether members were told that cross-node delivery stopped, and not yet that it
-    /// resumed.
-    pub fn is_cut_off(&self) -> bool {
-        self.cut_off.load(Relaxed)
-    }
-
-    /// `side`'s connection came up; `again` when it replaces a lost one.
-    pub fn connected(&self, side: Side, again: bool) {
-        self.connected[side as usize].store(true, Relaxed);
-        if again {
-            self.reconnects[side as usize].fetch_add(1, Relaxed);
-        }
-    }
-
-    /// `side`'s connection failed with `error` (or could not be made).
-    pub fn disconnected(&self, side: Side, error: &dyn std::fmt::Display) {
-        self.connected[side as usize].store(false, Relaxed);
-        *lock(&self.last_error) = Some(format!("{} connection: {error}", side.label()));
-    }
-
     /// This node's own heartbeat came back `lag` after it was published.
     pub fn echoed(&self, lag: Duration) {
         self.lag_micros.store(lag.as_micros() as u64, Relaxed);
@@ -158,40 +72,6 @@ impl ClusterStats {
     /// Another process sent a heartbeat with this node's id.
     pub fn clash_seen(&self) {
         self.clashes_seen.fetch_add(1, Relaxed);
-    }
-
-    /// This process lost its node id to another (`why`): it stops cross-node traffic for good.
-    /// True the first time.
-    pub fn clashed(&self, why: String) -> bool {
-        self.clash.set(why).is_ok()
-    }
-
-    /// Why this process stopped cross-node traffic, if it did.
-    pub fn clash(&self) -> Option<&str> {
-        self.clash.get().map(String::as_str)
-    }
-
-    /// Why the node is degraded, or `None` while cross-node delivery works.
-    pub fn degraded(&self) -> Option<Degraded> {
-        if let Some(why) = self.clash() {
-            return Some(Degraded {
-                reason: why.to_owned(),
-                take_out: true,
-            });
-        }
-        if self.is_up() {
-            return None;
-        }
-        let detail = lock(&self.last_error)
-            .clone()
-            .unwrap_or_else(|| "connecting to Redis".to_owned());
-        Some(Degraded {
-            reason: format!(
-                "cluster link down ({detail}): messages do not reach other nodes; local rooms \
-                 work"
-            ),
-            take_out: false,
-        })
     }
 
     /// An outage ended after `down`.
@@ -248,7 +128,7 @@ impl ClusterStats {
             "shardcast_cluster_up",
             "gauge",
             "1 while cross-node delivery works (this node's heartbeat comes back through Redis)",
-            u8::from(self.is_up()).to_string(),
+            u8::from(self.link.is_up()).to_string(),
         );
         one(
             "shardcast_cluster_heartbeat_lag_seconds",
@@ -260,7 +140,7 @@ impl ClusterStats {
             "shardcast_cluster_node_id_clash",
             "gauge",
             "1 once another live process holds this node's id: cross-node traffic stopped",
-            u8::from(self.clash().is_some()).to_string(),
+            u8::from(self.link.clash().is_some()).to_string(),
         );
         one(
             "shardcast_cluster_node_id_clashes_seen_total",
@@ -335,7 +215,7 @@ impl ClusterStats {
              # TYPE shardcast_cluster_link_up gauge"
         );
         for side in sides {
-            let up = self.connected[side as usize].load(Relaxed);
+            let up = self.link.is_connected(side);
             let _ = writeln!(
                 out,
                 "shardcast_cluster_link_up{{side=\"{}\"}} {}",
@@ -353,7 +233,7 @@ impl ClusterStats {
                 out,
                 "shardcast_cluster_reconnects_total{{side=\"{}\"}} {}",
                 side.label(),
-                self.reconnects[side as usize].load(Relaxed)
+                self.link.reconnects(side)
             );
         }
     }

@@ -43,8 +43,8 @@ use crate::backoff::Backoff;
 use crate::chat::envelope::Change;
 use crate::chat::post::Needs;
 use crate::chat::{Body, Nick, Outgoing, Post};
+use crate::cluster::link::Side;
 use crate::cluster::shares::{ShareReceiver, Stopped};
-use crate::cluster::stats::Side;
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Envelope, Instance, Member};
 use crate::cluster::{
@@ -167,7 +167,7 @@ impl Subscriber {
     /// Runs until the server stops: connected, or waiting to reconnect.
     pub fn run(mut self) {
         loop {
-            if self.stats.clash().is_some() {
+            if self.stats.link.clash().is_some() {
                 return self.stand_aside();
             }
             match self.connected() {
@@ -185,8 +185,8 @@ impl Subscriber {
     /// The subscription failed: cross-node delivery is down until the link is proven again.
     fn went_down(&mut self, error: &redis::RedisError) {
         self.lost_before = true;
-        self.stats.disconnected(Side::Subscribe, error);
-        self.stats.set_up(false);
+        self.stats.link.disconnected(Side::Subscribe, error);
+        self.stats.link.set_up(false);
         if self.down_since.is_none() {
             tracing::warn!("redis: cross-node delivery down: {error}");
             self.down_since = Some(Instant::now());
@@ -210,7 +210,7 @@ impl Subscriber {
             return;
         }
         self.link_up = true;
-        self.stats.set_up(true);
+        self.stats.link.set_up(true);
         match self.down_since.take() {
             Some(since) => {
                 let down = since.elapsed();
@@ -243,14 +243,14 @@ impl Subscriber {
             self.tell_shards(&room, 0, Some(ClusterNews::LinkDown));
         }
         self.announced_down = true;
-        self.stats.set_cut_off(true);
+        self.stats.link.set_cut_off(true);
         self.flush_to_shards();
     }
 
     /// Each room with members here hears that cross-node delivery is back (the counts follow
     /// with the other nodes' heartbeats).
     fn announce_up(&mut self) {
-        self.stats.set_cut_off(false);
+        self.stats.link.set_cut_off(false);
         let rooms: Vec<RoomId> = self.local.rooms().cloned().collect();
         for room in rooms {
             let others = self.others(&room);
@@ -263,8 +263,9 @@ impl Subscriber {
     /// thread only keeps the local table until the server stops.
     fn stand_aside(mut self) {
         self.stats
+            .link
             .disconnected(Side::Subscribe, &"stopped: node id clash");
-        self.stats.set_up(false);
+        self.stats.link.set_up(false);
         self.link_up = false;
         self.announce_down();
         while self.wait(HEARTBEAT) {}
@@ -303,7 +304,7 @@ impl Subscriber {
         if let Err(e) = self.sync_subscriptions(&mut pubsub) {
             return Exit::Lost(e);
         }
-        self.stats.connected(Side::Subscribe, self.lost_before);
+        self.stats.link.connected(Side::Subscribe, self.lost_before);
         self.backoff.reset();
         tracing::debug!("redis: node {} subscribed", self.node);
         // Let the others know of us (and we of them) without waiting for a tick; its echo
@@ -315,7 +316,7 @@ impl Subscriber {
                 Err(e) => return Exit::Lost(e),
             };
             self.handle(msg.get_channel_name(), msg.get_payload_bytes());
-            if self.stats.clash().is_some() {
+            if self.stats.link.clash().is_some() {
                 return Exit::Clash;
             }
             match self.share_rx.try_take() {
@@ -943,8 +944,8 @@ mod tests {
     #[test]
     fn the_link_is_up_once_our_own_heartbeat_comes_back_and_its_delay_is_the_lag() {
         let mut rig = rig(true);
-        assert!(!rig.sub.stats.is_up(), "subscribed is not yet linked");
-        assert!(rig.sub.stats.degraded().is_some());
+        assert!(!rig.sub.stats.link.is_up(), "subscribed is not yet linked");
+        assert!(rig.sub.stats.link.degraded().is_some());
         let sent = now_micros() - 1500;
         let ours = Instance {
             token: ME,
@@ -954,8 +955,8 @@ mod tests {
             PRESENCE_CHANNEL,
             &wire::heartbeat("me", std::iter::empty(), ours),
         );
-        assert!(rig.sub.stats.is_up());
-        assert_eq!(rig.sub.stats.degraded(), None);
+        assert!(rig.sub.stats.link.is_up());
+        assert_eq!(rig.sub.stats.link.degraded(), None);
         let lag: f64 = metric(&rig, "shardcast_cluster_heartbeat_lag_seconds")
             .parse()
             .unwrap();
@@ -979,7 +980,7 @@ mod tests {
         );
         assert!(rig.sent().iter().all(Vec::is_empty));
         assert!(rig.sub.remote.is_empty());
-        assert!(!rig.sub.stats.is_up(), "not our echo");
+        assert!(!rig.sub.stats.link.is_up(), "not our echo");
         assert!(matches!(
             rig.publisher.try_recv(),
             Ok(Outbound::HeartbeatNow)
@@ -1034,7 +1035,7 @@ mod tests {
             vec![(0, Some("down".to_owned())); 2]
         );
         assert!(rig.sub.remote.is_empty());
-        let degraded = rig.sub.stats.degraded().expect("degraded while down");
+        let degraded = rig.sub.stats.link.degraded().expect("degraded while down");
         assert!(
             degraded.reason.contains("cluster link down"),
             "{degraded:?}"
@@ -1054,7 +1055,7 @@ mod tests {
             vec![(0, Some("up".to_owned())); 2]
         );
         assert_eq!(metric(&rig, "shardcast_cluster_outages_total"), "1");
-        assert_eq!(rig.sub.stats.degraded(), None);
+        assert_eq!(rig.sub.stats.link.degraded(), None);
     }
 
     #[test]
@@ -1062,9 +1063,9 @@ mod tests {
         let mut rig = rig(true);
         let room = RoomId::parse("r").unwrap();
         rig.local_member(&room, Dialect::V1);
-        assert!(rig.sub.stats.clashed("node id clash: test".to_owned()));
-        assert!(!rig.sub.stats.clashed("again".to_owned()), "once");
-        let degraded = rig.sub.stats.degraded().unwrap();
+        assert!(rig.sub.stats.link.clashed("node id clash: test".to_owned()));
+        assert!(!rig.sub.stats.link.clashed("again".to_owned()), "once");
+        let degraded = rig.sub.stats.link.degraded().unwrap();
         assert_eq!(degraded.reason, "node id clash: test");
         assert!(degraded.take_out, "only a restart mends it");
         rig.sub.link_up = true;

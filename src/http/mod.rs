@@ -390,7 +390,7 @@ impl Site {
         let degraded = self
             .stats
             .cluster()
-            .and_then(crate::cluster::ClusterStats::degraded);
+            .and_then(|cluster| cluster.link.degraded());
         let (status, word) = match &degraded {
             _ if self.stats.is_draining() => (Status::Unavailable, "draining"),
             Some(d) if d.take_out => (Status::Unavailable, "degraded"),
