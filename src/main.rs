@@ -140,7 +140,8 @@ struct ServerArgs {
     /// every node using the same Redis [default: run alone].
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
-    /// This node's name in the cluster (1-32 of A-Z a-z 0-9 - _) [default: random, logged].
+    /// This node's name in the cluster (1-32 of A-Z a-z 0-9 - _), its own: the id of a live
+    /// node is refused [default: random, logged].
     #[arg(long, value_name = "ID", requires = "redis")]
     node_id: Option<String>,
     /// Serve the server API (docs/api.md) only on this address, a private one, and not
