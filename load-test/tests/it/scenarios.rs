@@ -202,6 +202,6 @@ fn compare_runs_each_combination_and_plots() {
     }
     shardcast_load::plot::draw(&report, &plot).expect("plot");
     let svg = std::fs::read_to_string(&plot).expect("svg written");
-    assert!(svg.contains("<svg") && svg.contains("sharded w2"));
+    assert!(svg.contains("<svg") && svg.contains("sharded, 2 workers"));
     let _ = std::fs::remove_dir_all(&dir);
 }
