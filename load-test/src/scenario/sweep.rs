@@ -1,4 +1,5 @@
-//! Sweep: fanout at increasing rates until p99 latency passes the limit or anything is lost.
+//! Sweep: fanout at increasing rates until p99 latency passes the limit or anything is lost
+//! (and `--after-failure` steps more).
 
 use std::fmt::Write as _;
 
@@ -34,6 +35,8 @@ pub fn run(args: &SweepArgs) -> Result<SweepReport, LoadError> {
     let base = Base::new(&args.common)?;
     let mut steps = Vec::new();
     let mut rate = args.start_rate;
+    // Steps still to run once a step has failed; `None` until one fails.
+    let mut steps_left: Option<usize> = None;
     while rate <= args.max_rate {
         let report = run_plan(fanout::plan(&base, &args.shape, rate)?, &base.options())?;
         let (passed, verdict) = judge(&report, args.p99_limit_ms);
@@ -49,8 +52,13 @@ pub fn run(args: &SweepArgs) -> Result<SweepReport, LoadError> {
             verdict,
             report,
         });
-        if !passed {
-            break;
+        if !passed && steps_left.is_none() {
+            steps_left = Some(args.after_failure);
+        }
+        match steps_left {
+            Some(0) => break,
+            Some(n) => steps_left = Some(n - 1),
+            None => {}
         }
         rate = next_rate(rate);
     }
