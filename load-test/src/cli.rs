@@ -183,10 +183,11 @@ pub struct SweepArgs {
     /// Highest rate to try.
     #[arg(long, default_value_t = 1_000_000.0, value_name = "MSG_PER_S")]
     pub max_rate: f64,
-    /// Steps to run after the first one that fails, to see how latency and loss grow past
-    /// the knee (which stays the highest rate that passed).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub after_failure: usize,
+    /// Stop at the Nth failing step. 1 stops at the first; more show how latency and loss
+    /// grow past the knee, and ride over one unlucky step on a busy machine (the knee stays
+    /// the highest rate that passed).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failures: u32,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -322,15 +323,15 @@ pub struct CompareArgs {
     pub plot: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
-    /// The scenario to run against each server [default: `sweep --after-failure 2`, every
+    /// The scenario to run against each server [default: `sweep --max-failures 3`, every
     /// other option at its default].
     #[command(subcommand)]
     pub scenario: Option<Scenario>,
 }
 
 impl CompareArgs {
-    /// The scenario to run: the one given, else a `sweep` that goes two steps past its first
-    /// failure (so each line of the chart shows what happens beyond its knee).
+    /// The scenario to run: the one given, else a `sweep` that stops at its third failing
+    /// step (so each line of the chart shows what happens beyond its knee).
     pub fn scenario(&self) -> Scenario {
         match &self.scenario {
             Some(scenario) => scenario.clone(),
@@ -339,12 +340,12 @@ impl CompareArgs {
     }
 }
 
-/// `sweep` exactly as `shardcast-load sweep --after-failure 2` would run it.
+/// `sweep` exactly as `shardcast-load sweep --max-failures 3` would run it.
 fn default_sweep() -> SweepArgs {
     use clap::{Command as ClapCommand, FromArgMatches};
     let command = SweepArgs::augment_args(ClapCommand::new("sweep"));
     let matches = command
-        .try_get_matches_from(["sweep", "--after-failure", "2"])
+        .try_get_matches_from(["sweep", "--max-failures", "3"])
         .expect("every other sweep option has a default");
     SweepArgs::from_arg_matches(&matches).expect("the defaults parse")
 }
@@ -440,6 +441,6 @@ mod tests {
         };
         assert_eq!(sweep.shape.subscribers, 100);
         assert_eq!(sweep.p99_limit_ms, 50.0);
-        assert_eq!(sweep.after_failure, 2);
+        assert_eq!(sweep.max_failures, 3);
     }
 }

@@ -1,5 +1,5 @@
 //! Sweep: fanout at increasing rates until p99 latency passes the limit or anything is lost
-//! (and `--after-failure` steps more).
+//! (at the `--max-failures`th such step).
 
 use std::fmt::Write as _;
 
@@ -35,8 +35,7 @@ pub fn run(args: &SweepArgs) -> Result<SweepReport, LoadError> {
     let base = Base::new(&args.common)?;
     let mut steps = Vec::new();
     let mut rate = args.start_rate;
-    // Steps still to run once a step has failed; `None` until one fails.
-    let mut steps_left: Option<usize> = None;
+    let mut failures = 0;
     while rate <= args.max_rate {
         let report = run_plan(fanout::plan(&base, &args.shape, rate)?, &base.options())?;
         let (passed, verdict) = judge(&report, args.p99_limit_ms);
@@ -52,13 +51,11 @@ pub fn run(args: &SweepArgs) -> Result<SweepReport, LoadError> {
             verdict,
             report,
         });
-        if !passed && steps_left.is_none() {
-            steps_left = Some(args.after_failure);
-        }
-        match steps_left {
-            Some(0) => break,
-            Some(n) => steps_left = Some(n - 1),
-            None => {}
+        if !passed {
+            failures += 1;
+            if failures >= args.max_failures {
+                break;
+            }
         }
         rate = next_rate(rate);
     }

@@ -160,11 +160,11 @@ fn knee_finds_a_passing_room_size() {
 }
 
 #[test]
-fn sweep_runs_the_steps_asked_for_after_the_first_failure() {
+fn sweep_stops_at_the_failing_step_asked_for() {
     let server = start_shardcast(1);
     let url = format!("ws://{}/sweep", server.addr());
     // No delivery takes under a nanosecond: every step fails on p99.
-    let sweep = |after_failure: &str| {
+    let sweep = |max_failures: &str| {
         let args = [
             "sweep",
             "--url",
@@ -179,8 +179,8 @@ fn sweep_runs_the_steps_asked_for_after_the_first_failure() {
             "1000",
             "--p99-limit-ms",
             "0.000001",
-            "--after-failure",
-            after_failure,
+            "--max-failures",
+            max_failures,
             "--duration",
             "0.3",
             "--warmup",
@@ -192,8 +192,8 @@ fn sweep_runs_the_steps_asked_for_after_the_first_failure() {
         };
         report
     };
-    let stops = sweep("0");
-    let goes_on = sweep("2");
+    let stops = sweep("1");
+    let goes_on = sweep("3");
     server.stop().expect("server stops");
     assert_eq!(stops.steps.len(), 1, "{}", stops.summary());
     let rates: Vec<f64> = goes_on.steps.iter().map(|s| s.rate).collect();
