@@ -369,7 +369,7 @@ impl SweepChart {
             }
             svg.close_group();
         }
-        self.draw_knees(svg, panel, &to_x, &to_y, plot.left + plot.width);
+        self.draw_knees(svg, panel, &to_x, &to_y, &plot);
         if panel.key == "loss"
             && self
                 .lines
@@ -398,9 +398,11 @@ impl SweepChart {
         panel: &Panel,
         to_x: &dyn Fn(f64) -> Option<f64>,
         to_y: &dyn Fn(f64) -> Option<f64>,
-        right_edge: f64,
+        plot: &Rect,
     ) {
-        let mut labelled_at: Vec<f64> = Vec::new();
+        let right_edge = plot.left + plot.width;
+        let top_edge = plot.top;
+        let mut label_row = 0.0;
         for (index, line) in self.lines.iter().enumerate() {
             let Some(knee) = line.knee else { continue };
             let Some(step) = line.steps.iter().find(|s| s.rate == knee) else {
@@ -430,20 +432,35 @@ impl SweepChart {
                 &format!("{}: knee at {} msg/s", line.label, short_number(knee)),
             );
             if panel.knee_labels {
-                // Knees at the same rate stack their labels instead of overprinting.
-                let same = labelled_at.iter().filter(|k| **k == knee).count();
-                labelled_at.push(knee);
-                // Near the right edge the label goes to the left of its diamond.
+                // Labels stack in a band at the top of the panel, above their diamonds, so
+                // they neither overprint each other nor sit on the lines at the knee.
+                let label_y = top_edge + 14.0 + 14.0 * label_row;
+                label_row += 1.0;
+                // A faint leader ties the label to its diamond.
+                if label_y + 4.0 < y - r {
+                    svg.element(
+                        "line",
+                        &[
+                            ("x1", &px(x)),
+                            ("x2", &px(x)),
+                            ("y1", &px(label_y - 4.0)),
+                            ("y2", &px(y - r)),
+                            ("stroke", colour),
+                            ("stroke-opacity", "0.5"),
+                            ("stroke-dasharray", "1 3"),
+                        ],
+                    );
+                }
                 let (label_x, anchor) = if x + 70.0 > right_edge {
-                    (x - 9.0, "end")
+                    (x - 4.0, "end")
                 } else {
-                    (x + 9.0, "start")
+                    (x + 4.0, "start")
                 };
                 svg.text(
                     &[
                         ("x", &px(label_x)),
                         ("text-anchor", anchor),
-                        ("y", &px(y - 8.0 - 14.0 * same as f64)),
+                        ("y", &px(label_y)),
                         ("font-size", "12"),
                         ("fill", colour),
                         ("font-weight", "bold"),
