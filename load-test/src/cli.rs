@@ -24,6 +24,11 @@ pub enum Command {
     #[command(flatten)]
     Scenario(Scenario),
     /// Start the server once per model x workers, run a scenario against each, compare.
+    ///
+    /// Without a scenario, the scenario is `sweep --max-failures 3` with every other option
+    /// at its default: at one fixed rate every model delivers the same, so it is the curves
+    /// of latency, server CPU and loss against the offered rate, and where each configuration
+    /// stops meeting the p99 limit (its knee), that tell them apart. --plot draws them.
     Compare(CompareArgs),
 }
 
