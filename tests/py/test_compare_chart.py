@@ -154,3 +154,53 @@ def test_the_server_beside_the_load_generator_is_the_default(tmp_path):
     (run,) = json.loads(done.stdout)["runs"]
     assert run["model"] == MODEL and run["error"] is None
     assert run["report"]["loss"] == 0
+
+
+def test_a_killed_load_generator_leaves_no_server_behind(tmp_path):
+    """SIGKILL to `shardcast-load` alone (no cleanup runs): the server it started for a
+    comparison still stops (the kernel's parent-death signal), within its drain timeout."""
+    import signal
+    import time
+
+    load = subprocess.Popen(
+        [str(LOAD), "compare", "--server-bin", str(BIN), "--models", MODEL, "--workers", "1",
+         "--quiet", "fanout", "--subscribers", "2", "--rate", "20", "--duration", "120",
+         "--warmup", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        children: list[int] = []
+        deadline = time.monotonic() + 20
+        while not children and time.monotonic() < deadline:
+            try:
+                tasks = Path(f"/proc/{load.pid}/task").iterdir()
+                children = [
+                    int(pid)
+                    for task in tasks
+                    for pid in (task / "children").read_text().split()
+                ]
+            except FileNotFoundError:
+                break
+            time.sleep(0.1)
+        assert children, "compare started no server"
+        (server,) = children
+        load.send_signal(signal.SIGKILL)
+        load.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
+            # Reaped by init once it exits; a zombie counts as gone.
+            try:
+                state = Path(f"/proc/{server}/stat").read_text().split(")")[-1].split()[0]
+            except FileNotFoundError:
+                break
+            if state == "Z":
+                break
+            time.sleep(0.1)
+        else:
+            if Path(f"/proc/{server}").exists():
+                os.kill(server, signal.SIGKILL)
+                raise AssertionError("the server outlived the load generator")
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait(timeout=5)
