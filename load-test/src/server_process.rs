@@ -23,6 +23,29 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines of stderr kept for error messages.
 const STDERR_LINES: usize = 20;
 
+/// Has the kernel send the server SIGTERM when the thread that started it ends, so that a
+/// `shardcast-load` killed outright (no destructor runs) leaves no server behind. The signal
+/// follows the starting *thread*: servers are started on the thread that runs the
+/// comparison, which outlives them.
+fn stop_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl and
+    // getppid are system calls.
+    unsafe {
+        let parent = libc::getpid();
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then nobody would send it.
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A server started by this process; killed when dropped.
 #[derive(Debug)]
 pub struct ServerProcess {
@@ -39,11 +62,14 @@ impl ServerProcess {
             bin: bin.to_path_buf(),
             reason,
         };
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        stop_with_parent(&mut command);
+        let mut child = command
             .spawn()
             .map_err(|e| fail(format!("cannot start: {e}")))?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
