@@ -87,6 +87,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token does not allow this: the room (the connection is closed) or publishing.
     Forbidden,
+    /// The nickname is held by another member of the room (the client may try another).
+    NickTaken,
 }
 
 impl ErrorCode {
@@ -120,6 +122,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => (
                 "forbidden",
                 "read-only: the token does not allow sending messages",
+            ),
+            ErrorCode::NickTaken => (
+                "nick_taken",
+                "someone in this room has that nickname: choose another and send hello",
             ),
         }
     }

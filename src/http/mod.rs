@@ -12,7 +12,7 @@ pub mod route;
 use std::sync::Arc;
 
 use crate::auth::{Identity, Refusal, Verifier};
-use crate::chat::{Dialect, SUBPROTOCOL};
+use crate::chat::{Dialect, NameClaims, SUBPROTOCOL};
 use crate::config::{AuthMode, Config};
 use crate::history::{Ask, Since};
 use crate::metrics::{self, Counter, Counters};
@@ -202,6 +202,8 @@ pub struct Site {
     stats: Arc<ServerStats>,
     /// Checks connection tokens; `None` with `--auth off`.
     verifier: Option<Arc<Verifier>>,
+    /// The nicknames held in each room, shared by every event loop (admission of a name).
+    names: Arc<NameClaims>,
 }
 
 impl Site {
@@ -212,7 +214,13 @@ impl Site {
             config,
             stats,
             verifier: None,
+            names: Arc::default(),
         }
+    }
+
+    /// The nicknames held in each room (`crate::chat::names`).
+    pub fn names(&self) -> &NameClaims {
+        &self.names
     }
 
     /// The same site, checking connection tokens with `verifier` (docs/auth.md).

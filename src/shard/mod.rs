@@ -550,6 +550,8 @@ impl<R: Reach> Shard<R> {
             if self.table.room_slot(key).is_some() {
                 self.depart(key);
             }
+            // One that never became a member may still hold the name it asked for.
+            self.release_name(key);
             let Some(mut cell) = self.table.remove(key) else {
                 continue; // listed twice in one turn
             };
