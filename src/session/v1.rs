@@ -92,8 +92,8 @@ pub enum Answer {
 }
 
 /// Acts on one text message from a v1 client: a `message` becomes [`Event::Message`] (from
-/// `sender`), a valid first `hello` sets the nickname (checking its token, if any) and
-/// [`Event::Joined`]. Anything else is answered with the returned [`Answer`].
+/// `sender`), a `who` [`Event::Who`], a valid first `hello` sets the nickname (checking its
+/// token, if any, and claiming the name in the room) and [`Event::Joined`]. Anything else is answered with the returned [`Answer`].
 pub fn on_text(
     text: &str,
     mut state: V1State<'_>,
@@ -121,6 +121,11 @@ pub fn on_text(
                 body: Body::Text(text.into()),
                 ts: now_millis(),
             }));
+            None
+        }
+        (Some(ClientEnvelope::Who), None) => error(ErrorCode::HelloRequired),
+        (Some(ClientEnvelope::Who), Some(_)) => {
+            events.push(Event::Who);
             None
         }
         (Some(ClientEnvelope::Hello { .. }), Some(_)) => error(ErrorCode::AlreadyJoined),
