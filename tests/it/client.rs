@@ -640,8 +640,18 @@ fn chat_mode_in_a_terminal_under_tmux() {
     });
 
     bob.type_line("/who");
-    bob.wait_for("/who's answer", |s| {
-        s.contains("/who is not supported by this server yet")
+    bob.wait_for("/who's answer: both, by name", |s| {
+        s.lines()
+            .any(|l| l.starts_with("* 2 here: ann (") && l.contains("), bob (") && l.ends_with(')'))
+    });
+    // A second ann (whatever the case) is refused, and told why.
+    let other = chat("ANN");
+    other.wait_for("the second ann's refusal", |s| {
+        s.contains("! nick_taken: ") && !s.contains("* joined")
+    });
+    other.type_line("/quit");
+    other.wait_for("the second ann's client to exit", |s| {
+        s.contains(&format!("{EXIT_STATUS} 0]"))
     });
     bob.type_line("/help");
     bob.wait_for("/help's answer", |s| {
