@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn named_members_come_first_by_name_then_plain_ones_by_id() {
-        let mut members = vec![
+        let mut members = [
             member("0.9", None),
             member("1.1", Some("bob")),
             member("0.2", Some("Ann")),
