@@ -1,5 +1,6 @@
 //! The `shardcast.v1` rules a session applies to what its client says (docs/protocol.md):
-//! a nickname from `?nick=` or a first `hello`, then `message` envelopes for the room.
+//! a nickname from `?nick=` or a first `hello` (claimed in its room: `crate::chat::names`),
+//! then `message` and `who` envelopes.
 //!
 //! Framing stays in the session; this module only decides what a v1 text message means:
 //! an [`Event`] for the shard, or an [`ErrorCode`] for the client.
@@ -93,7 +94,8 @@ pub enum Answer {
 
 /// Acts on one text message from a v1 client: a `message` becomes [`Event::Message`] (from
 /// `sender`), a `who` [`Event::Who`], a valid first `hello` sets the nickname (checking its
-/// token, if any, and claiming the name in the room) and [`Event::Joined`]. Anything else is answered with the returned [`Answer`].
+/// token, if any, and claiming the name in the room) and [`Event::Joined`]. Anything else is
+/// answered with the returned [`Answer`].
 pub fn on_text(
     text: &str,
     mut state: V1State<'_>,
