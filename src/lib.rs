@@ -30,6 +30,7 @@ pub mod logging;
 pub mod mesh;
 pub mod metrics;
 pub mod models;
+pub mod names;
 pub mod room;
 pub mod roster;
 pub mod server;

@@ -8,12 +8,10 @@
 pub mod dialect;
 pub mod envelope;
 pub mod member;
-pub mod names;
 pub mod nick;
 pub mod post;
 
 pub use dialect::{Dialect, SUBPROTOCOL};
 pub use member::MemberChange;
-pub use names::NameClaims;
 pub use nick::Nick;
 pub use post::{Body, Outgoing, Post};

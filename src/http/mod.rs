@@ -12,10 +12,11 @@ pub mod route;
 use std::sync::Arc;
 
 use crate::auth::{Identity, Refusal, Verifier};
-use crate::chat::{Dialect, NameClaims, SUBPROTOCOL};
+use crate::chat::{Dialect, SUBPROTOCOL};
 use crate::config::{AuthMode, Config};
 use crate::history::{Ask, Since};
 use crate::metrics::{self, Counter, Counters};
+use crate::names::NameClaims;
 use crate::room::RoomId;
 use crate::stats::ServerStats;
 use request::{Method, RequestHead};
@@ -218,7 +219,7 @@ impl Site {
         }
     }
 
-    /// The nicknames held in each room (`crate::chat::names`).
+    /// The nicknames held in each room (`crate::names`).
     pub fn names(&self) -> &NameClaims {
         &self.names
     }

@@ -1,5 +1,5 @@
 //! The `shardcast.v1` rules a session applies to what its client says (docs/protocol.md):
-//! a nickname from `?nick=` or a first `hello` (claimed in its room: `crate::chat::names`),
+//! a nickname from `?nick=` or a first `hello` (claimed in its room: `crate::names`),
 //! then `message` and `who` envelopes.
 //!
 //! Framing stays in the session; this module only decides what a v1 text message means:
@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use crate::auth::{Grant, Refusal, Verifier};
 use crate::chat::envelope::{ClientEnvelope, ErrorCode, HelloSince, TokenText};
-use crate::chat::names::{Claimant, NameClaims};
 use crate::chat::post::now_millis;
 use crate::chat::{Body, Nick, Post};
 use crate::config::AuthMode;
 use crate::history::{Ask, Epoch, Since};
 use crate::ids::SessionId;
+use crate::names::{Claimant, NameClaims};
 use crate::room::RoomId;
 use crate::session::Event;
 

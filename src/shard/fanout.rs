@@ -202,7 +202,7 @@ impl<R: Reach> Shard<R> {
         self.announce(&room, Change::Leave, key, online);
     }
 
-    /// Session `key` no longer holds its nickname in its room (`crate::chat::names`): it left,
+    /// Session `key` no longer holds its nickname in its room (`crate::names`): it left,
     /// or it ends without having been admitted. Releasing twice changes nothing.
     pub(super) fn release_name(&mut self, key: SessionKey) {
         let names = self.common.site.names();
