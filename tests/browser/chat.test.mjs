@@ -131,12 +131,13 @@ async function restartServer(port) {
  * changes the history epoch). While `hold()` is on, new connections are accepted but not
  * passed on until `release()`: the page waits in its reconnect while the room moves on.
  */
-function startProxy() {
+function startProxy(targetPort = null) {
   const pairs = new Set();
   const held = [];
+  const stranded = [];
   let holding = false;
   const pass = (client) => {
-    const upstream = tcpConnect(server.port, "127.0.0.1");
+    const upstream = tcpConnect(targetPort ?? server.port, "127.0.0.1");
     const pair = { client, upstream };
     pairs.add(pair);
     const end = () => {
@@ -175,8 +176,26 @@ function startProxy() {
             upstream.resetAndDestroy();
           }
         },
+        // Resets the page's side only: the server's side stays open and unread, so the server
+        // learns nothing until its ping goes unanswered (a dead link it has not noticed).
+        strand() {
+          for (const pair of [...pairs]) {
+            pairs.delete(pair);
+            pair.client.unpipe(pair.upstream);
+            pair.upstream.unpipe(pair.client);
+            for (const socket of [pair.client, pair.upstream]) {
+              socket.removeAllListeners("close");
+              socket.removeAllListeners("error");
+              socket.on("error", () => {});
+            }
+            pair.upstream.pause();
+            stranded.push(pair.upstream);
+            pair.client.resetAndDestroy();
+          }
+        },
         close() {
           this.cut();
+          for (const upstream of stranded.splice(0)) upstream.destroy();
           for (const client of held.splice(0)) client.destroy();
           return new Promise((r) => proxy.close(() => r()));
         },
@@ -896,6 +915,44 @@ test("the member list shows who is here; a taken nickname lets you pick another"
     for (const page of opened) assertClean(page);
   } finally {
     for (const page of opened) await page.context().close().catch(() => {});
+    if (own) await killServer(own.child);
+  }
+});
+
+// Independent of the steps above: its own server, pinging every second, behind a proxy.
+test("a page whose dropped connection still holds its name waits for it, then rejoins under it", { timeout: TEST_MS * 2 }, async () => {
+  let own = null;
+  let proxy = null;
+  const opened = [];
+  try {
+    own = await startServer("127.0.0.1:0", ["--ping-interval", "1", "--pong-timeout", "1"]);
+    proxy = await startProxy(own.port);
+    const watcher = await openPage("/held", undefined, {}, `http://127.0.0.1:${own.port}`);
+    opened.push(watcher);
+    await enter(watcher, "wes");
+    const kim = await openPage("/held", undefined, {}, `http://127.0.0.1:${proxy.port}`);
+    opened.push(kim);
+    await enter(kim, "kim");
+    await waitOnline(watcher, 2);
+
+    // The link dies without the server noticing: it holds "kim" until its ping goes
+    // unanswered (1 s + 1 s here). The page reconnects at once, is told the name is taken,
+    // says why and keeps trying; once the server lets go, it is back under its own name.
+    proxy.strand();
+    await waitItem(kim, "status", "still held by your previous connection");
+    await waitState(kim, "connected", RECONNECT_MS);
+    assert.equal(await count(kim, '#messages li[data-kind="welcome"]'), 2);
+    await waitItem(kim, "welcome", "kim");
+    assert.equal(await count(kim, '#messages li[data-kind="error"]'), 0, "no error: it was ours");
+    assert.equal(await kim.inputValue("#nick"), "kim");
+    await waitItem(watcher, "leave", "kim");
+    await kim.locator('#member-list li[data-me="true"]', { hasText: "kim" }).waitFor();
+    await send(kim, "back as myself");
+    await waitItem(watcher, "message", "back as myself");
+    for (const page of opened) assertClean(page);
+  } finally {
+    for (const page of opened) await page.context().close().catch(() => {});
+    if (proxy) await proxy.close();
     if (own) await killServer(own.child);
   }
 });
