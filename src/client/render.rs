@@ -127,6 +127,12 @@ pub fn text_line(text: &str) -> String {
             Some(members) => members_line(members, envelope.total),
             None => text.to_string(),
         },
+        // The server's text says to send another hello, which chat mode cannot: say what can.
+        "error" if envelope.code.as_deref() == Some("nick_taken") => {
+            "! nick_taken: someone in this room has that nickname; /quit and come back with \
+             another --nick"
+                .to_string()
+        }
         "error" => format!(
             "! {}: {}",
             envelope.code.as_deref().unwrap_or("error"),
@@ -218,6 +224,10 @@ mod tests {
             (
                 r#"{"type":"members","room":"r","members":[{"id":"0.2","nick":"Ann"},{"id":"1.1","nick":"bob","user":"u"},{"id":"0.3","nick":null}],"total":3,"truncated":false}"#,
                 "* 3 here: Ann (0.2), bob (1.1), (0.3)",
+            ),
+            (
+                r#"{"type":"error","code":"nick_taken","text":"choose another and send hello"}"#,
+                "! nick_taken: someone in this room has that nickname; /quit and come back with another --nick",
             ),
             (
                 r#"{"type":"members","room":"r","members":[{"id":"0.2","nick":"Ann"}],"total":1001,"truncated":true}"#,

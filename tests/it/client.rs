@@ -647,7 +647,8 @@ fn chat_mode_in_a_terminal_under_tmux() {
     // A second ann (whatever the case) is refused, and told why.
     let other = chat("ANN");
     other.wait_for("the second ann's refusal", |s| {
-        s.contains("! nick_taken: ") && !s.contains("* joined")
+        s.contains("! nick_taken: someone in this room has that nickname")
+            && !s.contains("* joined")
     });
     other.type_line("/quit");
     other.wait_for("the second ann's client to exit", |s| {
