@@ -29,6 +29,9 @@ const REMEMBERED: usize = 1024;
 #[derive(Debug, Default)]
 pub(super) struct WhoTimes {
     asked: HashMap<SessionKey, (u64, Instant)>,
+    /// Size at which the next sweep runs: twice what the last one kept (at least
+    /// [`REMEMBERED`]), so that sweeping costs O(1) per `who` however many ask.
+    sweep_at: usize,
 }
 
 impl WhoTimes {
@@ -40,9 +43,10 @@ impl WhoTimes {
         {
             return false;
         }
-        if self.asked.len() >= REMEMBERED {
+        if self.asked.len() >= self.sweep_at.max(REMEMBERED) {
             self.asked
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < WHO_INTERVAL);
+            self.sweep_at = self.asked.len() * 2;
         }
         self.asked.insert(key, (generation, now));
         true
@@ -122,5 +126,22 @@ mod tests {
         }
         assert!(times.may_ask(SessionKey(REMEMBERED), 1, t0 + WHO_INTERVAL));
         assert_eq!(times.asked.len(), 1);
+    }
+
+    #[test]
+    fn many_askers_at_once_are_swept_rarely() {
+        let mut times = WhoTimes::default();
+        let t0 = Instant::now();
+        for i in 0..3 * REMEMBERED {
+            assert!(times.may_ask(SessionKey(i), 1, t0));
+        }
+        // Swept at 1x and 2x REMEMBERED, all recent and kept: each next sweep waits for twice
+        // as many, so the sweeps cost O(1) per ask.
+        assert_eq!(times.sweep_at, 4 * REMEMBERED);
+        assert_eq!(times.asked.len(), 3 * REMEMBERED);
+        assert!(
+            !times.may_ask(SessionKey(0), 1, t0),
+            "none forgotten too soon"
+        );
     }
 }
