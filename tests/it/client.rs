@@ -577,6 +577,10 @@ fn interactive_mode_under_tmux() {
     assert!(listed.contains(&format!("> [0] open {room}")), "{listed}");
     assert!(listed.contains(&format!("> [1] closed {room}")), "{listed}");
     assert!(listed.contains("(id "), "the v1 connection's id: {listed}");
+    tmux.type_line("/who 2");
+    tmux.wait_for("the members on connection 2", |s| {
+        s.contains(r#"< [2] {"type":"members","room":"#) && s.contains(r#""nick":"ivy""#)
+    });
 
     for (line, answer) in [
         ("/show 9", "> No connection found with id 9"),
