@@ -113,8 +113,9 @@ impl NameClaims {
         }
     }
 
-    /// Whether a verified holder has `nick` in `room` (for tests and the docs' promise).
-    pub fn verified(&self, room: &RoomId, nick: &Nick) -> bool {
+    /// Whether a verified holder has `nick` in `room`.
+    #[cfg(test)]
+    fn verified(&self, room: &RoomId, nick: &Nick) -> bool {
         self.stripe(room)
             .get(&(room.clone(), fold(nick)))
             .is_some_and(|holders| holders.iter().any(|h| h.verified))
