@@ -52,7 +52,6 @@ pub struct Taken;
 struct Holder {
     session: SessionId,
     user: Option<Arc<str>>,
-    verified: bool,
 }
 
 type Stripe = HashMap<(RoomId, Box<str>), Vec<Holder>>;
@@ -94,7 +93,6 @@ impl NameClaims {
             holders.push(Holder {
                 session: who.session,
                 user: who.user.map(Arc::from),
-                verified: who.verified,
             });
         }
         Ok(())
@@ -111,14 +109,6 @@ impl NameClaims {
         if holders.is_empty() {
             stripe.remove(&key);
         }
-    }
-
-    /// Whether a verified holder has `nick` in `room`.
-    #[cfg(test)]
-    fn verified(&self, room: &RoomId, nick: &Nick) -> bool {
-        self.stripe(room)
-            .get(&(room.clone(), fold(nick)))
-            .is_some_and(|holders| holders.iter().any(|h| h.verified))
     }
 
     /// How many (room, name) pairs are held.
@@ -213,7 +203,6 @@ mod tests {
             names.claim(&room, &nick("Ann"), user(2, "u-1", true)),
             Ok(())
         );
-        assert!(names.verified(&room, &nick("ann")));
         names.release(&room, &nick("ann"), id(1));
         // ... and holds it against anonymous members, but not against herself.
         assert_eq!(names.claim(&room, &nick("ann"), anon(3)), Err(Taken));
