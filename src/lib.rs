@@ -31,6 +31,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod models;
 pub mod names;
+pub mod process_figures;
 pub mod room;
 pub mod roster;
 pub mod server;

@@ -47,9 +47,14 @@ pub fn init(default_filter: &str, format: LogFormat) {
         !(*meta.level() == Level::TRACE && meta.target().starts_with(TUNGSTENITE))
     })
     .with_max_level_hint(hint);
+    // A log line that cannot be written (whatever read stderr is gone) is dropped: the
+    // default reports it with `eprintln!`, which panics on that same broken pipe and would
+    // take down the thread that logged — the signal thread's "shutting down" included, which
+    // left the server running for ever.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(false).finish().with(no_frames).try_init(),
         LogFormat::Json => builder

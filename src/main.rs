@@ -25,7 +25,10 @@ use signal_hook::iterator::Signals;
 ///
 /// `shardcast client` is a WebSocket client for trying it (see `shardcast client --help`).
 #[derive(Debug, Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SHARDCAST_GIT_REVISION"), ")"),
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Subcommand>,

@@ -8,6 +8,7 @@
 use std::fmt::Write;
 
 use crate::close::CloseReason;
+use crate::room::Census;
 
 /// Everything counted. The order is the index into [`Counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,6 +416,8 @@ pub struct ShardSnapshot {
     pub connections: u64,
     /// Open WebSocket sessions.
     pub websockets: u64,
+    /// The rooms it accounts for.
+    pub census: Census,
     /// The counters.
     pub counters: Counters,
 }
@@ -486,6 +489,21 @@ pub fn render(shards: &[ShardSnapshot], accept: &AcceptFigures) -> String {
         "shardcast_websocket_sessions_all",
         "Open WebSocket sessions over all shards",
         [(None, shards.iter().map(|s| s.websockets).sum())],
+    );
+    gauge(
+        &mut out,
+        "shardcast_rooms",
+        "Rooms with members on this node",
+        [(None, shards.iter().map(|s| s.census.rooms).sum())],
+    );
+    gauge(
+        &mut out,
+        "shardcast_room_members_max",
+        "Members on this node of its largest room",
+        [(
+            None,
+            shards.iter().map(|s| s.census.largest).max().unwrap_or(0),
+        )],
     );
 
     let mut family = "";

@@ -235,6 +235,37 @@ impl RoomTable {
     pub fn get(&self, room: &RoomId) -> Option<&Room> {
         self.rooms.get(room)
     }
+
+    /// The rooms homed on shard `me` of `threads` that have members on this node, from this
+    /// shard's view (which the mesh keeps complete). Each room has one home, so the shards'
+    /// censuses add up to the node's without counting a room twice.
+    pub fn census_homed(&self, me: ShardId, threads: usize) -> Census {
+        let mut census = Census::default();
+        for (room, entry) in &self.rooms {
+            let on_node = entry.online() - entry.others;
+            if on_node > 0 && room.home(threads) == me {
+                census.count(on_node);
+            }
+        }
+        census
+    }
+}
+
+/// Rooms open on this node and the largest one's members (`/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Rooms with at least one member on this node.
+    pub rooms: u64,
+    /// The members on this node of the room with the most.
+    pub largest: u64,
+}
+
+impl Census {
+    /// Counts a room with `members` on this node.
+    pub fn count(&mut self, members: u64) {
+        self.rooms += 1;
+        self.largest = self.largest.max(members);
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +324,40 @@ mod tests {
         t.set_remote_share(&r, ShardId(1), Share { plain: 1, v1: 0 });
         t.join(&r, Dialect::Plain, SessionKey(2));
         assert!(!t.started(&r, 20), "a new first member starts afresh");
+    }
+
+    #[test]
+    fn the_census_counts_each_room_on_its_home_shard_only() {
+        // Two shards' views of the same node: shard 0 has 2 members of every room, shard 1
+        // has 1; each knows the other's share, and 5 more are on another node.
+        let rooms: Vec<RoomId> = (0..16)
+            .map(|i| RoomId::parse(&format!("room{i}")).unwrap())
+            .collect();
+        let mut views = [RoomTable::default(), RoomTable::default()];
+        for room in &rooms {
+            for (shard, mine, theirs) in [(0, 2, 1), (1, 1, 2)] {
+                let view = &mut views[shard];
+                for k in 0..mine {
+                    view.join(room, Dialect::Plain, SessionKey(k));
+                }
+                view.set_remote_share(
+                    room,
+                    ShardId(1 - shard),
+                    Share {
+                        plain: theirs,
+                        v1: 0,
+                    },
+                );
+                view.set_others(room, 5);
+            }
+        }
+        let census = [0, 1].map(|i| views[i].census_homed(ShardId(i), 2));
+        assert_eq!(census[0].rooms + census[1].rooms, 16);
+        assert!(census.iter().all(|c| c.rooms == 0 || c.largest == 3));
+        // A room known only through another node's count has no member here.
+        let mut far = RoomTable::default();
+        far.set_others(&rooms[0], 9);
+        assert_eq!(far.census_homed(rooms[0].home(1), 1), Census::default());
     }
 
     #[test]

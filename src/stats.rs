@@ -10,12 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cluster::ClusterStats;
 use crate::metrics::{AcceptFigures, COUNTERS, Counters, ShardSnapshot};
+use crate::room::Census;
 
 /// One shard's published figures.
 #[derive(Debug)]
 pub struct ShardStats {
     connections: AtomicU64,
     websockets: AtomicU64,
+    rooms: AtomicU64,
+    largest_room: AtomicU64,
     counters: [AtomicU64; COUNTERS],
 }
 
@@ -24,6 +27,8 @@ impl Default for ShardStats {
         ShardStats {
             connections: AtomicU64::new(0),
             websockets: AtomicU64::new(0),
+            rooms: AtomicU64::new(0),
+            largest_room: AtomicU64::new(0),
             counters: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -35,6 +40,12 @@ impl ShardStats {
         self.connections
             .store(connections as u64, Ordering::Relaxed);
         self.websockets.store(websockets as u64, Ordering::Relaxed);
+    }
+
+    /// Publishes the rooms the shard accounts for ([`crate::models::Reach::census`]).
+    pub fn set_census(&self, census: Census) {
+        self.rooms.store(census.rooms, Ordering::Relaxed);
+        self.largest_room.store(census.largest, Ordering::Relaxed);
     }
 
     /// Publishes the shard's counters.
@@ -52,6 +63,10 @@ impl ShardStats {
         ShardSnapshot {
             connections: self.connections.load(Ordering::Relaxed),
             websockets: self.websockets.load(Ordering::Relaxed),
+            census: Census {
+                rooms: self.rooms.load(Ordering::Relaxed),
+                largest: self.largest_room.load(Ordering::Relaxed),
+            },
             counters,
         }
     }

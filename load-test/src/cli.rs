@@ -24,6 +24,11 @@ pub enum Command {
     #[command(flatten)]
     Scenario(Scenario),
     /// Start the server once per model x workers, run a scenario against each, compare.
+    ///
+    /// Without a scenario, the scenario is `sweep --max-failures 3` with every other option
+    /// at its default: at one fixed rate every model delivers the same, so it is the curves
+    /// of latency, server CPU and loss against the offered rate, and where each configuration
+    /// stops meeting the p99 limit (its knee), that tell them apart. --plot draws them.
     Compare(CompareArgs),
 }
 
@@ -183,6 +188,11 @@ pub struct SweepArgs {
     /// Highest rate to try.
     #[arg(long, default_value_t = 1_000_000.0, value_name = "MSG_PER_S")]
     pub max_rate: f64,
+    /// Stop at the Nth failing step. 1 stops at the first; more show how latency and loss
+    /// grow past the knee, and ride over one unlucky step on a busy machine (the knee stays
+    /// the highest rate that passed).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failures: u32,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -288,30 +298,62 @@ pub struct ResumeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
-    /// The server binary (started with --listen 127.0.0.1:0 --no-pin --model M --workers W).
+    /// The server binary (started with --listen 127.0.0.1:0 --no-pin --model M --workers W)
+    /// [default: the `shardcast` beside this `shardcast-load`].
     #[arg(long, value_name = "PATH")]
-    pub server_bin: PathBuf,
+    pub server_bin: Option<PathBuf>,
     /// Threading models to compare, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "sharded",
+        default_value = "sharded,shared,single",
         value_name = "LIST"
     )]
     pub models: Vec<String>,
-    /// Worker counts to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1", value_name = "LIST")]
+    /// Worker counts to compare, comma-separated (`single` runs one loop whatever the count,
+    /// so it is started once, with the first).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2",
+        value_name = "LIST"
+    )]
     pub workers: Vec<usize>,
     /// Extra argument for the server (repeatable), e.g. --server-arg=--max-buffered=65536.
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
-    /// Draw the comparison as an SVG bar chart.
+    /// Draw the comparison as an SVG chart: for `sweep`, latency, deliveries per server
+    /// CPU-second and loss against the offered rate, one line per model x workers, each
+    /// knee marked; for the other scenarios, bars.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// The scenario to run against each server [default: `sweep --max-failures 3`, every
+    /// other option at its default].
     #[command(subcommand)]
-    pub scenario: Scenario,
+    pub scenario: Option<Scenario>,
+}
+
+impl CompareArgs {
+    /// The scenario to run: the one given, else a `sweep` that stops at its third failing
+    /// step (so each line of the chart shows what happens beyond its knee).
+    pub fn scenario(&self) -> Scenario {
+        match &self.scenario {
+            Some(scenario) => scenario.clone(),
+            None => Scenario::Sweep(default_sweep()),
+        }
+    }
+}
+
+/// `sweep` exactly as `shardcast-load sweep --max-failures 3` would run it.
+fn default_sweep() -> SweepArgs {
+    use clap::{Command as ClapCommand, FromArgMatches};
+    let command = SweepArgs::augment_args(ClapCommand::new("sweep"));
+    let matches = command
+        .try_get_matches_from(["sweep", "--max-failures", "3"])
+        .expect("every other sweep option has a default");
+    SweepArgs::from_arg_matches(&matches).expect("the defaults parse")
 }
 
 impl Scenario {
@@ -385,9 +427,26 @@ mod tests {
         assert_eq!(args.workers, [1, 2]);
         assert_eq!(args.server_args, ["--max-buffered=65536"]);
         assert_eq!(args.output.json.as_deref(), Some(std::path::Path::new("-")));
-        let Scenario::Fanout(fanout) = args.scenario else {
+        let Some(Scenario::Fanout(fanout)) = args.scenario else {
             panic!("not fanout");
         };
         assert_eq!(fanout.shape.subscribers, 5);
+    }
+
+    #[test]
+    fn compare_defaults_to_a_sweep_of_every_model() {
+        let cli = Cli::try_parse_from(["shardcast-load", "compare", "--plot", "c.svg"]).unwrap();
+        let Command::Compare(args) = cli.command else {
+            panic!("not compare");
+        };
+        assert_eq!(args.server_bin, None);
+        assert_eq!(args.models, ["sharded", "shared", "single"]);
+        assert_eq!(args.workers, [1, 2]);
+        let Scenario::Sweep(sweep) = args.scenario() else {
+            panic!("the default is not a sweep");
+        };
+        assert_eq!(sweep.shape.subscribers, 100);
+        assert_eq!(sweep.p99_limit_ms, 50.0);
+        assert_eq!(sweep.max_failures, 3);
     }
 }

@@ -37,7 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Compare(args) => {
             let report = compare::run(&args).context("compare failed")?;
-            let output = args.scenario.common().output.or(&args.output);
+            let output = args.scenario().common().output.or(&args.output);
             emit(&report, &output)?;
             if let Some(path) = &args.plot {
                 plot::draw(&report, path)?;

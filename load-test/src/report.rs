@@ -112,6 +112,14 @@ impl TrafficReport {
         self.server_close_codes.values().sum()
     }
 
+    /// Loss as a percentage of the expected deliveries (0 when none were expected).
+    pub fn loss_percent(&self) -> f64 {
+        if self.expected_deliveries == 0 {
+            return 0.0;
+        }
+        self.loss as f64 * 100.0 / self.expected_deliveries as f64
+    }
+
     /// True when nothing was lost, duplicated, reordered, refused or closed early.
     pub fn is_clean(&self) -> bool {
         self.loss == 0

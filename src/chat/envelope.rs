@@ -166,6 +166,9 @@ enum ServerEnvelope<'a> {
         replay: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// `--max-message`: the largest message (the whole envelope, in bytes) the server
+        /// takes, so that a client can refuse a longer one instead of being closed with 1009.
+        max_message_bytes: usize,
     },
     Message {
         id: &'a str,
@@ -257,8 +260,15 @@ pub struct Who<'a> {
 }
 
 /// `welcome`: the session `who.id` is now a member of `room` as `who.nick`; `online` members
-/// in all; where it starts in the room's history, when history is on.
-pub fn welcome(who: Who, room: &str, online: u64, start: WelcomeStart) -> SharedFrame {
+/// in all; where it starts in the room's history, when history is on; the largest message
+/// it may send (`max_message_bytes`, the whole text frame).
+pub fn welcome(
+    who: Who,
+    room: &str,
+    online: u64,
+    start: WelcomeStart,
+    max_message_bytes: usize,
+) -> SharedFrame {
     frame(&ServerEnvelope::Welcome {
         id: who.id,
         room,
@@ -269,6 +279,7 @@ pub fn welcome(who: Who, room: &str, online: u64, start: WelcomeStart) -> Shared
         offset: start.offset,
         replay: start.replay,
         recovered: start.recovered,
+        max_message_bytes,
     })
 }
 
@@ -444,10 +455,11 @@ mod tests {
             nick: Some("ann"),
             user: None,
         };
-        let v = payload(&welcome(ann, "a", 3, WelcomeStart::default()));
+        let v = payload(&welcome(ann, "a", 3, WelcomeStart::default(), 65536));
         assert_eq!(
             v,
-            serde_json::json!({"type":"welcome","id":"0.1","room":"a","nick":"ann","online":3})
+            serde_json::json!({"type":"welcome","id":"0.1","room":"a","nick":"ann","online":3,
+                "max_message_bytes":65536})
         );
         let start = WelcomeStart {
             epoch: Some("00000000000000ff"),
@@ -455,11 +467,12 @@ mod tests {
             replay: Some(2),
             recovered: Some(true),
         };
-        let v = payload(&welcome(ann, "a", 3, start));
+        let v = payload(&welcome(ann, "a", 3, start, 100));
         assert_eq!(
             v,
             serde_json::json!({"type":"welcome","id":"0.1","room":"a","nick":"ann","online":3,
-                "epoch":"00000000000000ff","offset":9,"replay":2,"recovered":true})
+                "epoch":"00000000000000ff","offset":9,"replay":2,"recovered":true,
+                "max_message_bytes":100})
         );
         let plain = Who {
             id: "1.4",
@@ -524,7 +537,7 @@ mod tests {
         );
         let v = payload(&message(carol, "hi", 7, Place::default()));
         assert_eq!(v["user"], "u-7");
-        let v = payload(&welcome(carol, "a", 4, WelcomeStart::default()));
+        let v = payload(&welcome(carol, "a", 4, WelcomeStart::default(), 65536));
         assert_eq!(v["user"], "u-7");
         let v = payload(&error_saying(ErrorCode::Unauthorized, "token expired"));
         assert_eq!(

@@ -28,7 +28,29 @@ const EMBEDDED: &[(&str, &str, &[u8])] = &[
         "text/css; charset=utf-8",
         include_bytes!("page/style.css"),
     ),
+    (
+        "/favicon.svg",
+        "image/svg+xml",
+        include_bytes!("page/favicon.svg"),
+    ),
+    // Asked for by browsers on any page that names no icon (`/health` in a tab, say); made
+    // from favicon.svg by tests/browser/favicon-ico.mjs.
+    (
+        "/favicon.ico",
+        "image/x-icon",
+        include_bytes!("page/favicon.ico"),
+    ),
 ];
+
+/// The `Cache-Control` of the asset at `path`: the page's own files are revalidated on
+/// every load, so that a new server version is picked up at once; the icons change so rarely
+/// that browsers may keep them a day instead of asking on every page load.
+pub fn cache_control(path: &str) -> &'static str {
+    match path {
+        "/favicon.ico" | "/favicon.svg" => "public, max-age=86400",
+        _ => "no-cache",
+    }
+}
 
 /// A file ready to serve.
 #[derive(Debug)]
@@ -137,5 +159,17 @@ mod tests {
         let page = Assets::default().get("/index.html").unwrap().unwrap();
         assert!(page.content_type.starts_with("text/html"));
         assert!(Assets::default().get("/nope.js").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_icons_are_there_and_may_be_cached() {
+        let ico = Assets::default().get("/favicon.ico").unwrap().unwrap();
+        assert_eq!(ico.content_type, "image/x-icon");
+        assert_eq!(&ico.body[..4], b"\0\0\x01\0", "an ICO header");
+        let svg = Assets::default().get("/favicon.svg").unwrap().unwrap();
+        assert_eq!(svg.content_type, "image/svg+xml");
+        assert!(svg.body.starts_with(b"<svg"));
+        assert!(cache_control("/favicon.ico").contains("max-age"));
+        assert_eq!(cache_control("/app.js"), "no-cache");
     }
 }

@@ -5,6 +5,7 @@
 //! answer and keep the connection, answer and close, or upgrade to a WebSocket in a room.
 
 pub mod assets;
+pub mod bad_room;
 pub mod handshake;
 pub mod request;
 pub mod route;
@@ -420,6 +421,7 @@ impl Site {
         if let Some(cluster) = self.stats.cluster() {
             cluster.render(&mut text);
         }
+        crate::process_figures::render(&mut text);
         text
     }
 
@@ -441,13 +443,25 @@ impl Site {
             Ok(Some(file)) => respond(
                 Status::Ok,
                 file.content_type,
-                &[("Cache-Control", "no-cache")],
+                &[("Cache-Control", assets::cache_control(path))],
                 &file.body,
                 keep_alive,
                 head_only,
             ),
             // A missing asset does not spoil the connection.
             Ok(None) => {
+                if let Some(name) = bad_room::meant_as_room(path) {
+                    // Meant as a room, with a bad name: say what a room name may be. 404, not
+                    // 400: the request is well formed, there is just no page at that path.
+                    return respond(
+                        Status::NotFound,
+                        "text/html; charset=utf-8",
+                        &[("Cache-Control", "no-cache")],
+                        bad_room::page(&name).as_bytes(),
+                        keep_alive,
+                        head_only,
+                    );
+                }
                 let body = b"404 Not Found\n";
                 respond(
                     Status::NotFound,

@@ -7,7 +7,7 @@
 //! | `/<room>` (1–64 of `A-Z a-z 0-9 - _`) | chat page | room `<room>` |
 //! | `/health` | health JSON | 404 |
 //! | `/metrics` | Prometheus text | 404 |
-//! | anything else | static asset or 404 | 404 |
+//! | anything else | static asset, or 404 (an HTML page with the rule for a bad room name, [`super::bad_room`]) | 404 |
 //!
 //! So `health` and `metrics` cannot be used as room names.
 

@@ -29,7 +29,7 @@ use crate::frame::SharedFrame;
 use crate::history::{Ask, Epoch, History, Limits, Start};
 use crate::ids::{SessionKey, ShardId};
 use crate::metrics::{Counter, Counters};
-use crate::room::{Room, RoomId, Share};
+use crate::room::{Census, Room, RoomId, RoomTable, Share};
 use crate::session::Ctx;
 use crate::session::cell::Cell;
 use crate::tls::Conn;
@@ -128,6 +128,12 @@ pub trait Reach {
         local: Option<&Room>,
         now: Instant,
     ) -> u64;
+
+    /// The rooms this thread accounts for in `/metrics` (thread `me` of `threads`): the
+    /// threads' censuses add up to the node's.
+    fn census(&self, local: &RoomTable, me: ShardId, threads: usize) -> Census {
+        local.census_homed(me, threads)
+    }
 
     /// Members of `room` everywhere.
     fn online(&self, room: &RoomId, local: Option<&Room>) -> u64 {

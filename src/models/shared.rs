@@ -42,7 +42,7 @@ use crate::history::{Ask, Epoch, History, Start};
 use crate::ids::{SessionKey, ShardId};
 use crate::metrics::Counters;
 use crate::models::{Joiner, Placing, Reach, count_history};
-use crate::room::{Room, RoomId, Share};
+use crate::room::{Census, Room, RoomId, RoomTable, Share};
 use crate::session::cell::{Locked, lock};
 use crate::session::{Ctx, Delivery, Progress};
 use crate::tls::Conn;
@@ -389,6 +389,20 @@ impl Reach for Shared {
             rooms.remove(room);
         }
         online + cluster_others(local)
+    }
+
+    /// The registry sees every room whole: thread 0 counts them all, the others none.
+    fn census(&self, _: &RoomTable, me: ShardId, _: usize) -> Census {
+        let mut census = Census::default();
+        if me.0 == 0 {
+            let state = lock(&self.registry.state);
+            for room in state.rooms.values() {
+                if room.online() > 0 {
+                    census.count(room.online());
+                }
+            }
+        }
+        census
     }
 
     fn online(&self, room: &RoomId, local: Option<&Room>) -> u64 {

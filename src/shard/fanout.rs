@@ -109,7 +109,13 @@ impl<R: Reach> Shard<R> {
                             // History off: a resume cannot be vouched for.
                             recovered: start.map_or(resumed.then_some(false), |st| st.recovered),
                         };
-                        s.push_own(envelope::welcome(who, room.as_str(), online, place));
+                        s.push_own(envelope::welcome(
+                            who,
+                            room.as_str(),
+                            online,
+                            place,
+                            config.max_message,
+                        ));
                     }
                     for out in start.map_or(&[][..], |st| &st.replay) {
                         s.push_own(out.replay_frame(dialect));

@@ -76,6 +76,10 @@ const INBOX_BUDGET: usize = 4096;
 /// history is used, so this only bounds how long expired memory lingers in a quiet loop.
 const HISTORY_SWEEP: Duration = Duration::from_secs(1);
 
+/// How often the loop counts its rooms for `/metrics` (a walk over its room table: too
+/// dear for every turn, and a gauge a second old is what a scraper expects anyway).
+const CENSUS_EVERY: Duration = Duration::from_secs(1);
+
 /// Sessions written to between two looks at the inbox during a flush.
 const FLUSH_SLICE: usize = 64;
 
@@ -184,6 +188,8 @@ pub struct Shard<R: Reach> {
     drain_until: Option<Instant>,
     /// When expired histories are next looked for.
     next_sweep: Instant,
+    /// When the rooms are next counted for `/metrics`.
+    next_census: Instant,
     now: Instant,
 }
 
@@ -216,6 +222,7 @@ impl<R: Reach> Shard<R> {
             queued: Vec::new(),
             drain_until: None,
             next_sweep: now + HISTORY_SWEEP,
+            next_census: now,
             now,
         }
     }
@@ -281,7 +288,10 @@ impl<R: Reach> Shard<R> {
             Entry::Listener(listener) => listener.paused_until(),
             _ => None,
         };
-        for until in [self.drain_until, paused, self.coalesce.due()]
+        // The census wakes an idle loop once a second, so that the gauges follow the last
+        // leave.
+        let census = Some(self.next_census);
+        for until in [self.drain_until, paused, self.coalesce.due(), census]
             .into_iter()
             .flatten()
         {
@@ -496,6 +506,12 @@ impl<R: Reach> Shard<R> {
         if now >= self.next_sweep {
             self.reach.sweep(now);
             self.next_sweep = now + HISTORY_SWEEP;
+        }
+        if now >= self.next_census {
+            let threads = self.common.stats.shard_count();
+            let census = self.reach.census(&self.rooms, self.id, threads);
+            self.common.stats.shard(self.id.0).set_census(census);
+            self.next_census = now + CENSUS_EVERY;
         }
         while let Some(key) = self.table.pop_due(now) {
             let span = self.session_span(key);

@@ -214,7 +214,8 @@ const contexts = [];
  * Opens `path` on `origin` (default: the shared server) in a fresh browser context (its own
  * localStorage; `extra` are more context options) and returns the page with `dialogs`,
  * `errors` and `sockets` arrays recording any alert(), uncaught page error and the URL of every
- * WebSocket it opens.
+ * WebSocket it opens, and `console` and `failures` arrays recording every console error and
+ * every request that failed or was answered 4xx/5xx (`"STATUS URL"`), from the first load on.
  */
 async function openPage(
   path,
@@ -235,6 +236,15 @@ async function openPage(
   });
   page.on("pageerror", (err) => page.errors.push(err.message));
   page.on("websocket", (ws) => page.sockets.push(ws.url()));
+  page.console = [];
+  page.failures = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") page.console.push(message.text());
+  });
+  page.on("requestfailed", (request) => page.failures.push(`failed ${request.url()}`));
+  page.on("response", (response) => {
+    if (response.status() >= 400) page.failures.push(`${response.status()} ${response.url()}`);
+  });
   await page.goto(`${origin}${path}`);
   return page;
 }
@@ -955,4 +965,233 @@ test("a page whose dropped connection still holds its name waits for it, then re
     if (proxy) await proxy.close();
     if (own) await killServer(own.child);
   }
+});
+
+// ---- the length limit, multi-line text and links, the bad-room page and the icon ----------
+// Independent of the steps above: each test runs its own server and pages.
+
+/** Runs `body(origin)` against a server of its own (started with `extra`), closing its pages
+ * and killing it afterwards. */
+async function withOwnServer(extra, body) {
+  const own = await startServer("127.0.0.1:0", extra);
+  const opened = contexts.length;
+  try {
+    await body(`http://127.0.0.1:${own.port}`);
+  } finally {
+    for (const context of contexts.splice(opened)) await context.close().catch(() => {});
+    await killServer(own.child);
+  }
+}
+
+/**
+ * A message text whose envelope, as the page sends it (`{"type":"message","text":…}`), is
+ * exactly `size` bytes of UTF-8: it starts with characters that JSON escapes or UTF-8 makes
+ * wider than one byte, so that counting characters instead of bytes would be caught.
+ */
+function textOfEnvelopeSize(size) {
+  const tricky = 'quotes " and \\ a backslash, a\nnewline, a\ttab, é, ☃, 😀 and <b>html</b> ';
+  const fixed = Buffer.byteLength(JSON.stringify({ type: "message", text: tricky }));
+  assert.ok(size >= fixed, `${size} bytes is too few for the tricky part (${fixed})`);
+  return tricky + "x".repeat(size - fixed);
+}
+
+test("the page takes the length limit from the welcome, shows what is left and refuses more, keeping the text", { timeout: TEST_MS }, async () => {
+  await withOwnServer([], async (origin) => {
+    const kim = await openPage("/long", undefined, {}, origin);
+    await enter(kim, "kim");
+    const lee = await openPage("/long", undefined, {}, origin);
+    await enter(lee, "lee");
+    await waitOnline(kim, 2);
+    assert.equal(await kim.getAttribute("#text", "maxlength"), null, "nothing cuts the text");
+
+    // Far from the limit (but over the page's old 4,000-character cut): nothing is shown.
+    const long = "long ".repeat(2_000);
+    await kim.fill("#text", long);
+    assert.equal(await kim.isHidden("#room-left"), true, "no count far from the limit");
+    await send(kim, long);
+
+    // Exactly the server's default limit, 65,536 bytes: the count says 0 left, and it goes.
+    const fits = textOfEnvelopeSize(65_536);
+    await kim.fill("#text", fits);
+    assert.equal(await kim.isVisible("#room-left"), true, "the count shows near the limit");
+    assert.equal(await kim.getAttribute("#room-left", "data-left"), "0");
+    assert.equal(await kim.isHidden("#too-long"), true);
+    assert.equal(await kim.isDisabled("#send"), false);
+    await kim.press("#text", "Enter");
+    assert.equal(await kim.inputValue("#text"), "");
+    await waitMessages(lee, 2);
+
+    // One byte over: refused with a note, by Enter and by a submit alike; the text stays.
+    const over = fits + "x";
+    await kim.fill("#text", over);
+    assert.equal(await kim.getAttribute("#room-left", "data-left"), "-1");
+    assert.match(await kim.getAttribute("#room-left", "class"), /\bover\b/);
+    assert.equal(await kim.isVisible("#too-long"), true);
+    assert.match(
+      await kim.textContent("#too-long"),
+      /^Too long to send: the server takes at most 65,536 bytes per message\./,
+    );
+    assert.equal(await kim.textContent("#room-left"), "1 byte too long");
+    assert.equal(await kim.isDisabled("#send"), true, "Send is off over the limit");
+    await kim.press("#text", "Enter");
+    await kim.evaluate(() => document.getElementById("composer").requestSubmit());
+    assert.equal(await kim.inputValue("#text"), over, "the text stays in the box");
+    assert.equal(await kim.isVisible("#too-long"), true);
+    await kim.screenshot({ path: join(SCREENSHOTS, "too-long.png") });
+    // One Backspace brings it back under: the note goes, Send comes back.
+    await kim.press("#text", "Backspace");
+    assert.equal(await kim.isHidden("#too-long"), true);
+    assert.equal(await kim.getAttribute("#room-left", "data-left"), "0");
+    assert.equal(await kim.isDisabled("#send"), false);
+
+    await send(kim, "after the long ones");
+    await waitItem(lee, "message", "after the long ones");
+    // lee got exactly what kim sent, and nothing of the refused one; kim never reconnected.
+    assert.deepEqual(
+      (await messages(lee)).map((m) => m.text),
+      [long, fits, "after the long ones"],
+      "intact, in order, and the refused one never left",
+    );
+    assert.equal(kim.sockets.length, 1, "no reconnect");
+    assert.equal(await kim.getAttribute("#state", "data-state"), "connected");
+    assert.equal(await count(kim, '#messages li[data-kind="status"]'), 0, "no disconnect");
+    for (const page of [kim, lee]) assertClean(page);
+  });
+
+  // Another server, another limit: the page follows its welcome.
+  await withOwnServer(["--max-message", "2000"], async (origin) => {
+    const pat = await openPage("/small", undefined, {}, origin);
+    await enter(pat, "pat");
+    await pat.fill("#text", textOfEnvelopeSize(2001));
+    assert.match(await pat.textContent("#too-long"), /the server takes at most 2,000 bytes per message/);
+    assert.equal(await pat.textContent("#room-left"), "1 byte too long");
+    assert.equal(await pat.isDisabled("#send"), true);
+    const fits = textOfEnvelopeSize(2000);
+    await pat.fill("#text", fits);
+    assert.equal(await pat.isHidden("#too-long"), true);
+    await pat.press("#text", "Enter");
+    await waitMessages(pat, 1);
+    assert.deepEqual((await messages(pat)).map((m) => m.text), [fits]);
+    assert.equal(pat.sockets.length, 1, "no reconnect");
+    assertClean(pat);
+  });
+});
+
+test("Shift+Enter adds a line; http(s) links are clickable, everything else stays text", { timeout: TEST_MS }, async () => {
+  await withOwnServer([], async (origin) => {
+    const mo = await openPage("/lines", undefined, {}, origin);
+    await enter(mo, "mo");
+    const ned = await openPage("/lines", undefined, {}, origin);
+    await enter(ned, "ned");
+    await waitOnline(mo, 2);
+
+    // Typed as a person would: Shift+Enter is a new line in the box, Enter sends.
+    await mo.focus("#text");
+    await mo.keyboard.type("first line");
+    await mo.keyboard.press("Shift+Enter");
+    await mo.keyboard.type("second line");
+    assert.equal(await mo.inputValue("#text"), "first line\nsecond line", "not sent yet");
+    const oneLine = await mo.evaluate(() => document.getElementById("text").offsetHeight);
+    await mo.keyboard.press("Shift+Enter");
+    await mo.keyboard.type("third");
+    const threeLines = await mo.evaluate(() => document.getElementById("text").offsetHeight);
+    assert.ok(threeLines > oneLine, `the box grows with its lines: ${oneLine} → ${threeLines} px`);
+    await mo.keyboard.press("Enter");
+    assert.equal(await mo.inputValue("#text"), "");
+    await waitMessages(ned, 1);
+    const shown = await ned.$eval('#messages li[data-kind="message"] .text', (el) => ({
+      text: el.textContent,
+      rendered: el.innerText,
+      whiteSpace: getComputedStyle(el).whiteSpace,
+      lines: Math.round(el.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight)),
+    }));
+    assert.equal(shown.text, "first line\nsecond line\nthird");
+    assert.equal(shown.rendered, "first line\nsecond line\nthird", "shown on three lines");
+    assert.equal(shown.whiteSpace, "pre-wrap");
+    assert.equal(shown.lines, 3, JSON.stringify(shown));
+
+    // Links: http and https only, built as elements; hostile text stays text.
+    const hostile = [
+      "see https://example.com/a_(b)?q=1&r=2#frag. and (https://example.org/x), or",
+      '"https://example.net/q" javascript:alert(1) JavaScript:alert(1)',
+      "data:text/html,<script>alert(2)</script> <img src=x onerror=alert(3)>",
+      'https://example.com/"onmouseover="alert(4) ftp://example.com/f www.example.com',
+      "HTTPS://EXAMPLE.COM/UP! xhttps://not.a.link https:// http://[bad",
+    ].join("\n");
+    await send(mo, hostile);
+    await waitMessages(ned, 2);
+    await waitMessages(mo, 2);
+    for (const page of [mo, ned]) {
+      const last = await page.$$eval('#messages li[data-kind="message"] .text', (els) => {
+        const el = els.at(-1);
+        return {
+          text: el.textContent,
+          links: [...el.querySelectorAll("a")].map((a) => ({
+            text: a.textContent,
+            href: a.getAttribute("href"),
+            target: a.target,
+            rel: a.rel,
+          })),
+          elements: [...el.querySelectorAll("*")].map((e) => e.tagName),
+        };
+      });
+      assert.equal(last.text, hostile, "every character is there, as text");
+      assert.deepEqual(last.elements, ["A", "A", "A", "A", "A"], "no element but the links");
+      const link = (text, href) => ({ text, href, target: "_blank", rel: "noopener noreferrer" });
+      assert.deepEqual(last.links, [
+        link("https://example.com/a_(b)?q=1&r=2#frag", "https://example.com/a_(b)?q=1&r=2#frag"),
+        link("https://example.org/x", "https://example.org/x"),
+        link("https://example.net/q", "https://example.net/q"),
+        link("https://example.com/", "https://example.com/"),
+        link("HTTPS://EXAMPLE.COM/UP", "https://example.com/UP"),
+      ]);
+      assert.equal(await count(page, "#messages img, #messages script"), 0);
+    }
+    // Give an injected handler every chance to run before looking for its traces.
+    await send(ned, "still here");
+    await waitItem(mo, "message", "still here");
+    for (const page of [mo, ned]) assertClean(page);
+    await ned.screenshot({ path: join(SCREENSHOTS, "lines-and-links.png") });
+  });
+});
+
+test("the page and its icon load with no console error or failed request; a bad room name gets a page that leads to a room", { timeout: TEST_MS }, async () => {
+  await withOwnServer([], async (origin) => {
+    const page = await openPage("/icons", undefined, {}, origin);
+    await enter(page, "ola");
+    const icon = await page.evaluate(async () => {
+      const link = document.querySelector('link[rel="icon"]');
+      const fetched = [];
+      for (const href of [link.href, "/favicon.ico"]) {
+        const response = await fetch(href);
+        const blob = await response.blob();
+        fetched.push({ status: response.status, type: response.headers.get("content-type"), size: blob.size });
+      }
+      return fetched;
+    });
+    assert.deepEqual(
+      icon.map(({ status, type }) => [status, type]),
+      [[200, "image/svg+xml"], [200, "image/x-icon"]],
+    );
+    assert.ok(icon.every(({ size }) => size > 0), JSON.stringify(icon));
+    assert.deepEqual(page.console, [], "no console error");
+    assert.deepEqual(page.failures, [], "no failed request");
+
+    // The bad room: a 404 page in the chat page's style that leads to a valid room.
+    const lost = await openPage("/bad.room", undefined, {}, origin);
+    assert.equal(await lost.textContent("h1"), "Not a room name");
+    assert.equal(await lost.textContent("#name"), "bad.room");
+    assert.match(await lost.textContent("#rule"), /1–64 characters/);
+    const barColour = await lost.$eval(".bar", (el) => getComputedStyle(el).backgroundColor);
+    assert.notEqual(barColour, "rgba(0, 0, 0, 0)", "styled by the chat page's style sheet");
+    await lost.screenshot({ path: join(SCREENSHOTS, "bad-room.png") });
+    // Only the document itself is a 404: its style sheet and icon load.
+    assert.deepEqual(lost.failures, [`404 ${origin}/bad.room`]);
+    await lost.click("#suggestion");
+    await lost.waitForURL(`${origin}/bad-room`);
+    assert.equal(await textOf(lost, "#room"), "#bad-room");
+    await enter(lost, "pia");
+    await waitOnline(lost, 1);
+    for (const p of [page, lost]) assertClean(p);
+  });
 });

@@ -9,12 +9,13 @@ insists on the exact value.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import expected_shards
+from conftest import BIN, expected_shards
 from websockets.exceptions import ConnectionClosed
 
 from chat import connect, recv, run
@@ -32,6 +33,13 @@ GAUGES = {
     "shardcast_websocket_sessions": ("shard", SHARD_LABELS),
     "shardcast_websocket_sessions_all": None,
     "shardcast_connection_rate_addresses": None,
+    "shardcast_rooms": None,
+    "shardcast_room_members_max": None,
+    "process_resident_memory_bytes": None,
+    "process_virtual_memory_bytes": None,
+    "process_open_fds": None,
+    "process_max_fds": None,
+    "process_start_time_seconds": None,
 }
 COUNTERS = {
     "shardcast_handshakes_total": (
@@ -67,6 +75,7 @@ COUNTERS = {
     "shardcast_loop_iterations_total": ("shard", SHARD_LABELS),
     "shardcast_per_ip_refused_total": None,
     "shardcast_connection_rate_refused_total": None,
+    "process_cpu_seconds_total": None,
     "shardcast_tokens_total": (
         "result",
         {"ok", "missing", "too_large", "malformed", "algorithm", "signature", "expired",
@@ -196,7 +205,9 @@ def test_exposition_format_families_types_and_labels(scrape):
             assert all(set(l) == {label} for l in seen), f"{name} labels: {seen}"
             assert sorted(l[label] for l in seen) == sorted(values), f"{name} {label}s: {seen}"
         for s in samples:
-            assert s.value >= 0 and s.value == int(s.value), f"{s.name}{s.labels} = {s.value}"
+            assert s.value >= 0, f"{s.name}{s.labels} = {s.value}"
+            if name not in ("process_cpu_seconds_total", "process_start_time_seconds"):
+                assert s.value == int(s.value), f"{s.name}{s.labels} = {s.value}"
 
     assert m.get_value("shardcast_shards") == expected_shards(WORKERS)
     # The _all gauges are the sums of the per-shard ones; the scraper itself is connected.
@@ -381,3 +392,73 @@ def test_loop_iterations_increase(port, scrape):
     # And the total keeps moving as the server works.
     total = after.total("shardcast_loop_iterations_total")
     scrape.until(lambda m: m.total("shardcast_loop_iterations_total") > total, "more loop turns")
+
+
+def test_rooms_open_and_the_largest_room(port, scrape):
+    """Rooms with members on the node, each counted once however many shards it spans, and
+    the largest one's members; both follow leaves (the census runs every second)."""
+
+    def census(rooms: int, largest: int):
+        def check(m):
+            return (m.get_value("shardcast_rooms"), m.get_value("shardcast_room_members_max")) == (
+                rooms,
+                largest,
+            )
+
+        return scrape.until(check, f"{rooms} rooms, the largest with {largest}", timeout=10)
+
+    async def scenario():
+        await asyncio.to_thread(census, 0, 0)
+        # Six in one room, dealt round-robin: the room spans every shard.
+        big = [await connect(port, "big") for _ in range(6)]
+        small = [await connect(port, "small") for _ in range(2)]
+        try:
+            await asyncio.to_thread(census, 2, 6)
+            for ws in big[:4]:
+                await ws.close()
+            await asyncio.to_thread(census, 2, 2)
+            for ws in small:
+                await ws.close()
+            await asyncio.to_thread(census, 1, 2)
+        finally:
+            for ws in big + small:
+                await ws.close()
+        await asyncio.to_thread(census, 0, 0)
+
+    run(scenario(), timeout=60)
+
+
+def test_process_figures_and_build_info(port, scrape):
+
+    m = scrape()
+    # Build info: the version `--version` prints, and a revision.
+    info = [s for s in m.families["shardcast_build_info"].samples]
+    assert len(info) == 1 and info[0].value == 1, info
+    version = subprocess.run([str(BIN), "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.split() == ["shardcast", info[0].labels["version"], f"({info[0].labels['revision']})"]
+    assert info[0].labels["revision"], "an empty revision"
+
+    now = time.time()
+    assert now - 600 < m.get_value("process_start_time_seconds") <= now + 1
+    assert m.get_value("process_resident_memory_bytes") > 1_000_000
+    assert m.get_value("process_max_fds") >= m.get_value("process_open_fds") > 0
+    cpu = m.get_value("process_cpu_seconds_total")
+
+    # Every connection is a descriptor: 20 more connections, at least 20 more descriptors.
+    async def scenario():
+        base = m.get_value("process_open_fds")
+        clients = [await connect(port, "fds") for _ in range(20)]
+        try:
+            await asyncio.to_thread(
+                scrape.until, lambda m: m.get_value("process_open_fds") >= base + 20, "20 more descriptors"
+            )
+            for _ in range(200):
+                await clients[0].send("x" * 1000)
+            for _ in range(200):
+                await recv(clients[1])
+        finally:
+            for ws in clients:
+                await ws.close()
+
+    run(scenario(), timeout=60)
+    assert scrape().get_value("process_cpu_seconds_total") >= cpu

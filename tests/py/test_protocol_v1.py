@@ -71,7 +71,8 @@ def test_welcome_message_join_and_leave_envelopes(server):
         async with v1(srv.port, "room1", "ann") as ann:
             w = await expect(ann, "welcome")
             assert w == {"type": "welcome", "id": w["id"], "room": "room1", "nick": "ann",
-                         "online": 1, "epoch": w["epoch"], "offset": 0, "replay": 0}
+                         "online": 1, "epoch": w["epoch"], "offset": 0, "replay": 0,
+                         "max_message_bytes": 65536}
             assert len(w["epoch"]) == 16 and int(w["epoch"], 16) >= 0
             async with v1(srv.port, "room1") as bob:
                 # No nick yet: not a member, nothing but errors until hello.
@@ -151,6 +152,42 @@ def test_nick_from_the_query_is_percent_decoded_and_validated(server):
             assert (await expect(b, "error"))["code"] == "bad_nick"
             await b.send(json.dumps({"type": "hello", "nick": "fine"}))
             assert (await expect(b, "welcome"))["nick"] == "fine"
+
+    run(main())
+
+
+def envelope_of_size(size: int) -> str:
+    """A `message` envelope exactly `size` bytes long in UTF-8 (escapes and all), its text
+    padded with 'x' after a part that JSON escapes or UTF-8 makes wider than it looks."""
+    tricky = 'a "quote", a \\ and a\nnewline, é, ☃ and 😀 '
+    fixed = len(json.dumps({"type": "message", "text": tricky}, ensure_ascii=False).encode())
+    assert size >= fixed, size
+    return json.dumps({"type": "message", "text": tricky + "x" * (size - fixed)},
+                      ensure_ascii=False)
+
+
+def test_welcome_states_the_message_limit_and_it_is_exact(server):
+    """The welcome's `max_message_bytes` is --max-message, counted on the whole envelope in
+    UTF-8: one of exactly that size is relayed, one byte more is closed with 1009."""
+    srv = server("--max-message", "1000")
+
+    async def main():
+        async with v1(srv.port, "big", "ann") as ann, v1(srv.port, "big", "bob") as bob:
+            limit = (await expect(ann, "welcome"))["max_message_bytes"]
+            assert limit == 1000
+            await expect(bob, "welcome")
+            await expect(ann, "join")
+            fits = envelope_of_size(limit)
+            assert len(fits.encode()) == limit
+            await ann.send(fits)
+            for ws in (ann, bob):
+                assert (await expect(ws, "message"))["text"] == json.loads(fits)["text"]
+            await ann.send(envelope_of_size(limit + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ann)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+            left = await expect(bob, "leave")
+            assert left["nick"] == "ann"
 
     run(main())
 

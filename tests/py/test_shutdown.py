@@ -279,3 +279,40 @@ def test_server_raises_its_descriptor_soft_limit_to_the_hard_limit(spawn):
     want_hard = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
     assert server_hard == want_hard, line
     assert server_soft == server_hard, line
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_server_after_its_log_reader_went_away(sig):
+    """A server whose stdout and stderr readers are gone (a closed pipe, an ended `| tee`)
+    still stops on a signal: a log line it cannot write is dropped, not a panic of the thread
+    that wrote it (the signal thread logs "shutting down" first)."""
+    import os
+    import subprocess
+
+    from procs import BIN, PREFIX
+
+    model = os.environ.get("SHARDCAST_MODEL", "sharded")
+    process = subprocess.Popen(
+        [str(BIN), "--listen", "127.0.0.1:0", "--workers", "2", "--no-pin", "--model", model],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        line = process.stdout.readline().decode()
+        assert line.startswith(PREFIX), line
+        port = int(line[len(PREFIX):])
+        # Someone connects and is logged while the reader is still there; then it goes.
+        with Conn.open(port) as conn:
+            assert conn.request(get("/health")).status == 200
+        process.stdout.close()
+        process.stderr.close()
+        # A line logged now meets the broken pipe (an access line, in the logging tests).
+        with Conn.open(port) as conn:
+            assert conn.request(get("/health")).status == 200
+        process.send_signal(sig)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)

@@ -1,4 +1,5 @@
-//! Sweep: fanout at increasing rates until p99 latency passes the limit or anything is lost.
+//! Sweep: fanout at increasing rates until p99 latency passes the limit or anything is lost
+//! (at the `--max-failures`th such step).
 
 use std::fmt::Write as _;
 
@@ -34,6 +35,7 @@ pub fn run(args: &SweepArgs) -> Result<SweepReport, LoadError> {
     let base = Base::new(&args.common)?;
     let mut steps = Vec::new();
     let mut rate = args.start_rate;
+    let mut failures = 0;
     while rate <= args.max_rate {
         let report = run_plan(fanout::plan(&base, &args.shape, rate)?, &base.options())?;
         let (passed, verdict) = judge(&report, args.p99_limit_ms);
@@ -50,7 +52,10 @@ pub fn run(args: &SweepArgs) -> Result<SweepReport, LoadError> {
             report,
         });
         if !passed {
-            break;
+            failures += 1;
+            if failures >= args.max_failures {
+                break;
+            }
         }
         rate = next_rate(rate);
     }

@@ -160,6 +160,49 @@ fn knee_finds_a_passing_room_size() {
 }
 
 #[test]
+fn sweep_stops_at_the_failing_step_asked_for() {
+    let server = start_shardcast(1);
+    let url = format!("ws://{}/sweep", server.addr());
+    // No delivery takes under a nanosecond: every step fails on p99.
+    let sweep = |max_failures: &str| {
+        let args = [
+            "sweep",
+            "--url",
+            &url,
+            "--subscribers",
+            "3",
+            "--start-rate",
+            "20",
+            "--factor",
+            "2",
+            "--max-rate",
+            "1000",
+            "--p99-limit-ms",
+            "0.000001",
+            "--max-failures",
+            max_failures,
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+        ];
+        let ScenarioReport::Sweep(report) = run_scenario(&scenario(&args)).expect("sweep runs")
+        else {
+            panic!("not a sweep report");
+        };
+        report
+    };
+    let stops = sweep("1");
+    let goes_on = sweep("3");
+    server.stop().expect("server stops");
+    assert_eq!(stops.steps.len(), 1, "{}", stops.summary());
+    let rates: Vec<f64> = goes_on.steps.iter().map(|s| s.rate).collect();
+    assert_eq!(rates, [20.0, 40.0, 80.0], "{}", goes_on.summary());
+    assert!(goes_on.steps.iter().all(|s| !s.passed));
+    assert_eq!(goes_on.best_rate, None);
+}
+
+#[test]
 fn compare_runs_each_combination_and_plots() {
     let dir = std::env::temp_dir().join(format!("shardcast-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -202,6 +245,6 @@ fn compare_runs_each_combination_and_plots() {
     }
     shardcast_load::plot::draw(&report, &plot).expect("plot");
     let svg = std::fs::read_to_string(&plot).expect("svg written");
-    assert!(svg.contains("<svg") && svg.contains("sharded w2"));
+    assert!(svg.contains("<svg") && svg.contains("sharded, 2 workers"));
     let _ = std::fs::remove_dir_all(&dir);
 }

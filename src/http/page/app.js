@@ -17,8 +17,13 @@
 // join and leave; unique nicknames: a name taken in the room (`nick_taken`) lets the user pick
 // another, or, on a reconnect, waits for the previous connection to let go of it.
 //
+// Length limit: the welcome states the largest message the server takes (`max_message_bytes`,
+// the whole envelope in UTF-8); the page counts exactly what it would send, shows what is
+// left near the limit and refuses to send more, keeping the text (see "the length limit").
+//
 // Safety: everything that comes from the network (nicks, texts, room names, close reasons)
-// is inserted with textContent / createTextNode, never parsed as HTML.
+// is inserted with textContent / createTextNode, never parsed as HTML; links in messages are
+// built with createElement, http and https only (see "links in messages").
 (function () {
   "use strict";
 
@@ -61,6 +66,8 @@
     composer: document.getElementById("composer"),
     text: document.getElementById("text"),
     send: document.getElementById("send"),
+    roomLeft: document.getElementById("room-left"),
+    tooLong: document.getElementById("too-long"),
   };
 
   // Connection state. `wanted` is the user's intent: true from Connect until Disconnect.
@@ -110,6 +117,7 @@
     el.connect.textContent = name === "reconnecting" ? "Retry now" : "Connect";
     el.disconnect.disabled = idle;
     if (!joined) setOnline(null);
+    updateLength();
   }
 
   function setOnline(count) {
@@ -176,7 +184,7 @@
     meta.append(nickNode(env.nick), timeElement(env.ts));
     const body = document.createElement("div");
     body.className = "text";
-    body.textContent = String(env.text);
+    body.append(linkify(String(env.text)));
     item.append(meta, body);
     append(item, replayed ? welcomeItem : null);
   }
@@ -194,6 +202,109 @@
     item.append(body, timeElement(ts));
     append(item);
     return item;
+  }
+
+  // ---- links in messages ---------------------------------------------------------------
+
+  // An http(s) URL in a message: from the scheme (not inside a word) to the next space, quote
+  // or angle bracket. Anything else (javascript:, data:, www.example.com) stays text.
+  const URL_CANDIDATE = /(?<![A-Za-z0-9])https?:\/\/[^\s<>"`]+/gi;
+  const CLOSING = { ")": "(", "]": "[", "}": "{" };
+
+  // `text` as text nodes and links, built with DOM calls only.
+  function linkify(text) {
+    const fragment = document.createDocumentFragment();
+    let from = 0;
+    for (const match of text.matchAll(URL_CANDIDATE)) {
+      const shown = trimUrl(match[0]);
+      const href = httpHref(shown);
+      if (href === null) continue;
+      fragment.append(text.slice(from, match.index));
+      const link = document.createElement("a");
+      link.href = href;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      link.textContent = shown;
+      fragment.append(link);
+      from = match.index + shown.length;
+    }
+    fragment.append(text.slice(from));
+    return fragment;
+  }
+
+  // The URL without what usually ends the sentence around it: trailing . , ; : ! ? ' and a
+  // closing bracket that has no opening one inside the URL ("(see https://x.test/a)").
+  function trimUrl(url) {
+    for (;;) {
+      const last = url.slice(-1);
+      const opening = CLOSING[last];
+      const unmatched = opening !== undefined && url.split(last).length > url.split(opening).length;
+      if (url === "" || (!".,;:!?'*".includes(last) && !unmatched)) return url;
+      url = url.slice(0, -1);
+    }
+  }
+
+  // The normalized href of an http(s) URL with a host, or null.
+  function httpHref(text) {
+    let url;
+    try {
+      url = new URL(text);
+    } catch (err) {
+      return null;
+    }
+    return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "" ? url.href : null;
+  }
+
+  // ---- the length limit ----------------------------------------------------------------
+
+  // The server closes (1009) a connection whose message is over its --max-message, and the
+  // message is lost; its welcome states that limit. Until a welcome, the server's default.
+  const DEFAULT_MAX_MESSAGE_BYTES = 65536;
+  const utf8 = new TextEncoder();
+  let maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
+
+  // Exactly what the page sends for `text`.
+  function envelopeOf(text) {
+    return JSON.stringify({ type: "message", text: text });
+  }
+
+  function limitFrom(welcome) {
+    const limit = welcome.max_message_bytes;
+    if (Number.isSafeInteger(limit) && limit > 0) maxMessageBytes = limit;
+  }
+
+  // Shows how much is left once the text is near the limit (the last tenth, or 1,000
+  // bytes), and the note when it is over; Send is off while it is. True when it may be sent.
+  // The count changes with every key, so it is not announced (aria-live off); the note is,
+  // once, when it appears.
+  function updateLength() {
+    const text = el.text.value;
+    const size = text === "" ? 0 : utf8.encode(envelopeOf(text)).length;
+    const left = maxMessageBytes - size;
+    const over = left < 0;
+    el.roomLeft.hidden = text === "" || left > Math.max(maxMessageBytes / 10, 1000);
+    el.roomLeft.dataset.left = String(left);
+    el.roomLeft.classList.toggle("over", over);
+    el.roomLeft.textContent = over ? bytes(-left) + " too long" : bytes(left) + " left";
+    el.roomLeft.title = "the server takes messages of up to " + bytes(maxMessageBytes) + " (UTF-8, as sent)";
+    const note = over
+      ? "Too long to send: the server takes at most " + bytes(maxMessageBytes) +
+        " per message. Shorten it or send it in parts; your text stays here."
+      : "";
+    if (el.tooLong.textContent !== note) el.tooLong.textContent = note;
+    el.tooLong.hidden = !over;
+    el.send.disabled = el.state.dataset.state !== "connected" || over;
+    return !over;
+  }
+
+  function bytes(n) {
+    return n.toLocaleString("en") + (n === 1 ? " byte" : " bytes");
+  }
+
+  // The text box grows with its text (CSS caps it, then it scrolls).
+  function fitText() {
+    el.text.style.height = "auto";
+    el.text.style.height = el.text.scrollHeight + el.text.offsetHeight - el.text.clientHeight + "px";
   }
 
   // ---- the token -----------------------------------------------------------------------
@@ -307,6 +418,7 @@
         } catch (err) {
           // Storage may be disabled (private mode); the nick just is not remembered.
         }
+        limitFrom(env);
         setState("connected");
         setOnline(env.online);
         membersWelcome(env);
@@ -681,12 +793,37 @@
 
   el.composer.addEventListener("submit", function (event) {
     event.preventDefault();
+    sendMessage();
+  });
+
+  // Enter sends; Shift+Enter adds a line (as does Enter while an input method composes).
+  el.text.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+    event.preventDefault();
+    sendMessage();
+  });
+
+  el.text.addEventListener("input", function () {
+    fitText();
+    updateLength();
+  });
+
+  // Sends the text box's message, unless it is over the limit: then the note says so and the
+  // text stays, as it does while the connection is not open.
+  function sendMessage() {
     const text = el.text.value;
     if (text.trim() === "" || myId === null || socket === null) return;
-    socket.send(JSON.stringify({ type: "message", text: text }));
+    if (socket.readyState !== WebSocket.OPEN) return;
+    if (!updateLength()) {
+      el.text.focus();
+      return;
+    }
+    socket.send(envelopeOf(text));
     el.text.value = "";
+    fitText();
+    updateLength();
     el.text.focus();
-  });
+  }
 
   // Back online after a network change: retry at once instead of waiting out the backoff.
   window.addEventListener("online", function () {

@@ -1,4 +1,5 @@
-//! The comparison as an SVG bar chart: one panel per figure, one bar per model x workers.
+//! The comparison of a one-figure scenario (fanout, chat, idle, knee, resume) as an SVG bar
+//! chart: one panel per figure, one bar per model x workers.
 
 use std::path::Path;
 
@@ -6,6 +7,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::LoadError;
+use crate::plot::axis::short_number;
 use crate::scenario::compare::CompareReport;
 
 const WIDTH: u32 = 1100;
@@ -26,10 +28,7 @@ pub fn draw(report: &CompareReport, path: &Path) -> Result<(), LoadError> {
         .iter()
         .filter_map(|run| {
             let report = run.report.as_ref()?;
-            Some((
-                format!("{} w{}", run.model, run.workers),
-                report.plot_metrics(),
-            ))
+            Some((run.label(), report.plot_metrics()))
         })
         .collect();
     let failed = |reason: String| LoadError::Plot {
@@ -42,10 +41,7 @@ pub fn draw(report: &CompareReport, path: &Path) -> Result<(), LoadError> {
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| failed(e.to_string()))?;
     let root = root
-        .titled(
-            &format!("shardcast-load compare: {}", report.scenario),
-            ("sans-serif", 22),
-        )
+        .titled(&super::title(report), ("sans-serif", 22))
         .map_err(|e| failed(e.to_string()))?;
     let panels = root.split_evenly((1, 2));
     for (panel_index, panel) in panels.iter().enumerate() {
@@ -113,20 +109,6 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
-/// 1234567 → "1.23M": axis labels and bar values stay short.
-fn short_number(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if a >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +150,8 @@ mod tests {
         .collect();
         let report = CompareReport {
             scenario: "idle".into(),
+            setup: String::new(),
+            cores: 2,
             runs,
         };
         let path = std::env::temp_dir().join(format!("plot-test-{}.svg", std::process::id()));
@@ -176,8 +160,9 @@ mod tests {
         if std::env::var_os("KEEP_PLOT").is_none() {
             let _ = std::fs::remove_file(&path);
         }
-        assert!(svg.contains("sharded w1") && svg.contains("shared w2"));
-        assert!(!svg.contains("single w1"), "failed runs have no bar");
-        assert!(svg.contains("12.0k"));
+        assert!(svg.contains("sharded, 1 worker") && svg.contains("shared, 2 workers"));
+        assert!(!svg.contains("single, 1 worker"), "failed runs have no bar");
+        assert!(svg.contains("12k"));
+        assert!(svg.contains("idle, 2 cores"));
     }
 }
