@@ -15,6 +15,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::chat::{Nick, Post};
+use crate::frame::SharedFrame;
 use crate::history::{Ask, Epoch, Start};
 use crate::ids::{SessionId, SessionKey};
 use crate::room::RoomId;
@@ -48,10 +49,13 @@ pub enum Control {
         /// Where the answer goes.
         reply: Sender<Reply>,
     },
-    /// List your members of `room`. Answered with [`Reply::Members`].
+    /// List your members of `room` (at most `limit` of them, v1 members first, when it is
+    /// set). Answered with [`Reply::Members`].
     Presence {
         /// The room.
         room: RoomId,
+        /// Most members to list (the count covers them all).
+        limit: Option<usize>,
         /// Where the answer goes.
         reply: Sender<Reply>,
     },
@@ -86,6 +90,16 @@ pub enum Control {
         /// Where the answer goes.
         reply: Sender<Reply>,
     },
+    /// The answer to a v1 `who` of your session `key` (`crate::roster`): queue `frame` (a
+    /// `members` envelope, or an `error`) for it, if it is still the one that asked.
+    Roster {
+        /// The session.
+        key: SessionKey,
+        /// Its generation when it asked.
+        generation: u64,
+        /// What it gets.
+        frame: SharedFrame,
+    },
     /// The answer to an API request your session `key` read on the main port: send it, then
     /// close the connection.
     Answer {
@@ -110,8 +124,13 @@ pub enum Reply {
     },
     /// This loop's members per room.
     Rooms(Vec<RoomCount>),
-    /// This loop's members of the room.
-    Members(Vec<MemberInfo>),
+    /// This loop's members of the room (up to the limit asked for), and how many it has.
+    Members {
+        /// The members listed.
+        members: Vec<MemberInfo>,
+        /// All this loop's members of the room.
+        total: u64,
+    },
     /// The room's history, if this loop keeps it and the room has one.
     History(Option<Start>),
     /// How many sessions this loop closed.

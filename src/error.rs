@@ -129,6 +129,9 @@ pub enum ServerError {
     /// The server API's listener or threads could not be started.
     #[error("cannot start the server API: {0}")]
     Api(io::Error),
+    /// The thread answering `who` could not be started.
+    #[error("cannot start the roster thread: {0}")]
+    Roster(io::Error),
     /// A bridge thread could not be started.
     #[error("cannot start the Redis bridge: {0}")]
     Bridge(io::Error),

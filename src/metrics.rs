@@ -8,7 +8,6 @@
 use std::fmt::Write;
 
 use crate::close::CloseReason;
-use crate::room::Census;
 
 /// Everything counted. The order is the index into [`Counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,6 +405,23 @@ impl Counters {
             _ => return,
         };
         self.bump(counter);
+    }
+}
+
+/// Rooms open on this node and the largest one's members (`/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Rooms with at least one member on this node.
+    pub rooms: u64,
+    /// The members on this node of the room with the most.
+    pub largest: u64,
+}
+
+impl Census {
+    /// Counts a room with `members` on this node.
+    pub fn count(&mut self, members: u64) {
+        self.rooms += 1;
+        self.largest = self.largest.max(members);
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::chat::Dialect;
 use crate::chat::post::Needs;
 use crate::ids::{SessionKey, ShardId};
+pub use crate::metrics::Census;
 
 /// Longest room name, in bytes (all of them ASCII).
 pub const MAX_ROOM_NAME: usize = 64;
@@ -248,23 +249,6 @@ impl RoomTable {
             }
         }
         census
-    }
-}
-
-/// Rooms open on this node and the largest one's members (`/metrics`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Census {
-    /// Rooms with at least one member on this node.
-    pub rooms: u64,
-    /// The members on this node of the room with the most.
-    pub largest: u64,
-}
-
-impl Census {
-    /// Counts a room with `members` on this node.
-    pub fn count(&mut self, members: u64) {
-        self.rooms += 1;
-        self.largest = self.largest.max(members);
     }
 }
 

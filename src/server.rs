@@ -160,6 +160,7 @@ impl Server {
         };
         let api = crate::api::start(&config, peers.clone(), cluster.clone(), stats.clone())?;
         wakers.extend(api.waker.clone());
+        let (roster, roster_thread) = crate::roster::start(peers.clone(), cluster.clone())?;
         let common = LoopCommon {
             config: config.clone(),
             site: site.clone(),
@@ -167,8 +168,10 @@ impl Server {
             tls: tls.clone(),
             per_ip: per_ip.clone(),
             api: api.door.clone(),
+            roster: Some(roster),
         };
         let mut threads = api.threads;
+        threads.push(roster_thread);
         let mut listener = Some(listener);
         let registry = (config.model == Model::Shared)
             .then(|| Registry::new(wakers[..config.workers].to_vec(), history_for(&config, 1)));

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cluster::ClusterStats;
+use crate::metrics::Census;
 use crate::metrics::{AcceptFigures, COUNTERS, Counters, ShardSnapshot};
-use crate::room::Census;
 
 /// One shard's published figures.
 #[derive(Debug)]

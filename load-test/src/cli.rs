@@ -260,7 +260,8 @@ pub struct KneeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ResumeArgs {
-    /// shardcast.v1 subscribers (nick resumeN); each drops and resumes on its own.
+    /// shardcast.v1 subscribers (nick resumeN, then resumeN-K on reconnection K); each drops
+    /// and resumes on its own.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub subscribers: usize,
     /// Connections that send; they are never dropped.

@@ -37,7 +37,7 @@ use crate::http::request::FullRequest;
 use crate::ids::{SessionKey, ShardId};
 use crate::mesh::PeerHandle;
 use crate::stats::ServerStats;
-pub use service::Service;
+pub use service::{Service, gather_nodes};
 
 /// Main-port requests that may wait for the `api` thread; past it a request is answered 503.
 const QUEUE: usize = 64;

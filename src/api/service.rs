@@ -299,12 +299,13 @@ impl Service {
             .map(|c| (c.ask_presence(room), c.nodes()));
         let replies = self.ask_all(|reply| Control::Presence {
             room: room.clone(),
+            limit: None,
             reply,
         })?;
         let mut members: Vec<MemberInfo> = replies
             .into_iter()
             .flat_map(|r| match r {
-                Reply::Members(members) => members,
+                Reply::Members { members, .. } => members,
                 _ => Vec::new(),
             })
             .collect();
@@ -404,8 +405,8 @@ const CLUSTER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Takes other nodes' answers to `question` into `members` until each of the `nodes` nodes
 /// heard from lately has answered with every shard, or [`CLUSTER_WAIT`] passes; true in the
-/// first case.
-fn gather_nodes(question: &Question, nodes: u64, members: &mut Vec<MemberInfo>) -> bool {
+/// first case. (The `who` of v1 clients gathers other nodes' members with it too.)
+pub fn gather_nodes(question: &Question, nodes: u64, members: &mut Vec<MemberInfo>) -> bool {
     let deadline = Instant::now() + CLUSTER_WAIT;
     // Per node: its shard count, and the shards that answered.
     let mut answered: BTreeMap<String, (u16, u16)> = BTreeMap::new();

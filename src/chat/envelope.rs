@@ -34,6 +34,8 @@ pub enum ClientEnvelope {
         /// Its text.
         text: String,
     },
+    /// Who is in the room? Answered with [`members`].
+    Who,
 }
 
 impl ClientEnvelope {
@@ -87,6 +89,10 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token does not allow this: the room (the connection is closed) or publishing.
     Forbidden,
+    /// The nickname is held by another member of the room (the client may try another).
+    NickTaken,
+    /// A `who` while the server has too many to answer (the client may ask again later).
+    Busy,
 }
 
 impl ErrorCode {
@@ -120,6 +126,14 @@ impl ErrorCode {
             ErrorCode::Forbidden => (
                 "forbidden",
                 "read-only: the token does not allow sending messages",
+            ),
+            ErrorCode::NickTaken => (
+                "nick_taken",
+                "someone in this room has that nickname: choose another and send hello",
+            ),
+            ErrorCode::Busy => (
+                "busy",
+                "the server has too many member lists to make: ask again in a moment",
             ),
         }
     }
@@ -356,6 +370,48 @@ pub fn error_saying(code: ErrorCode, text: &str) -> SharedFrame {
     frame(&ServerEnvelope::Error { code, text })
 }
 
+// `who` is answered with `members` (docs/protocol.md, "Who is here").
+
+/// One member as `members` lists it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Listed<'a> {
+    /// Its session id.
+    pub id: &'a str,
+    /// Its nickname (`None`: a plain client).
+    pub nick: Option<&'a str>,
+    /// Its user id, when it came with a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct MembersEnvelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: &'a str,
+    members: &'a [Listed<'a>],
+    total: u64,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    complete: Option<bool>,
+}
+
+/// `members`: `listed` of the `total` members of `room` (`truncated` when that is not all of
+/// them); in a cluster, `complete` says whether every node answered in time.
+pub fn members(room: &str, listed: &[Listed], total: u64, complete: Option<bool>) -> SharedFrame {
+    let envelope = MembersEnvelope {
+        kind: "members",
+        room,
+        members: listed,
+        total,
+        truncated: (listed.len() as u64) < total,
+        complete,
+    };
+    // Serializing borrowed strings and integers into a Vec cannot fail.
+    let json = serde_json::to_vec(&envelope).unwrap_or_default();
+    encode_shared(OP_TEXT, &json)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +604,48 @@ mod tests {
         assert_eq!(
             (&v["code"], &v["online"]),
             (&serde_json::json!("cluster_up"), &serde_json::json!(5))
+        );
+    }
+
+    #[test]
+    fn who_and_members_are_documented_json() {
+        assert_eq!(
+            ClientEnvelope::parse(r#"{"type":"who"}"#),
+            Some(ClientEnvelope::Who)
+        );
+        assert_eq!(
+            ClientEnvelope::parse(r#"{"type":"who","since":1}"#),
+            Some(ClientEnvelope::Who)
+        );
+        let listed = [
+            Listed {
+                id: "0.1",
+                nick: Some("ann"),
+                user: None,
+            },
+            Listed {
+                id: "1.2",
+                nick: Some("Bo"),
+                user: Some("u-2"),
+            },
+            Listed {
+                id: "1.3",
+                nick: None,
+                user: None,
+            },
+        ];
+        let v = payload(&members("r", &listed, 4, None));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"members","room":"r","members":[
+                {"id":"0.1","nick":"ann"},{"id":"1.2","nick":"Bo","user":"u-2"},
+                {"id":"1.3","nick":null}],"total":4,"truncated":true})
+        );
+        let v = payload(&members("r", &[], 0, Some(false)));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"members","room":"r","members":[],"total":0,
+                "truncated":false,"complete":false})
         );
     }
 }

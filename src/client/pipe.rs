@@ -354,11 +354,7 @@ fn chat_action(line: &str) -> Action {
         Typed::Command(command) => match typed::chat_command(command) {
             ChatCommand::Quit => Action::Quit,
             ChatCommand::Help => Action::Tell(typed::help_lines(typed::CHAT_HELP)),
-            ChatCommand::Who => Action::Tell(vec![
-                "/who is not supported by this server yet (the online count comes with every \
-                 join and leave)"
-                    .into(),
-            ]),
+            ChatCommand::Who => Action::Send(Message::text(r#"{"type":"who"}"#)),
             ChatCommand::Unknown(word) => Action::Tell(vec![format!(
                 "unknown command /{word} (/help lists them; //{word} sends it as a message)"
             )]),
@@ -592,8 +588,11 @@ mod tests {
     }
 
     #[test]
-    fn chat_commands_answer_without_sending() {
-        assert!(matches!(chat_action("/who"), Action::Tell(l) if l[0].contains("not supported")));
+    fn chat_commands_answer_without_sending_but_who_asks_the_server() {
+        assert_eq!(
+            chat_action("/who"),
+            Action::Send(Message::text(r#"{"type":"who"}"#))
+        );
         assert!(matches!(chat_action("/frob"), Action::Tell(l) if l[0].contains("//frob")));
         assert!(matches!(chat_action("/help"), Action::Tell(l) if l.len() > 3));
         assert_eq!(chat_action("/QUIT"), Action::Quit);

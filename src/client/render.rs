@@ -8,6 +8,7 @@
 //! * cy joined (1.5), 4 online
 //! * cy left (1.5), 3 online
 //! * 41 online
+//! * 3 here: Ann (0.2), bob (1.1), (0.3)
 //! ! bad_nick: a nickname is 1-24 letters, digits, '-', '_' or '.'
 //! * --- some messages may be missing: ... ---
 //! ```
@@ -41,6 +42,19 @@ struct Envelope {
     history: Option<bool>,
     #[serde(default)]
     code: Option<String>,
+    #[serde(default)]
+    members: Option<Vec<Member>>,
+    #[serde(default)]
+    total: Option<u64>,
+}
+
+/// A member as a `members` envelope lists it.
+#[derive(Debug, Deserialize)]
+struct Member {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    nick: Option<String>,
 }
 
 /// One received message as the line chat mode prints.
@@ -109,6 +123,16 @@ pub fn text_line(text: &str) -> String {
             Some(n) => format!("* {n} online"),
             None => text.to_string(),
         },
+        "members" => match &envelope.members {
+            Some(members) => members_line(members, envelope.total),
+            None => text.to_string(),
+        },
+        // The server's text says to send another hello, which chat mode cannot: say what can.
+        "error" if envelope.code.as_deref() == Some("nick_taken") => {
+            "! nick_taken: someone in this room has that nickname; /quit and come back with \
+             another --nick"
+                .to_string()
+        }
         "error" => format!(
             "! {}: {}",
             envelope.code.as_deref().unwrap_or("error"),
@@ -116,6 +140,27 @@ pub fn text_line(text: &str) -> String {
         ),
         _ => text.to_string(),
     }
+}
+
+/// `/who`'s answer: `* 3 here: Ann (0.2), bob (1.1), (0.3)`, with how many were not listed.
+fn members_line(members: &[Member], total: Option<u64>) -> String {
+    let names: Vec<String> = members
+        .iter()
+        .map(|m| match (&m.nick, &m.id) {
+            (Some(nick), Some(id)) => format!("{nick} ({id})"),
+            (Some(nick), None) => nick.clone(),
+            (None, Some(id)) => format!("({id})"),
+            (None, None) => "(someone)".to_string(),
+        })
+        .collect();
+    let total = total.unwrap_or(members.len() as u64);
+    let unlisted = total.saturating_sub(members.len() as u64);
+    let more = if unlisted > 0 {
+        format!(" and {unlisted} more")
+    } else {
+        String::new()
+    };
+    format!("* {total} here: {}{more}", names.join(", "))
 }
 
 /// The session id a `welcome` gives this client (what the room's other members see).
@@ -175,6 +220,18 @@ mod tests {
             (
                 r#"{"type":"error","code":"bad_nick","text":"no"}"#,
                 "! bad_nick: no",
+            ),
+            (
+                r#"{"type":"members","room":"r","members":[{"id":"0.2","nick":"Ann"},{"id":"1.1","nick":"bob","user":"u"},{"id":"0.3","nick":null}],"total":3,"truncated":false}"#,
+                "* 3 here: Ann (0.2), bob (1.1), (0.3)",
+            ),
+            (
+                r#"{"type":"error","code":"nick_taken","text":"choose another and send hello"}"#,
+                "! nick_taken: someone in this room has that nickname; /quit and come back with another --nick",
+            ),
+            (
+                r#"{"type":"members","room":"r","members":[{"id":"0.2","nick":"Ann"}],"total":1001,"truncated":true}"#,
+                "* 1001 here: Ann (0.2) and 1000 more",
             ),
         ];
         for (envelope, expected) in cases {

@@ -35,8 +35,7 @@ pub enum ChatCommand {
     Quit,
     /// `/help`: the commands.
     Help,
-    /// `/who`: the room's members. The server has no request for them yet, so this only says
-    /// so (the online count comes with every join and leave).
+    /// `/who`: the room's members (a `who` envelope; the `members` answer is shown as a line).
     Who,
     /// Anything else (the command's first word).
     Unknown(String),
@@ -47,7 +46,7 @@ pub const CHAT_HELP: &[(&str, &str)] = &[
     ("<text>", "send a message to the room"),
     ("//text", "send a message that starts with '/'"),
     ("/help", "this list"),
-    ("/who", "who is here (not supported by this server yet)"),
+    ("/who", "who is here: the room's members"),
     ("/quit", "leave the room and exit (also Ctrl-D)"),
 ];
 

@@ -17,6 +17,7 @@ use crate::chat::{Dialect, SUBPROTOCOL};
 use crate::config::{AuthMode, Config};
 use crate::history::{Ask, Since};
 use crate::metrics::{self, Counter, Counters};
+use crate::names::NameClaims;
 use crate::room::RoomId;
 use crate::stats::ServerStats;
 use request::{Method, RequestHead};
@@ -203,6 +204,8 @@ pub struct Site {
     stats: Arc<ServerStats>,
     /// Checks connection tokens; `None` with `--auth off`.
     verifier: Option<Arc<Verifier>>,
+    /// The nicknames held in each room, shared by every event loop (admission of a name).
+    names: Arc<NameClaims>,
 }
 
 impl Site {
@@ -213,7 +216,13 @@ impl Site {
             config,
             stats,
             verifier: None,
+            names: Arc::default(),
         }
+    }
+
+    /// The nicknames held in each room (`crate::names`).
+    pub fn names(&self) -> &NameClaims {
+        &self.names
     }
 
     /// The same site, checking connection tokens with `verifier` (docs/auth.md).

@@ -79,6 +79,8 @@ pub enum Event {
     Joined(RoomId, Ask),
     /// The session sent a message: deliver it to its room (the sender included).
     Message(Post),
+    /// A v1 member asked who is in its room (`crate::roster`).
+    Who,
     /// The session read a server API request (`/api/` on the main port): hand it to the API
     /// service, whose answer comes back through the loop's inbox ([`Session::api_answer`]).
     Api(Box<FullRequest>),

@@ -1,5 +1,6 @@
 //! The `shardcast.v1` rules a session applies to what its client says (docs/protocol.md):
-//! a nickname from `?nick=` or a first `hello`, then `message` envelopes for the room.
+//! a nickname from `?nick=` or a first `hello` (claimed in its room: `crate::names`),
+//! then `message` and `who` envelopes.
 //!
 //! Framing stays in the session; this module only decides what a v1 text message means:
 //! an [`Event`] for the shard, or an [`ErrorCode`] for the client.
@@ -13,6 +14,8 @@ use crate::chat::post::now_millis;
 use crate::chat::{Body, Nick, Post};
 use crate::config::AuthMode;
 use crate::history::{Ask, Epoch, Since};
+use crate::ids::SessionId;
+use crate::names::{Claimant, NameClaims};
 use crate::room::RoomId;
 use crate::session::Event;
 
@@ -30,6 +33,41 @@ pub struct V1State<'a> {
     pub verifier: Option<&'a Verifier>,
     /// The loop's time.
     pub now: Instant,
+    /// Where the nickname is claimed in its room.
+    pub names: NameTaker<'a>,
+}
+
+/// What a session claims its nickname with: the node's table of held names, and its id.
+#[derive(Clone, Copy)]
+pub struct NameTaker<'a> {
+    /// The names held in every room.
+    pub names: &'a NameClaims,
+    /// The session.
+    pub session: SessionId,
+}
+
+impl NameTaker<'_> {
+    /// Claims `nick` in `room` (`verified`: it is the token's name; `user`: the session's
+    /// signed-in user): `nick_taken` when another member holds it.
+    fn take(
+        self,
+        room: Option<&RoomId>,
+        nick: &Nick,
+        verified: bool,
+        user: Option<&str>,
+    ) -> Result<(), ErrorCode> {
+        let Some(room) = room else {
+            return Ok(());
+        };
+        let who = Claimant {
+            session: self.session,
+            user,
+            verified,
+        };
+        self.names
+            .claim(room, nick, who)
+            .map_err(|_| ErrorCode::NickTaken)
+    }
 }
 
 /// A v1 client that upgraded without a nickname: when its `hello` is due, and what the
@@ -55,8 +93,9 @@ pub enum Answer {
 }
 
 /// Acts on one text message from a v1 client: a `message` becomes [`Event::Message`] (from
-/// `sender`), a valid first `hello` sets the nickname (checking its token, if any) and
-/// [`Event::Joined`]. Anything else is answered with the returned [`Answer`].
+/// `sender`), a `who` [`Event::Who`], a valid first `hello` sets the nickname (checking its
+/// token, if any, and claiming the name in the room) and [`Event::Joined`]. Anything else is
+/// answered with the returned [`Answer`].
 pub fn on_text(
     text: &str,
     mut state: V1State<'_>,
@@ -86,6 +125,11 @@ pub fn on_text(
             }));
             None
         }
+        (Some(ClientEnvelope::Who), None) => error(ErrorCode::HelloRequired),
+        (Some(ClientEnvelope::Who), Some(_)) => {
+            events.push(Event::Who);
+            None
+        }
         (Some(ClientEnvelope::Hello { .. }), Some(_)) => error(ErrorCode::AlreadyJoined),
         (
             Some(ClientEnvelope::Hello {
@@ -101,6 +145,7 @@ pub fn on_text(
                 Err(refusal) => return Some(Answer::Refused(refusal)),
             };
             let kept = state.hello.as_ref().and_then(|h| h.nick.clone());
+            let verified = name.is_some();
             // The token's name wins; then the hello's nick; then a `?nick=` kept for it.
             let chosen = match (name, nick) {
                 (Some(name), _) => name,
@@ -115,6 +160,10 @@ pub fn on_text(
                     None => return error(ErrorCode::BadEnvelope),
                 },
             };
+            let user = state.grant.as_ref().map(|g| &*g.user);
+            if let Err(code) = state.names.take(state.room, &chosen, verified, user) {
+                return error(code);
+            }
             *state.nick = Some(chosen);
             let query_ask = state.hello.take().map_or_else(Ask::default, |h| h.ask);
             let (ask, code) = hello_ask(history, since, query_ask);
@@ -182,19 +231,37 @@ pub enum Greeting {
     Awaiting(Option<Nick>),
 }
 
+/// What the greeting reads and sets of a session that just upgraded.
+pub struct Greeted<'a> {
+    /// The nickname, set when the client joins.
+    pub own: &'a mut Option<Nick>,
+    /// The room it upgraded into.
+    pub room: Option<&'a RoomId>,
+    /// Where its nickname is claimed.
+    pub names: NameTaker<'a>,
+    /// Its signed-in user, if the upgrade brought a token.
+    pub user: Option<&'a str>,
+}
+
 /// What a v1 client's upgrade leads to: with the token's `name` or a valid `?nick=` it joins
 /// now, unless its token is still due (`token_due`: `--auth required` and none came with the
-/// upgrade); otherwise it must send a `hello`. A bad nickname is refused (`Err`), and the
-/// client may still send a `hello`.
+/// upgrade); otherwise it must send a `hello`. A bad nickname, or one another member of the
+/// room holds, is refused (`Err`), and the client may still send a `hello`.
 pub fn greet(
     nick: Option<String>,
     name: Option<Nick>,
     token_due: bool,
-    own: &mut Option<Nick>,
-    room: Option<&RoomId>,
     ask: Ask,
+    state: Greeted<'_>,
     events: &mut Vec<Event>,
 ) -> Result<Greeting, ErrorCode> {
+    let Greeted {
+        own,
+        room,
+        names,
+        user,
+    } = state;
+    let verified = name.is_some();
     let chosen = match (name, nick) {
         (Some(name), _) => name,
         (None, None) => return Ok(Greeting::Awaiting(None)),
@@ -203,6 +270,7 @@ pub fn greet(
     if token_due {
         return Ok(Greeting::Awaiting(Some(chosen)));
     }
+    names.take(room, &chosen, verified, user)?;
     *own = Some(chosen);
     if let Some(room) = room {
         events.push(Event::Joined(room.clone(), ask));
@@ -247,10 +315,55 @@ mod tests {
                 grant,
                 verifier,
                 now: Instant::now(),
+                names: NameTaker {
+                    names: &NameClaims::default(),
+                    session: SessionId::default(),
+                },
             },
             || Arc::from("0.1"),
             events,
         )
+    }
+
+    #[test]
+    fn a_nickname_held_in_the_room_is_refused_and_the_client_may_try_another() {
+        let names = NameClaims::default();
+        let room = RoomId::parse("r").unwrap();
+        let hello = |seq, text: &str, nick: &mut Option<Nick>, waiting: &mut Option<_>| {
+            let state = V1State {
+                nick,
+                hello: waiting,
+                room: Some(&room),
+                grant: &mut None,
+                verifier: None,
+                now: Instant::now(),
+                names: NameTaker {
+                    names: &names,
+                    session: SessionId { worker: 0, seq },
+                },
+            };
+            on_text(text, state, || Arc::from("x"), &mut Vec::new())
+        };
+        let waiting = || {
+            Some(Box::new(AwaitingHello {
+                until: Instant::now(),
+                ask: Ask::default(),
+                nick: None,
+            }))
+        };
+        let (mut first, mut second) = (None, None);
+        let (mut first_waits, mut second_waits) = (waiting(), waiting());
+        let ann = r#"{"type":"hello","nick":"ann"}"#;
+        assert_eq!(hello(1, ann, &mut first, &mut first_waits), None);
+        let shouted = r#"{"type":"hello","nick":"ANN"}"#;
+        assert_eq!(
+            hello(2, shouted, &mut second, &mut second_waits),
+            Some(Answer::Error(ErrorCode::NickTaken))
+        );
+        assert!(second.is_none() && second_waits.is_some(), "still waiting");
+        let bob = r#"{"type":"hello","nick":"bob"}"#;
+        assert_eq!(hello(2, bob, &mut second, &mut second_waits), None);
+        assert_eq!(second.as_ref().map(Nick::as_str), Some("bob"));
     }
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -456,10 +569,22 @@ mod tests {
         let room = RoomId::parse("r").unwrap();
         let (mut nick, mut events) = (None, Vec::new());
         let ask = Ask::default();
+        let names = NameClaims::default();
+        let mut seq = 0;
         let mut greet_as = |query: Option<&str>, name: Option<&str>, due: bool| {
             let query = query.map(str::to_owned);
             let name = name.and_then(Nick::parse);
-            greet(query, name, due, &mut nick, Some(&room), ask, &mut events)
+            seq += 1;
+            let state = Greeted {
+                own: &mut nick,
+                room: Some(&room),
+                names: NameTaker {
+                    names: &names,
+                    session: SessionId { worker: 0, seq },
+                },
+                user: None,
+            };
+            greet(query, name, due, ask, state, &mut events)
         };
         assert_eq!(greet_as(None, None, false), Ok(Greeting::Awaiting(None)));
         assert_eq!(greet_as(Some("a b"), None, false), Err(ErrorCode::BadNick));
@@ -469,6 +594,11 @@ mod tests {
             Ok(Greeting::Awaiting(Nick::parse("ann")))
         );
         assert_eq!(greet_as(Some("ann"), None, false), Ok(Greeting::Joined));
+        assert_eq!(
+            greet_as(Some("Ann"), None, false),
+            Err(ErrorCode::NickTaken),
+            "another session"
+        );
         // The token's name wins over the query's.
         assert_eq!(
             greet_as(Some("ann"), Some("Zoe"), false),

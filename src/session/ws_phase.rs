@@ -82,6 +82,10 @@ impl<S: Transport> Session<S> {
                                         grant: &mut self.grant,
                                         verifier: cx.site.verifier(),
                                         now: cx.now,
+                                        names: v1::NameTaker {
+                                            names: cx.site.names(),
+                                            session: self.id,
+                                        },
                                     };
                                     let (id_slot, id) = (&mut self.id_text, self.id);
                                     let sender = || id_text(id_slot, id, cx.config);
@@ -213,8 +217,16 @@ impl<S: Transport> Session<S> {
                 .site
                 .verifier()
                 .is_some_and(|v| v.mode() == AuthMode::Required);
-        let own = &mut self.nick;
-        let kept = match v1::greet(nick, name, token_due, own, self.room.as_ref(), ask, events) {
+        let state = v1::Greeted {
+            own: &mut self.nick,
+            room: self.room.as_ref(),
+            names: v1::NameTaker {
+                names: cx.site.names(),
+                session: self.id,
+            },
+            user: self.grant.as_deref().map(|g| &*g.user),
+        };
+        let kept = match v1::greet(nick, name, token_due, ask, state, events) {
             Ok(v1::Greeting::Joined) => return,
             Ok(v1::Greeting::Awaiting(kept)) => kept,
             Err(code) => {

@@ -62,15 +62,16 @@ impl<R: Reach> Shard<R> {
             Control::Rooms { reply } => {
                 let _ = reply.try_send(Reply::Rooms(self.room_counts()));
             }
-            Control::Presence { room, reply } => {
-                let _ = reply.try_send(Reply::Members(self.members(&room)));
+            Control::Presence { room, limit, reply } => {
+                let (members, total) = self.members(&room, limit);
+                let _ = reply.try_send(Reply::Members { members, total });
             }
             Control::PresenceFor {
                 room,
                 target,
                 request,
             } => {
-                let members = self.members(&room);
+                let (members, _) = self.members(&room, None);
                 let shards = (self.id.0 as u16, self.common.config.workers as u16);
                 if let Some(cluster) = &self.cluster {
                     cluster.answer_presence(&target, request, shards, &members);
@@ -89,6 +90,11 @@ impl<R: Reach> Shard<R> {
                 let closed = self.disconnect(&target, code, &text);
                 let _ = reply.try_send(Reply::Disconnected(closed));
             }
+            Control::Roster {
+                key,
+                generation,
+                frame,
+            } => self.answer_who(key, generation, frame),
             Control::Answer {
                 key,
                 generation,
@@ -110,14 +116,22 @@ impl<R: Reach> Shard<R> {
             .collect()
     }
 
-    /// This loop's members of `room`.
-    fn members(&mut self, room: &RoomId) -> Vec<MemberInfo> {
+    /// This loop's members of `room` (at most `limit`, v1 members first), and how many it has.
+    fn members(&mut self, room: &RoomId, limit: Option<usize>) -> (Vec<MemberInfo>, u64) {
         let Some(entry) = self.rooms.get(room) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
-        let keys: Vec<SessionKey> = entry.plain.iter().chain(&entry.v1).copied().collect();
+        let total = (entry.plain.len() + entry.v1.len()) as u64;
+        let keys: Vec<SessionKey> = entry
+            .v1
+            .iter()
+            .chain(&entry.plain)
+            .take(limit.unwrap_or(usize::MAX))
+            .copied()
+            .collect();
         let config = &self.common.config;
-        keys.into_iter()
+        let members = keys
+            .into_iter()
             .filter_map(|key| {
                 self.table.with(key, |s| MemberInfo {
                     id: s.id_text(config),
@@ -126,7 +140,8 @@ impl<R: Reach> Shard<R> {
                     user: s.user_arc(),
                 })
             })
-            .collect()
+            .collect();
+        (members, total)
     }
 
     /// Closes every open WebSocket of this loop that `target` names, with `code` and `text`;

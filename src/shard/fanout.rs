@@ -202,6 +202,7 @@ impl<R: Reach> Shard<R> {
         else {
             return;
         };
+        self.release_name(key);
         self.table.set_room_slot(key, None);
         if let Some(moved) = self.rooms.leave(&room, dialect, slot) {
             self.table.set_room_slot(moved, Some(slot));
@@ -210,6 +211,17 @@ impl<R: Reach> Shard<R> {
             .reach
             .dismiss(&room, key, self.rooms.get(&room), self.now);
         self.announce(&room, Change::Leave, key, online);
+    }
+
+    /// Session `key` no longer holds its nickname in its room (`crate::names`): it left,
+    /// or it ends without having been admitted. Releasing twice changes nothing.
+    pub(super) fn release_name(&mut self, key: SessionKey) {
+        let names = self.common.site.names();
+        self.table.with(key, |s| {
+            if let (Some(room), Some(nick)) = (s.room(), s.nick()) {
+                names.release(room, nick, s.id());
+            }
+        });
     }
 
     /// Tells the room (v1 members other than `key` get a notice, unless presence is off or

@@ -32,6 +32,7 @@ mod access;
 pub mod coalesce;
 mod control;
 pub mod fanout;
+mod roster;
 pub mod table;
 pub(crate) mod timers;
 
@@ -55,6 +56,7 @@ use crate::metrics::{Counter, Counters};
 use crate::models::single::LISTENER;
 use crate::models::{Entry, Reach};
 use crate::room::RoomTable;
+use crate::roster::RosterDoor;
 use crate::session::{Ctx, Event, Progress, Session};
 use crate::stats::ServerStats;
 use crate::tls::Conn;
@@ -133,6 +135,8 @@ pub struct LoopCommon {
     pub per_ip: Option<Arc<PerIpLimit>>,
     /// The server API service, when it takes requests from the main port.
     pub api: Option<ApiDoor>,
+    /// Where v1 clients' `who` goes (`None`: answered `busy`).
+    pub roster: Option<RosterDoor>,
 }
 
 impl LoopCommon {
@@ -172,6 +176,8 @@ pub struct Shard<R: Reach> {
     counters: Counters,
     /// Sessions to remove at the end of this turn.
     finished: Vec<SessionKey>,
+    /// When this loop's sessions last asked `who` (off the message path).
+    who_asked: roster::WhoTimes,
     /// Connections accepted on an own listener this turn.
     fresh: Vec<Handoff>,
     /// Sessions another thread changed, as the reach reported them.
@@ -210,6 +216,7 @@ impl<R: Reach> Shard<R> {
             events: Vec::new(),
             counters: Counters::default(),
             finished: Vec::new(),
+            who_asked: roster::WhoTimes::default(),
             fresh: Vec::new(),
             attention: Vec::new(),
             queued: Vec::new(),
@@ -468,6 +475,7 @@ impl<R: Reach> Shard<R> {
                 Event::Upgraded => self.upgraded(key),
                 Event::Joined(room, ask) => self.join(key, room, ask),
                 Event::Message(post) => self.fan_out(key, post),
+                Event::Who => self.who(key),
                 Event::Api(request) => self.api_request(key, request),
             }
         }
@@ -566,6 +574,8 @@ impl<R: Reach> Shard<R> {
             if self.table.room_slot(key).is_some() {
                 self.depart(key);
             }
+            // One that never became a member may still hold the name it asked for.
+            self.release_name(key);
             let Some(mut cell) = self.table.remove(key) else {
                 continue; // listed twice in one turn
             };

@@ -185,6 +185,7 @@ fn common(workers: usize) -> LoopCommon {
         tls: None,
         per_ip: None,
         api: None,
+        roster: None,
     }
 }
 

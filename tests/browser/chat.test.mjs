@@ -131,12 +131,13 @@ async function restartServer(port) {
  * changes the history epoch). While `hold()` is on, new connections are accepted but not
  * passed on until `release()`: the page waits in its reconnect while the room moves on.
  */
-function startProxy() {
+function startProxy(targetPort = null) {
   const pairs = new Set();
   const held = [];
+  const stranded = [];
   let holding = false;
   const pass = (client) => {
-    const upstream = tcpConnect(server.port, "127.0.0.1");
+    const upstream = tcpConnect(targetPort ?? server.port, "127.0.0.1");
     const pair = { client, upstream };
     pairs.add(pair);
     const end = () => {
@@ -175,8 +176,26 @@ function startProxy() {
             upstream.resetAndDestroy();
           }
         },
+        // Resets the page's side only: the server's side stays open and unread, so the server
+        // learns nothing until its ping goes unanswered (a dead link it has not noticed).
+        strand() {
+          for (const pair of [...pairs]) {
+            pairs.delete(pair);
+            pair.client.unpipe(pair.upstream);
+            pair.upstream.unpipe(pair.client);
+            for (const socket of [pair.client, pair.upstream]) {
+              socket.removeAllListeners("close");
+              socket.removeAllListeners("error");
+              socket.on("error", () => {});
+            }
+            pair.upstream.pause();
+            stranded.push(pair.upstream);
+            pair.client.resetAndDestroy();
+          }
+        },
         close() {
           this.cut();
+          for (const upstream of stranded.splice(0)) upstream.destroy();
           for (const client of held.splice(0)) client.destroy();
           return new Promise((r) => proxy.close(() => r()));
         },
@@ -812,6 +831,139 @@ test("a page opened with #token= joins under the token's name; another room is r
     for (const page of opened) await page.context().close().catch(() => {});
     if (signed) await killServer(signed.child);
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// Independent of the steps above: its own server (docs/protocol.md, "Who is here" and "Unique
+// nicknames").
+test("the member list shows who is here; a taken nickname lets you pick another", { timeout: TEST_MS * 2 }, async () => {
+  const opened = [];
+  let own = null;
+  try {
+    own = await startServer("127.0.0.1:0");
+    const origin = `http://127.0.0.1:${own.port}`;
+    const open = async (viewport) => {
+      const page = await openPage("/team", viewport, {}, origin);
+      opened.push(page);
+      return page;
+    };
+    /** The member list as [name, me?] pairs, in the order shown. */
+    const listed = (page) =>
+      page.$$eval("#member-list li", (lis) =>
+        lis.map((li) => [li.querySelector(".nick").textContent, li.dataset.me === "true"]),
+      );
+    const waitListed = (page, expected) =>
+      page.waitForFunction(
+        (expected) =>
+          JSON.stringify(
+            [...document.querySelectorAll("#member-list li")].map((li) => [
+              li.querySelector(".nick").textContent,
+              li.dataset.me === "true",
+            ]),
+          ) === JSON.stringify(expected),
+        expected,
+      );
+
+    const ann = await open();
+    await enter(ann, "ann");
+    await waitListed(ann, [["ann", true]]);
+    assert.equal(await ann.isVisible("#member-list"), true, "open beside the messages on a wide screen");
+
+    const bob = await open();
+    await enter(bob, "bob");
+    await waitListed(bob, [["ann", false], ["bob", true]]);
+    await waitListed(ann, [["ann", true], ["bob", false]]);
+
+    // A second ann (in any case) is told the name is taken, and picks another; what she had
+    // typed stays.
+    const other = await open();
+    await other.fill("#text", "a draft typed before joining");
+    await other.fill("#nick", "ANN");
+    await other.click("#connect");
+    await waitItem(other, "error", "is taken");
+    assert.equal(await other.getAttribute('#messages li[data-kind="error"]', "data-code"), "nick_taken");
+    await waitState(other, "disconnected");
+    assert.equal(await other.getAttribute("#nick", "aria-invalid"), "true");
+    assert.equal(await other.inputValue("#text"), "a draft typed before joining");
+    assert.equal(await ann.getAttribute("#online", "data-count"), "2", "the refused ann never joined");
+    await enter(other, "Cy");
+    await waitListed(other, [["ann", false], ["bob", false], ["Cy", true]]);
+    await waitListed(ann, [["ann", true], ["bob", false], ["Cy", false]]);
+    assert.equal(await other.getAttribute("#nick", "aria-invalid"), null);
+    await ann.locator("#members-title", { hasText: "Members (3)" }).waitFor();
+
+    // A leave takes a name off every list.
+    await bob.click("#disconnect");
+    await waitListed(ann, [["ann", true], ["Cy", false]]);
+    await waitListed(other, [["ann", false], ["Cy", true]]);
+    assert.equal(await count(bob, "#member-list li"), 0, "a page that left lists nobody");
+
+    // A phone: the list folds above the conversation and opens on a tap; nothing overflows.
+    const phone = await open({ width: 360, height: 740 });
+    await enter(phone, "dee");
+    await waitListed(ann, [["ann", true], ["Cy", false], ["dee", false]]);
+    assert.equal(await phone.isVisible("#member-list"), false, "folded on a narrow screen");
+    await phone.click("#members-title");
+    await waitListed(phone, [["ann", false], ["Cy", false], ["dee", true]]);
+    assert.equal(await phone.isVisible("#member-list"), true);
+    const layout = await phone.evaluate(() => ({
+      scrollWidth: document.documentElement.scrollWidth,
+      innerHeight: window.innerHeight,
+      composerBottom: document.getElementById("composer").getBoundingClientRect().bottom,
+      logHeight: document.getElementById("log").getBoundingClientRect().height,
+    }));
+    assert.ok(layout.scrollWidth <= 360, `no horizontal overflow: ${JSON.stringify(layout)}`);
+    assert.ok(layout.composerBottom <= layout.innerHeight, `composer on screen: ${JSON.stringify(layout)}`);
+    assert.ok(layout.logHeight > 200, `the conversation keeps room: ${JSON.stringify(layout)}`);
+    await phone.screenshot({ path: join(SCREENSHOTS, "members-phone.png") });
+    await ann.screenshot({ path: join(SCREENSHOTS, "members.png") });
+
+    // Names are text: the list holds no element but the page's own spans.
+    const tags = await ann.$$eval("#member-list li *", (nodes) => [...new Set(nodes.map((n) => n.tagName))]);
+    assert.deepEqual(tags.sort(), ["SPAN"]);
+    assert.deepEqual(await listed(ann), [["ann", true], ["Cy", false], ["dee", false]]);
+    for (const page of opened) assertClean(page);
+  } finally {
+    for (const page of opened) await page.context().close().catch(() => {});
+    if (own) await killServer(own.child);
+  }
+});
+
+// Independent of the steps above: its own server, pinging every second, behind a proxy.
+test("a page whose dropped connection still holds its name waits for it, then rejoins under it", { timeout: TEST_MS * 2 }, async () => {
+  let own = null;
+  let proxy = null;
+  const opened = [];
+  try {
+    own = await startServer("127.0.0.1:0", ["--ping-interval", "1", "--pong-timeout", "1"]);
+    proxy = await startProxy(own.port);
+    const watcher = await openPage("/held", undefined, {}, `http://127.0.0.1:${own.port}`);
+    opened.push(watcher);
+    await enter(watcher, "wes");
+    const kim = await openPage("/held", undefined, {}, `http://127.0.0.1:${proxy.port}`);
+    opened.push(kim);
+    await enter(kim, "kim");
+    await waitOnline(watcher, 2);
+
+    // The link dies without the server noticing: it holds "kim" until its ping goes
+    // unanswered (1 s + 1 s here). The page reconnects at once, is told the name is taken,
+    // says why and keeps trying; once the server lets go, it is back under its own name.
+    proxy.strand();
+    await waitItem(kim, "status", "still held by your previous connection");
+    await waitState(kim, "connected", RECONNECT_MS);
+    assert.equal(await count(kim, '#messages li[data-kind="welcome"]'), 2);
+    await waitItem(kim, "welcome", "kim");
+    assert.equal(await count(kim, '#messages li[data-kind="error"]'), 0, "no error: it was ours");
+    assert.equal(await kim.inputValue("#nick"), "kim");
+    await waitItem(watcher, "leave", "kim");
+    await kim.locator('#member-list li[data-me="true"]', { hasText: "kim" }).waitFor();
+    await send(kim, "back as myself");
+    await waitItem(watcher, "message", "back as myself");
+    for (const page of opened) assertClean(page);
+  } finally {
+    for (const page of opened) await page.context().close().catch(() => {});
+    if (proxy) await proxy.close();
+    if (own) await killServer(own.child);
   }
 });
 

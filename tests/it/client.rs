@@ -577,6 +577,10 @@ fn interactive_mode_under_tmux() {
     assert!(listed.contains(&format!("> [0] open {room}")), "{listed}");
     assert!(listed.contains(&format!("> [1] closed {room}")), "{listed}");
     assert!(listed.contains("(id "), "the v1 connection's id: {listed}");
+    tmux.type_line("/who 2");
+    tmux.wait_for("the members on connection 2", |s| {
+        s.contains(r#"< [2] {"type":"members","room":"#) && s.contains(r#""nick":"ivy""#)
+    });
 
     for (line, answer) in [
         ("/show 9", "> No connection found with id 9"),
@@ -640,8 +644,19 @@ fn chat_mode_in_a_terminal_under_tmux() {
     });
 
     bob.type_line("/who");
-    bob.wait_for("/who's answer", |s| {
-        s.contains("/who is not supported by this server yet")
+    bob.wait_for("/who's answer: both, by name", |s| {
+        s.lines()
+            .any(|l| l.starts_with("* 2 here: ann (") && l.contains("), bob (") && l.ends_with(')'))
+    });
+    // A second ann (whatever the case) is refused, and told why.
+    let other = chat("ANN");
+    other.wait_for("the second ann's refusal", |s| {
+        s.contains("! nick_taken: someone in this room has that nickname")
+            && !s.contains("* joined")
+    });
+    other.type_line("/quit");
+    other.wait_for("the second ann's client to exit", |s| {
+        s.contains(&format!("{EXIT_STATUS} 0]"))
     });
     bob.type_line("/help");
     bob.wait_for("/help's answer", |s| {

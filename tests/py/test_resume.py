@@ -129,7 +129,9 @@ async def resume_rounds(port: int) -> tuple[Log, Log]:
             # is waiting), whatever the library had buffered beyond `resumer.last` is lost.
             ws.transport.abort()
             await asyncio.sleep(GAP)
-            ws = await v1(port, ROOM, "res", query=f"since={resumer.epoch}:{resumer.last}")
+            # A new name each time: the dropped connection holds "res" until its shard has
+            # seen it go, which a quick rejoin on another shard may beat (nick_taken).
+            ws = await v1(port, ROOM, f"res{n}", query=f"since={resumer.epoch}:{resumer.last}")
             welcome = await expect(ws, "welcome")
             where = f"round {n}: since {resumer.last}, {welcome}"
             assert welcome["recovered"] is True, where

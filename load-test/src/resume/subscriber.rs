@@ -92,6 +92,10 @@ impl Default for Tally {
 #[derive(Debug)]
 pub struct Subscriber {
     nick: String,
+    /// Connections dialed so far: each takes its own nickname (`resume3`, `resume3-1`, …),
+    /// since a nickname is one member's per room and a reconnection may reach the server
+    /// before it has seen the dropped connection go.
+    dials: u64,
     offsets: OffsetLog,
     epoch: Option<String>,
     /// The offset to resume from.
@@ -107,6 +111,7 @@ impl Subscriber {
     pub fn new(index: usize) -> Subscriber {
         Subscriber {
             nick: format!("resume{index}"),
+            dials: 0,
             offsets: OffsetLog::default(),
             epoch: None,
             last: None,
@@ -119,7 +124,10 @@ impl Subscriber {
     /// The query of the next upgrade: the nickname, and on a reconnect `since` (when an
     /// epoch is known) and `history` (when asked for).
     pub fn query(&self, history: u64) -> String {
-        let mut query = format!("nick={}", self.nick);
+        let mut query = match self.dials {
+            0 => format!("nick={}", self.nick),
+            n => format!("nick={}-{n}", self.nick),
+        };
         if let (Some(epoch), Some(last)) = (&self.epoch, self.last) {
             query.push_str(&format!("&since={epoch}:{last}"));
             if history > 0 {
@@ -131,6 +139,7 @@ impl Subscriber {
 
     /// A connection is being dialed.
     pub fn dialing(&mut self, now_ns: u64) {
+        self.dials += 1;
         self.stage = Stage::Joining {
             started_ns: now_ns,
             resuming: self.welcomed,
@@ -347,12 +356,12 @@ mod tests {
         assert!(sub.is_live());
         assert_eq!(
             sub.query(10),
-            format!("nick=resume3&since={EPOCH}:40&history=10")
+            format!("nick=resume3-1&since={EPOCH}:40&history=10")
         );
         feed(&mut sub, &mut tally, 20, &message(41, false));
         feed(&mut sub, &mut tally, 20, &message(42, false));
         sub.away(&mut tally);
-        assert_eq!(sub.query(0), format!("nick=resume3&since={EPOCH}:42"));
+        assert_eq!(sub.query(0), format!("nick=resume3-1&since={EPOCH}:42"));
 
         sub.dialing(1_000);
         feed(&mut sub, &mut tally, 1_500, &welcome(44, 2, Some(true)));
@@ -418,7 +427,7 @@ mod tests {
         sub.dialing(0);
         let odd = r#"{"type":"welcome","epoch":"a b&c","offset":3,"replay":0}"#;
         feed(&mut sub, &mut tally, 0, odd);
-        assert_eq!(sub.query(0), "nick=resume0");
+        assert_eq!(sub.query(0), "nick=resume0-1");
         assert_eq!(tally.welcomes_without_offset, 1);
         feed(&mut sub, &mut tally, 0, "{not json");
         assert_eq!(tally.unparsable, 1);

@@ -99,6 +99,10 @@ pub const USAGE: &[(&str, &str)] = &[
     (CLOSE, "close with a code (default 1000) and reason"),
     (SHOW, "URL, state, headers, counts and message history"),
     (
+        WHO,
+        "ask a shardcast.v1 room who is in it (sends {\"type\":\"who\"} on <id>)",
+    ),
+    (
         LIST,
         "one line per connection, with the server's id for us (shardcast.v1)",
     ),
@@ -110,6 +114,10 @@ const CONNECT: &str = "/connect <url> [subprotocol]";
 const SEND: &str = "/send <id> <message>";
 const CLOSE: &str = "/close <id> [code] [reason]";
 const SHOW: &str = "/show <id>";
+const WHO: &str = "/who <id>";
+
+/// What `/who` sends (docs/protocol.md, "Who is here").
+const WHO_ENVELOPE: &str = r#"{"type":"who"}"#;
 const LIST: &str = "/list";
 const HELP: &str = "/help";
 const QUIT: &str = "/quit";
@@ -165,6 +173,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         }
         "show" => Command::Show {
             id: only_id(rest, SHOW)?,
+        },
+        "who" => Command::Send {
+            id: only_id(rest, WHO)?,
+            text: WHO_ENVELOPE.to_string(),
         },
         "list" => no_arguments(rest, LIST, Command::List)?,
         "help" | "?" => no_arguments(rest, HELP, Command::Help)?,
@@ -257,6 +269,19 @@ mod tests {
                 text: "hello,  world ".into()
             }
         );
+    }
+
+    #[test]
+    fn who_sends_the_who_envelope() {
+        assert_eq!(
+            parse("who 2"),
+            Ok(Some(Command::Send {
+                id: ConnectionId(2),
+                text: r#"{"type":"who"}"#.into()
+            }))
+        );
+        assert!(matches!(parse("who"), Err(ParseError::Missing { .. })));
+        assert!(matches!(parse("who 1 2"), Err(ParseError::TooMany { .. })));
     }
 
     #[test]

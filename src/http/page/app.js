@@ -13,6 +13,10 @@
 // in no URL either). A token the server refuses (expired, another room) shows the server's
 // reason and the page stops trying.
 //
+// Who is here: after each welcome the page asks `who` and keeps the member list current with
+// join and leave; unique nicknames: a name taken in the room (`nick_taken`) lets the user pick
+// another, or, on a reconnect, waits for the previous connection to let go of it.
+//
 // Length limit: the welcome states the largest message the server takes (`max_message_bytes`,
 // the whole envelope in UTF-8); the page counts exactly what it would send, shows what is
 // left near the limit and refuses to send more, keeping the text (see "the length limit").
@@ -417,6 +421,8 @@
         limitFrom(env);
         setState("connected");
         setOnline(env.online);
+        membersWelcome(env);
+        nickJoined(env);
         resumeFrom(env);
         welcomeItem = showNotice("welcome", ["You joined #" + env.room + " as ", nickNode(env.nick)]);
         settleReplay();
@@ -427,15 +433,21 @@
         break;
       case "join":
         setOnline(env.online);
+        memberChanged(env);
         showNotice("join", [nickNode(env.nick), " joined"]);
         break;
       case "leave":
         setOnline(env.online);
+        memberChanged(env);
         showNotice("leave", [nickNode(env.nick), " left"]);
         break;
       case "online":
         // The count changed with no member to name (a cluster node was lost or came back).
         setOnline(env.online);
+        askMembers();
+        break;
+      case "members":
+        receivedMembers(env);
         break;
       case "notice":
         // The server's own news (in a cluster: cross-node delivery stopped or resumed).
@@ -505,6 +517,7 @@
   }
 
   function showError(env) {
+    if (memberError(env) || nickTaken(env)) return;
     if (env.code === "history_limit") {
       // The server keeps fewer than HISTORY messages and says so; it sends what it has.
       console.info("shardcast:", env.text);
@@ -533,6 +546,8 @@
     socket = null;
     myId = null;
     clearTimers();
+    clearMembers();
+    if (wasJoined) nickLost();
     if (wasJoined) {
       const why = event.reason ? event.reason + ", " : "";
       showNotice("status", ["Disconnected (" + why + "code " + event.code + ")"]);
@@ -562,6 +577,7 @@
     const ws = socket;
     socket = null;
     myId = null;
+    clearMembers();
     if (ws) ws.close(1000, "bye");
     setState("disconnected");
   }
@@ -575,6 +591,197 @@
     wanted = true;
     attempt = 0;
     open();
+  }
+
+  // ---- who is here ---------------------------------------------------------------------
+  //
+  // The list is a snapshot (`members`, the answer to `who`) kept current by join and leave.
+  // The snapshot is taken somewhere between the `who` and its answer, so the joins and leaves
+  // that arrive in between are applied again on top of it: whichever side of the snapshot
+  // they fell on, the result is right. An `online` envelope (members nobody named: a cluster
+  // node was lost) asks again. The server answers one `who` a second per connection; the page
+  // never asks faster.
+
+  const WHO_INTERVAL_MS = 1100;
+  const BUSY_RETRY_MS = 2000;
+  const memberEls = {
+    box: document.getElementById("members"),
+    title: document.getElementById("members-title"),
+    list: document.getElementById("member-list"),
+    more: document.getElementById("members-more"),
+  };
+  const members = new Map(); // session id -> { nick, user }
+  let membersSince = null; // joins and leaves since the pending `who` was sent, or null
+  let membersTruncated = false; // the last answer listed fewer than there were
+  let lastWho = 0;
+  let whoTimer = null;
+  // Wide screens show the list at once; narrow ones keep it folded until asked.
+  if (window.matchMedia("(min-width: 761px)").matches) memberEls.box.open = true;
+
+  function membersWelcome(env) {
+    members.clear();
+    members.set(env.id, { nick: env.nick, user: env.user });
+    renderMembers();
+    askMembers();
+  }
+
+  function askMembers() {
+    if (socket === null || myId === null || whoTimer !== null) return;
+    const wait = lastWho + WHO_INTERVAL_MS - Date.now();
+    if (wait > 0) {
+      whoTimer = setTimeout(function () {
+        whoTimer = null;
+        askMembers();
+      }, wait);
+      return;
+    }
+    lastWho = Date.now();
+    membersSince = [];
+    socket.send(JSON.stringify({ type: "who" }));
+  }
+
+  function applyMember(env) {
+    if (typeof env.id !== "string") return;
+    if (env.type === "join") members.set(env.id, { nick: env.nick, user: env.user });
+    else if (env.type === "leave") members.delete(env.id);
+  }
+
+  function memberChanged(env) {
+    if (membersSince !== null) membersSince.push(env);
+    applyMember(env);
+    renderMembers();
+  }
+
+  function receivedMembers(env) {
+    if (!Array.isArray(env.members)) return;
+    members.clear();
+    for (const m of env.members) {
+      if (m !== null && typeof m === "object" && typeof m.id === "string") {
+        members.set(m.id, { nick: m.nick, user: m.user });
+      }
+    }
+    if (myId !== null && !members.has(myId)) members.set(myId, { nick: null, user: undefined });
+    for (const change of membersSince || []) applyMember(change);
+    membersSince = null;
+    membersTruncated = env.truncated === true;
+    renderMembers();
+  }
+
+  // A `who` the server could not take now; true when `env` was about the list.
+  function memberError(env) {
+    if (membersSince === null) return false;
+    if (env.code === "busy" || (env.code === "rate_limited" && /\bwho\b/.test(String(env.text)))) {
+      membersSince = null;
+      clearTimeout(whoTimer);
+      whoTimer = setTimeout(function () {
+        whoTimer = null;
+        askMembers();
+      }, BUSY_RETRY_MS);
+      return true;
+    }
+    return false;
+  }
+
+  function clearMembers() {
+    members.clear();
+    membersSince = null;
+    membersTruncated = false;
+    clearTimeout(whoTimer);
+    whoTimer = null;
+    renderMembers();
+  }
+
+  // Named members by name (as the server sorts them), then plain clients; yours marked.
+  function renderMembers() {
+    const entries = Array.from(members, function (pair) {
+      return { id: pair[0], nick: pair[1].nick, user: pair[1].user };
+    });
+    const named = function (m) {
+      return typeof m.nick === "string";
+    };
+    entries.sort(function (a, b) {
+      if (named(a) !== named(b)) return named(a) ? -1 : 1;
+      if (named(a)) {
+        const x = a.nick.toLowerCase();
+        const y = b.nick.toLowerCase();
+        if (x !== y) return x < y ? -1 : 1;
+      }
+      return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+    });
+    const items = entries.map(function (m) {
+      const item = document.createElement("li");
+      item.dataset.id = m.id;
+      item.append(nickNode(m.nick));
+      if (typeof m.user === "string") {
+        const mark = document.createElement("span");
+        mark.className = "verified";
+        mark.textContent = "\u2713";
+        mark.title = "signed in as " + m.user;
+        item.append(mark);
+      }
+      if (m.id === myId) {
+        item.classList.add("me");
+        item.dataset.me = "true";
+        const you = document.createElement("span");
+        you.className = "you";
+        you.textContent = "(you)";
+        item.append(you);
+      }
+      return item;
+    });
+    memberEls.list.replaceChildren.apply(memberEls.list, items);
+    // A big room's answer lists the first 1,000: the online count says how many more there are.
+    const online = el.online.dataset.count === "" ? 0 : Number(el.online.dataset.count);
+    const unlisted = membersTruncated ? online - entries.length : 0;
+    memberEls.more.hidden = !(unlisted > 0);
+    memberEls.more.textContent = "and " + unlisted + " more";
+    const count = Math.max(entries.length, membersTruncated ? online : 0);
+    memberEls.title.textContent = entries.length === 0 ? "Members" : "Members (" + count + ")";
+  }
+
+  // ---- unique nicknames ----------------------------------------------------------------
+  //
+  // `nick_taken` before the welcome: someone in the room has the name. After a drop, that may
+  // be this page's own previous connection, which the server has not seen go yet (up to its
+  // ping interval and pong timeout, 40 s by default): the page keeps reconnecting with the
+  // same name for a while. Otherwise the user picks another name; nothing typed is lost.
+
+  const HELD_BY_US_FOR_MS = 60000;
+  let lostAt = null; // when the last joined connection ended
+  let joinedAs = null; // the nickname of the last welcome
+
+  function nickTaken(env) {
+    if (env.code !== "nick_taken" || myId !== null) return false;
+    const nick = el.nick.value.trim();
+    const ours = lostAt !== null && joinedAs !== null &&
+      nick.toLowerCase() === joinedAs.toLowerCase() && Date.now() - lostAt < HELD_BY_US_FOR_MS;
+    if (ours && wanted && socket !== null) {
+      showNotice("status", ["\u201c" + nick + "\u201d is still held by your previous connection: retrying"]);
+      socket.close(1000, "name still held");
+      return true;
+    }
+    const item = showNotice("error", ["\u201c" + nick + "\u201d is taken in #" + room + ": choose another nickname"]);
+    item.dataset.code = "nick_taken";
+    stop();
+    el.nick.setAttribute("aria-invalid", "true");
+    el.nick.focus();
+    el.nick.select();
+    return true;
+  }
+
+  el.nick.addEventListener("input", function () {
+    el.nick.removeAttribute("aria-invalid");
+  });
+
+  // Remembers the name and the moment of a drop, for `nickTaken`.
+  function nickJoined(env) {
+    joinedAs = typeof env.nick === "string" ? env.nick : null;
+    lostAt = null;
+    el.nick.removeAttribute("aria-invalid");
+  }
+
+  function nickLost() {
+    if (joinedAs !== null && lostAt === null) lostAt = Date.now();
   }
 
   // ---- user input ----------------------------------------------------------------------
