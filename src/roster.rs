@@ -14,6 +14,7 @@
 
 use std::cmp::Ordering;
 use std::io;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -21,10 +22,10 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::chat::envelope::{self, Listed};
 use crate::cluster::ClusterLink;
-use crate::control::{API_TIMEOUT, Control, MemberInfo, Reply};
+use crate::control::{API_TIMEOUT, Control, MemberInfo, Reply, Target};
 use crate::error::ServerError;
 use crate::frame::SharedFrame;
-use crate::ids::{SessionKey, ShardId};
+use crate::ids::{SessionId, SessionKey, ShardId};
 use crate::mesh::{PeerHandle, ShardMsg};
 use crate::room::RoomId;
 
@@ -50,13 +51,32 @@ pub struct WhoJob {
 /// How a loop hands the `roster` thread a `who` (held by every loop).
 #[derive(Clone, Debug)]
 pub struct RosterDoor {
-    tx: Sender<WhoJob>,
+    tx: Sender<Job>,
 }
+
+/// What the roster thread does.
+#[derive(Debug)]
+enum Job {
+    /// Answer a `who`.
+    Who(WhoJob),
+    /// Close this session of the node: its nickname was taken back by a new connection of
+    /// the same client (a reclaim token, `crate::names`), on whichever loop that landed.
+    Replace(SessionId),
+}
+
+/// The close frame's text for a session whose nickname a new connection took back.
+pub const REPLACED: &str = "replaced by a new connection";
 
 impl RosterDoor {
     /// Hands over `job`; false when too many wait (the caller answers `busy`).
     pub fn submit(&self, job: WhoJob) -> bool {
-        self.tx.try_send(job).is_ok()
+        self.tx.try_send(Job::Who(job)).is_ok()
+    }
+
+    /// Has session `old` closed (1000, [`REPLACED`]); false when too many jobs wait (it is
+    /// then closed when its liveness deadline finds it gone, as before reclaims existed).
+    pub fn replace(&self, old: SessionId) -> bool {
+        self.tx.try_send(Job::Replace(old)).is_ok()
     }
 }
 
@@ -77,9 +97,16 @@ pub fn start(
 fn serve(
     loops: &[PeerHandle],
     cluster: Option<&ClusterLink>,
-    jobs: &Receiver<WhoJob>,
+    jobs: &Receiver<Job>,
 ) -> io::Result<()> {
     for job in jobs {
+        let job = match job {
+            Job::Who(job) => job,
+            Job::Replace(old) => {
+                replace(loops, old);
+                continue;
+            }
+        };
         let frame = answer(loops, cluster, &job.room);
         let control = Control::Roster {
             key: job.key,
@@ -97,6 +124,27 @@ fn serve(
         }
     }
     Ok(())
+}
+
+/// Asks the loop of session `old` to close it as replaced (nobody waits for the answer).
+fn replace(loops: &[PeerHandle], old: SessionId) {
+    let Some(peer) = loops.get(usize::from(old.worker)) else {
+        return;
+    };
+    let (reply, _) = crossbeam_channel::bounded(1);
+    let control = Control::Disconnect {
+        target: Target::Session(old),
+        code: 1000,
+        text: Arc::from(REPLACED),
+        reply,
+    };
+    if peer
+        .tx
+        .send_timeout(ShardMsg::Control(Box::new(control)), API_TIMEOUT)
+        .is_ok()
+    {
+        let _ = peer.waker.wake();
+    }
 }
 
 /// The `members` envelope for `room`: every loop's members (and other nodes', in a

@@ -28,6 +28,10 @@ pub enum ClientEnvelope {
         /// Resume after this position (docs/protocol.md, "History and resume").
         #[serde(default)]
         since: Option<HelloSince>,
+        /// Take the nickname back from this client's earlier connection: the `reclaim` of
+        /// its welcome (docs/protocol.md, "Unique nicknames").
+        #[serde(default)]
+        reclaim: Option<String>,
     },
     /// A message for the room.
     Message {
@@ -169,6 +173,10 @@ enum ServerEnvelope<'a> {
         /// `--max-message`: the largest message (the whole envelope, in bytes) the server
         /// takes, so that a client can refuse a longer one instead of being closed with 1009.
         max_message_bytes: usize,
+        /// The token with which a new connection of this client takes the nickname back
+        /// from this one (`crate::names`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reclaim: Option<&'a str>,
     },
     Message {
         id: &'a str,
@@ -273,6 +281,7 @@ pub fn welcome(
     online: u64,
     start: WelcomeStart,
     max_message_bytes: usize,
+    reclaim: Option<&str>,
 ) -> SharedFrame {
     frame(&ServerEnvelope::Welcome {
         id: who.id,
@@ -285,6 +294,7 @@ pub fn welcome(
         replay: start.replay,
         recovered: start.recovered,
         max_message_bytes,
+        reclaim,
     })
 }
 
@@ -434,7 +444,8 @@ mod tests {
                 nick: Some("ann".into()),
                 token: None,
                 history: None,
-                since: None
+                since: None,
+                reclaim: None
             })
         );
         assert_eq!(
@@ -448,7 +459,8 @@ mod tests {
                 since: Some(HelloSince {
                     epoch: "x".into(),
                     offset: 3
-                })
+                }),
+                reclaim: None
             })
         );
         assert_eq!(
@@ -457,7 +469,8 @@ mod tests {
                 nick: None,
                 token: Some(TokenText("a.b.c".into())),
                 history: None,
-                since: None
+                since: None,
+                reclaim: None
             })
         );
         assert_eq!(
@@ -490,19 +503,28 @@ mod tests {
             nick: Some("ann"),
             user: None,
         };
-        let v = payload(&welcome(ann, "a", 3, WelcomeStart::default(), 65536));
+        let v = payload(&welcome(ann, "a", 3, WelcomeStart::default(), 65536, None));
         assert_eq!(
             v,
             serde_json::json!({"type":"welcome","id":"0.1","room":"a","nick":"ann","online":3,
                 "max_message_bytes":65536})
         );
+        let v = payload(&welcome(
+            ann,
+            "a",
+            3,
+            WelcomeStart::default(),
+            65536,
+            Some("0.1.ab"),
+        ));
+        assert_eq!(v["reclaim"], "0.1.ab");
         let start = WelcomeStart {
             epoch: Some("00000000000000ff"),
             offset: Some(9),
             replay: Some(2),
             recovered: Some(true),
         };
-        let v = payload(&welcome(ann, "a", 3, start, 100));
+        let v = payload(&welcome(ann, "a", 3, start, 100, None));
         assert_eq!(
             v,
             serde_json::json!({"type":"welcome","id":"0.1","room":"a","nick":"ann","online":3,
@@ -572,7 +594,14 @@ mod tests {
         );
         let v = payload(&message(carol, "hi", 7, Place::default()));
         assert_eq!(v["user"], "u-7");
-        let v = payload(&welcome(carol, "a", 4, WelcomeStart::default(), 65536));
+        let v = payload(&welcome(
+            carol,
+            "a",
+            4,
+            WelcomeStart::default(),
+            65536,
+            None,
+        ));
         assert_eq!(v["user"], "u-7");
         let v = payload(&error_saying(ErrorCode::Unauthorized, "token expired"));
         assert_eq!(

@@ -63,6 +63,9 @@ pub struct Resume {
     replay_left: u64,
     /// That welcome's offset, taken as the position once its replay has arrived.
     welcome_offset: Option<u64>,
+    /// The last welcome's token for taking the nickname back from a connection the server
+    /// has not yet seen go (`reclaim=`, docs/protocol.md "Unique nicknames").
+    reclaim: Option<String>,
 }
 
 /// The fields of a server envelope that resuming needs (docs/protocol.md).
@@ -78,6 +81,8 @@ struct Envelope<'a> {
     replay: Option<u64>,
     #[serde(default)]
     recovered: Option<bool>,
+    #[serde(default)]
+    reclaim: Option<String>,
 }
 
 impl Resume {
@@ -87,9 +92,13 @@ impl Resume {
         self.asked = self.position.clone();
         self.replay_left = 0;
         self.welcome_offset = None;
-        match &self.asked {
+        let target = match &self.asked {
             Some(position) => base.with_query_param("since", &position.to_string()),
             None => base.clone(),
+        };
+        match &self.reclaim {
+            Some(token) => target.with_query_param("reclaim", token),
+            None => target,
         }
     }
 
@@ -117,6 +126,9 @@ impl Resume {
     }
 
     fn welcome(&mut self, welcome: Envelope<'_>) -> Admit {
+        if welcome.reclaim.is_some() {
+            self.reclaim.clone_from(&welcome.reclaim);
+        }
         let asked = self.asked.take();
         let recovered = welcome.recovered == Some(true)
             && asked
@@ -206,6 +218,19 @@ mod tests {
 
     fn target() -> Target {
         Target::parse("ws://h:1/r?nick=n&history=5").unwrap()
+    }
+
+    #[test]
+    fn the_next_connection_brings_the_last_welcomes_reclaim_token() {
+        let mut resume = Resume::default();
+        resume.target(&target());
+        let with_token =
+            welcome(E1, 3, 0, None).replace(r#""online":1"#, r#""online":1,"reclaim":"0.1.ab""#);
+        resume.admit(&with_token);
+        assert_eq!(
+            resume.target(&target()).to_string(),
+            format!("ws://h:1/r?nick=n&history=5&since={E1}:3&reclaim=0.1.ab")
+        );
     }
 
     #[test]

@@ -178,6 +178,9 @@ pub enum Dispatch {
         dialect: Dialect,
         /// The `?nick=` query parameter, unvalidated (v1 only).
         nick: Option<String>,
+        /// The `?reclaim=` query parameter: a token to take the nickname back from this
+        /// client's earlier connection (v1 only; `crate::names`).
+        reclaim: Option<String>,
         /// What `?history=` and `?since=` ask of the room's history (`history` not capped yet).
         ask: Ask,
         /// The `101 Switching Protocols` answer.
@@ -331,9 +334,9 @@ impl Site {
                     &[("Retry-After", "5")],
                 ));
             }
-            let nick = match dialect {
-                Dialect::V1 => head.query_param("nick"),
-                Dialect::Plain => None,
+            let (nick, reclaim) = match dialect {
+                Dialect::V1 => (head.query_param("nick"), head.query_param("reclaim")),
+                Dialect::Plain => (None, None),
             };
             if identity.is_some() {
                 counters.bump(Counter::TokenOk);
@@ -342,6 +345,7 @@ impl Site {
                 room,
                 dialect,
                 nick,
+                reclaim,
                 ask,
                 response,
                 identity,

@@ -139,6 +139,7 @@ impl<S: Transport> Session<S> {
                     room,
                     dialect,
                     nick,
+                    reclaim,
                     ask,
                     response,
                     identity,
@@ -166,7 +167,7 @@ impl<S: Transport> Session<S> {
                     events.push(Event::Upgraded);
                     match dialect {
                         Dialect::Plain => events.push(Event::Joined(room, ask)),
-                        Dialect::V1 => self.greet_v1(nick, name, ask, cx, events),
+                        Dialect::V1 => self.greet_v1(nick, reclaim, name, ask, cx, events),
                     }
                     return self.consume_ws(&rest, cx, events, budget);
                 }

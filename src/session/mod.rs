@@ -81,6 +81,9 @@ pub enum Event {
     Message(Post),
     /// A v1 member asked who is in its room (`crate::roster`).
     Who,
+    /// The session took its nickname back from its own earlier connection, this one, with a
+    /// reclaim token: close it (`crate::names`).
+    Replaced(SessionId),
     /// The session read a server API request (`/api/` on the main port): hand it to the API
     /// service, whose answer comes back through the loop's inbox ([`Session::api_answer`]).
     Api(Box<FullRequest>),

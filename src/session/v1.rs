@@ -44,17 +44,21 @@ pub struct NameTaker<'a> {
     pub names: &'a NameClaims,
     /// The session.
     pub session: SessionId,
+    /// A reclaim token for the name (`?reclaim=`, or a `hello`'s `reclaim`).
+    pub reclaim: Option<&'a str>,
 }
 
 impl NameTaker<'_> {
     /// Claims `nick` in `room` (`verified`: it is the token's name; `user`: the session's
-    /// signed-in user): `nick_taken` when another member holds it.
+    /// signed-in user): `nick_taken` when another member holds it. A session that the name
+    /// was taken back from with a reclaim token is to be closed: [`Event::Replaced`].
     fn take(
         self,
         room: Option<&RoomId>,
         nick: &Nick,
         verified: bool,
         user: Option<&str>,
+        events: &mut Vec<Event>,
     ) -> Result<(), ErrorCode> {
         let Some(room) = room else {
             return Ok(());
@@ -63,10 +67,16 @@ impl NameTaker<'_> {
             session: self.session,
             user,
             verified,
+            reclaim: self.reclaim,
         };
-        self.names
+        let claimed = self
+            .names
             .claim(room, nick, who)
-            .map_err(|_| ErrorCode::NickTaken)
+            .map_err(|_| ErrorCode::NickTaken)?;
+        if let Some(old) = claimed.replaced {
+            events.push(Event::Replaced(old));
+        }
+        Ok(())
     }
 }
 
@@ -80,6 +90,8 @@ pub struct AwaitingHello {
     pub ask: Ask,
     /// A valid `?nick=` kept while the client's token is due in its `hello`.
     pub nick: Option<Nick>,
+    /// The query's `?reclaim=`, for the name the `hello` asks for.
+    pub reclaim: Option<Box<str>>,
 }
 
 /// What the session must tell a v1 client about one of its envelopes.
@@ -137,6 +149,7 @@ pub fn on_text(
                 token,
                 history,
                 since,
+                reclaim,
             }),
             None,
         ) => {
@@ -161,7 +174,12 @@ pub fn on_text(
                 },
             };
             let user = state.grant.as_ref().map(|g| &*g.user);
-            if let Err(code) = state.names.take(state.room, &chosen, verified, user) {
+            let kept_reclaim = state.hello.as_ref().and_then(|h| h.reclaim.as_deref());
+            let names = NameTaker {
+                reclaim: reclaim.as_deref().or(kept_reclaim),
+                ..state.names
+            };
+            if let Err(code) = names.take(state.room, &chosen, verified, user, events) {
                 return error(code);
             }
             *state.nick = Some(chosen);
@@ -270,7 +288,7 @@ pub fn greet(
     if token_due {
         return Ok(Greeting::Awaiting(Some(chosen)));
     }
-    names.take(room, &chosen, verified, user)?;
+    names.take(room, &chosen, verified, user, events)?;
     *own = Some(chosen);
     if let Some(room) = room {
         events.push(Event::Joined(room.clone(), ask));
@@ -305,6 +323,7 @@ mod tests {
                 since: None,
             },
             nick: None,
+            reclaim: None,
         }));
         on_text(
             text,
@@ -318,6 +337,7 @@ mod tests {
                 names: NameTaker {
                     names: &NameClaims::default(),
                     session: SessionId::default(),
+                    reclaim: None,
                 },
             },
             || Arc::from("0.1"),
@@ -340,6 +360,7 @@ mod tests {
                 names: NameTaker {
                     names: &names,
                     session: SessionId { worker: 0, seq },
+                    reclaim: None,
                 },
             };
             on_text(text, state, || Arc::from("x"), &mut Vec::new())
@@ -349,6 +370,7 @@ mod tests {
                 until: Instant::now(),
                 ask: Ask::default(),
                 nick: None,
+                reclaim: None,
             }))
         };
         let (mut first, mut second) = (None, None);
@@ -581,6 +603,7 @@ mod tests {
                 names: NameTaker {
                     names: &names,
                     session: SessionId { worker: 0, seq },
+                    reclaim: None,
                 },
                 user: None,
             };

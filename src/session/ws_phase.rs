@@ -85,6 +85,7 @@ impl<S: Transport> Session<S> {
                                         names: v1::NameTaker {
                                             names: cx.site.names(),
                                             session: self.id,
+                                            reclaim: None,
                                         },
                                     };
                                     let (id_slot, id) = (&mut self.id_text, self.id);
@@ -207,6 +208,7 @@ impl<S: Transport> Session<S> {
     pub(super) fn greet_v1(
         &mut self,
         nick: Option<String>,
+        reclaim: Option<String>,
         name: Option<Nick>,
         ask: Ask,
         cx: &mut Ctx,
@@ -223,6 +225,7 @@ impl<S: Transport> Session<S> {
             names: v1::NameTaker {
                 names: cx.site.names(),
                 session: self.id,
+                reclaim: reclaim.as_deref(),
             },
             user: self.grant.as_deref().map(|g| &*g.user),
         };
@@ -240,6 +243,7 @@ impl<S: Transport> Session<S> {
                 until: cx.now + cx.config.handshake_timeout,
                 ask,
                 nick: kept,
+                reclaim: reclaim.map(String::into_boxed_str),
             }));
         }
     }

@@ -146,7 +146,7 @@ impl<R: Reach> Shard<R> {
 
     /// Closes every open WebSocket of this loop that `target` names, with `code` and `text`;
     /// returns how many. They leave their rooms at once (the others are told).
-    fn disconnect(&mut self, target: &Target, code: u16, text: &str) -> u64 {
+    pub(super) fn disconnect(&mut self, target: &Target, code: u16, text: &str) -> u64 {
         let mut closed = 0;
         for key in self.table.keys() {
             let mut cx = self.common.ctx(self.now, &mut self.counters);

@@ -90,6 +90,7 @@ impl<R: Reach> Shard<R> {
             return;
         };
         let (table, config) = (&mut self.table, &self.common.config);
+        let names = self.common.site.names();
         // In a cluster cut off from the other nodes, a v1 joiner learns it with the others.
         let cut_off = self.cluster.as_ref().is_some_and(|c| c.cut_off());
         let online = self
@@ -111,12 +112,16 @@ impl<R: Reach> Shard<R> {
                             // History off: a resume cannot be vouched for.
                             recovered: start.map_or(resumed.then_some(false), |st| st.recovered),
                         };
+                        let reclaim = s
+                            .nick()
+                            .map(|nick| names.reclaim_token(&room, nick, s.id()));
                         s.push_own(envelope::welcome(
                             who,
                             room.as_str(),
                             online,
                             place,
                             config.max_message,
+                            reclaim.as_deref(),
                         ));
                     }
                     for out in start.map_or(&[][..], |st| &st.replay) {

@@ -476,6 +476,7 @@ impl<R: Reach> Shard<R> {
                 Event::Joined(room, ask) => self.join(key, room, ask),
                 Event::Message(post) => self.fan_out(key, post),
                 Event::Who => self.who(key),
+                Event::Replaced(old) => self.replaced(old),
                 Event::Api(request) => self.api_request(key, request),
             }
         }

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::chat::envelope::{self, ErrorCode};
+use crate::control::Target;
 use crate::frame::SharedFrame;
-use crate::ids::SessionKey;
+use crate::ids::{SessionId, SessionKey};
 use crate::metrics::Counter;
 use crate::models::Reach;
 use crate::roster::WhoJob;
@@ -77,6 +78,16 @@ impl<R: Reach> Shard<R> {
         if !taken {
             self.counters.bump(Counter::EnvelopeErrors);
             self.answer_who(key, generation, envelope::error(ErrorCode::Busy));
+        }
+    }
+
+    /// Closes session `old`, whose nickname a new connection of the same client took back
+    /// (`crate::names`): at once when it is this loop's, through the roster thread otherwise.
+    pub(super) fn replaced(&mut self, old: SessionId) {
+        if usize::from(old.worker) == self.id.0 {
+            self.disconnect(&Target::Session(old), 1000, crate::roster::REPLACED);
+        } else if !self.common.roster.as_ref().is_some_and(|r| r.replace(old)) {
+            tracing::debug!(session = %old, "could not have the replaced session closed");
         }
     }
 

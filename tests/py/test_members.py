@@ -12,7 +12,7 @@ import asyncio
 import json
 import resource
 
-from chat import connect, envelope, expect, run, v1
+from chat import close_received, connect, envelope, expect, run, v1
 from test_auth import Keys, start as start_auth
 from test_cluster import start_nodes, wait_subscribed
 
@@ -147,6 +147,58 @@ def test_a_taken_nickname_is_refused_whatever_its_case_and_another_may_be_chosen
             assert (await expect(again, "welcome"))["nick"] == "Ann"
 
     run(go())
+
+
+def test_a_reclaim_token_takes_the_name_back_from_a_connection_not_yet_seen_gone(server):
+    """A client whose connection dropped unnoticed (here: still open, as the server sees it)
+    comes back with its welcome's reclaim token and gets its name at once; the old connection
+    is closed 1000 as replaced, and the others see it leave and the new one join. The token
+    works once, for that name and room, and a made-up one does not."""
+    srv = server(workers=WORKERS)
+
+    async def go():
+        async with v1(srv.port, "r", "bob") as bob, v1(srv.port, "r", "ann") as old:
+            await expect(bob, "welcome")
+            first = await expect(old, "welcome")
+            token = first["reclaim"]
+            assert token.startswith(first["id"] + "."), token
+            assert (await expect(bob, "join"))["id"] == first["id"]
+            # Without it, or with a forged one, the name is taken.
+            forged = token[:-1] + ("0" if token[-1] != "0" else "1")
+            for query in ("", f"reclaim={forged}", "reclaim=nonsense"):
+                async with v1(srv.port, "r", "ann", query=query) as ws:
+                    assert (await expect(ws, "error"))["code"] == "nick_taken", query
+            # With it: on another loop (round-robin), in another case, in the query.
+            async with v1(srv.port, "r", "Ann", query=f"reclaim={token}") as new:
+                welcome = await expect(new, "welcome")
+                assert welcome["nick"] == "Ann" and welcome["id"] != first["id"]
+                assert welcome["reclaim"] != token
+                code, reason = await close_received(old)
+                assert (code, reason) == (1000, "replaced by a new connection")
+                seen = {}
+                while len(seen) < 2:
+                    env = await envelope(bob)
+                    seen[env["type"]] = env
+                assert seen["leave"]["id"] == first["id"]
+                assert seen["join"]["id"] == welcome["id"] and seen["join"]["nick"] == "Ann"
+                # Spent: the old token takes nothing from the new holder.
+                async with v1(srv.port, "r", "ann", query=f"reclaim={token}") as late:
+                    assert (await expect(late, "error"))["code"] == "nick_taken"
+                # The new token works in a hello too.
+                async with v1(srv.port, "r") as hello:
+                    await hello.send(json.dumps(
+                        {"type": "hello", "nick": "ann", "reclaim": welcome["reclaim"]}
+                    ))
+                    third = await expect(hello, "welcome")
+                    assert third["nick"] == "ann"
+                    assert (await close_received(new))[0] == 1000
+                    # The query's token serves a later hello (as the terminal client sends).
+                    async with v1(srv.port, "r", query=f"reclaim={third['reclaim']}") as fourth:
+                        await fourth.send(json.dumps({"type": "hello", "nick": "ann"}))
+                        assert (await expect(fourth, "welcome"))["nick"] == "ann"
+                        assert (await close_received(hello))[0] == 1000
+
+    run(go(), timeout=60)
 
 
 def test_racing_joins_on_every_loop_give_a_name_to_one(server):

@@ -74,6 +74,7 @@
   let socket = null;
   let wanted = false;
   let myId = null; // session id from the current socket's welcome
+  let reclaim = null; // the last welcome's token for taking the nickname back (reconnects)
   let attempt = 0; // reconnect attempts since the last welcome
   let retryTimer = null;
   let countdownTimer = null;
@@ -372,6 +373,9 @@
     query += "history=" + HISTORY;
     sentSince = epoch !== null;
     if (sentSince) query += "&since=" + epoch + ":" + lastOffset;
+    // The last welcome's token takes the name back from a connection of this page that the
+    // server has not yet seen drop (it is good for that name only, so a new name ignores it).
+    if (reclaim !== null) query += "&reclaim=" + encodeURIComponent(reclaim);
     const ws = new WebSocket(baseUrl + query, SUBPROTOCOL);
     ws.binaryType = "arraybuffer";
     socket = ws;
@@ -419,6 +423,7 @@
           // Storage may be disabled (private mode); the nick just is not remembered.
         }
         limitFrom(env);
+        reclaim = typeof env.reclaim === "string" ? env.reclaim : null;
         setState("connected");
         setOnline(env.online);
         membersWelcome(env);
