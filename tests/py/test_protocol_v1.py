@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import signal
 import subprocess
@@ -72,8 +73,10 @@ def test_welcome_message_join_and_leave_envelopes(server):
             w = await expect(ann, "welcome")
             assert w == {"type": "welcome", "id": w["id"], "room": "room1", "nick": "ann",
                          "online": 1, "epoch": w["epoch"], "offset": 0, "replay": 0,
-                         "max_message_bytes": 65536}
+                         "max_message_bytes": 65536, "reclaim": w["reclaim"]}
             assert len(w["epoch"]) == 16 and int(w["epoch"], 16) >= 0
+            # The session id, then 128 bits of HMAC in hex.
+            assert re.fullmatch(re.escape(w["id"]) + r"\.[0-9a-f]{32}", w["reclaim"]), w
             async with v1(srv.port, "room1") as bob:
                 # No nick yet: not a member, nothing but errors until hello.
                 await bob.send(json.dumps({"type": "message", "text": "early"}))
