@@ -602,7 +602,7 @@ step("a page resumes after its connection drops, missing nothing and showing not
     await waitItem(hal, "message", missed.at(-1));
     const resumed = hal.sockets.slice(1);
     assert.ok(
-      resumed.length > 0 && resumed.every((url) => new RegExp(`&history=${HISTORY}&since=[0-9a-f]{16}:\\d+$`).test(url)),
+      resumed.length > 0 && resumed.every((url) => new RegExp(`&history=${HISTORY}&since=[0-9a-f]{16}:\\d+&reclaim=[0-9]+\\.[0-9]+\\.[0-9a-f]{32}$`).test(url)),
       `every reconnect asks to resume: ${JSON.stringify(resumed)}`,
     );
     const seen = await messages(hal);
@@ -670,7 +670,7 @@ step("pages reconnect by themselves after a server restart", async () => {
   assert.equal(await welcomes(cy), 2, "a new welcome");
   // A restarted server has a new history epoch: it cannot vouch that nothing was missed.
   for (const page of [ann, cy]) {
-    assert.match(page.sockets.at(-1), /&since=[0-9a-f]{16}:\d+$/, "the page asked to resume");
+    assert.match(page.sockets.at(-1), /&since=[0-9a-f]{16}:\d+(&reclaim=[0-9.a-f]+)?$/, "the page asked to resume");
     await waitItem(page, "gap", "some messages may be missing");
     assert.equal(await count(page, "#messages li.gap"), 1, "one marker");
     const kinds = (await items(page)).map((i) => i.kind);
