@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from conftest import BIN, MODEL, REPO
+from wire import wait_for
 
 LOAD = Path(os.environ.get("SHARDCAST_LOAD", REPO / "target/release/shardcast-load"))
 SVG = "{http://www.w3.org/2000/svg}"
@@ -156,11 +157,31 @@ def test_the_server_beside_the_load_generator_is_the_default(tmp_path):
     assert run["report"]["loss"] == 0
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes `pid` started (any of its threads), from /proc; none once it is gone."""
+    try:
+        return [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
+    except FileNotFoundError:
+        return []
+
+
+def gone(pid: int) -> bool:
+    """The process has exited: reaped, or a zombie waiting for init to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
 def test_a_killed_load_generator_leaves_no_server_behind(tmp_path):
     """SIGKILL to `shardcast-load` alone (no cleanup runs): the server it started for a
     comparison still stops (the kernel's parent-death signal), within its drain timeout."""
     import signal
-    import time
 
     load = subprocess.Popen(
         [str(LOAD), "compare", "--server-bin", str(BIN), "--models", MODEL, "--workers", "1",
@@ -169,37 +190,14 @@ def test_a_killed_load_generator_leaves_no_server_behind(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        children: list[int] = []
-        deadline = time.monotonic() + 20
-        while not children and time.monotonic() < deadline:
-            try:
-                tasks = Path(f"/proc/{load.pid}/task").iterdir()
-                children = [
-                    int(pid)
-                    for task in tasks
-                    for pid in (task / "children").read_text().split()
-                ]
-            except FileNotFoundError:
-                break
-            time.sleep(0.1)
-        assert children, "compare started no server"
-        (server,) = children
+        (server,) = wait_for(lambda: children_of(load.pid), 20, "compare starting a server")
         load.send_signal(signal.SIGKILL)
         load.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
-            # Reaped by init once it exits; a zombie counts as gone.
-            try:
-                state = Path(f"/proc/{server}/stat").read_text().split(")")[-1].split()[0]
-            except FileNotFoundError:
-                break
-            if state == "Z":
-                break
-            time.sleep(0.1)
-        else:
-            if Path(f"/proc/{server}").exists():
-                os.kill(server, signal.SIGKILL)
-                raise AssertionError("the server outlived the load generator")
+        try:
+            wait_for(lambda: gone(server), 20, "the server stopping after the load generator")
+        except AssertionError:
+            os.kill(server, signal.SIGKILL)
+            raise
     finally:
         if load.poll() is None:
             load.kill()
