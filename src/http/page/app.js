@@ -746,10 +746,13 @@
 
   // ---- unique nicknames ----------------------------------------------------------------
   //
-  // `nick_taken` before the welcome: someone in the room has the name. After a drop, that may
-  // be this page's own previous connection, which the server has not seen go yet (up to its
-  // ping interval and pong timeout, 40 s by default): the page keeps reconnecting with the
-  // same name for a while. Otherwise the user picks another name; nothing typed is lost.
+  // `nick_taken` before the welcome: someone in the room has the name. After a drop the page
+  // reconnects with its last welcome's reclaim token, which takes the name back from its own
+  // previous connection at once. The token can miss only when an attempt took the name and
+  // dropped before its welcome (and new token) arrived; that connection holds the name until
+  // the server sees it go (up to its ping interval and pong timeout, 40 s by default), so the
+  // page keeps reconnecting with the same name for a while. Otherwise the user picks another
+  // name; nothing typed is lost.
 
   const HELD_BY_US_FOR_MS = 60000;
   let lostAt = null; // when the last joined connection ended
