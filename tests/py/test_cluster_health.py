@@ -178,16 +178,23 @@ def test_two_nodes_started_at_once_with_one_id_one_runs_and_one_is_refused(redis
             proc.stdout.close()
 
 
+async def ann_plain_and_bob(a, b, redis, room: str):
+    """v1 `ann` and a plain member on node `a`, v1 `bob` on node `b`, all in `room`, both
+    nodes subscribed to it."""
+    ann = await connect(a.port, f"{room}?nick=ann", subprotocols=V1)
+    await welcome_until_online(ann, 1)
+    plain = await connect(a.port, room)
+    bob = await connect(b.port, f"{room}?nick=bob", subprotocols=V1)
+    await welcome_until_online(bob, 3)
+    wait_subscribed(redis, room, 2)
+    return ann, plain, bob
+
+
 def test_a_running_node_whose_id_was_taken_stands_aside_and_says_so(server, redis):
     a, b = start_nodes(server, redis, 2)
 
     async def main():
-        ann = await connect(a.port, "aside?nick=ann", subprotocols=V1)
-        await welcome_until_online(ann, 1)
-        plain = await connect(a.port, "aside")
-        bob = await connect(b.port, "aside?nick=bob", subprotocols=V1)
-        await welcome_until_online(bob, 3)
-        wait_subscribed(redis, "aside", 2)
+        ann, plain, bob = await ann_plain_and_bob(a, b, redis, "aside")
 
         # Another process holds node a's id now (as after a long partition of node a, while a
         # new process took the id): a's next renewal finds it.
@@ -221,12 +228,7 @@ def test_a_redis_outage_shows_in_health_and_v1_members_hear_of_it(server, redis)
     a, b = start_nodes(server, redis, 2)
 
     async def main():
-        ann = await connect(a.port, "out?nick=ann", subprotocols=V1)
-        await welcome_until_online(ann, 1)
-        plain = await connect(a.port, "out")
-        bob = await connect(b.port, "out?nick=bob", subprotocols=V1)
-        await welcome_until_online(bob, 3)
-        wait_subscribed(redis, "out", 2)
+        ann, plain, bob = await ann_plain_and_bob(a, b, redis, "out")
         ok = {"status": "ok", "shards": expected_shards(2), "connections": 2}
         # Polled: the scrapes of a moment ago may not be reaped yet.
         wire.wait_for(lambda: health(a.port) == (200, ok), LINK_BOUND, "ok, two connections")
