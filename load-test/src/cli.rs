@@ -51,6 +51,10 @@ pub enum Scenario {
     /// lost and duplicated across reconnects (from each subscriber's offsets), recovered and
     /// unrecovered resumes, and catch-up time. Exits non-zero if a message was lost or
     /// duplicated although every resume was recovered, or if the server sent no offsets.
+    ///
+    /// With several --url (nodes of one cluster), subscribers and publishers are spread over
+    /// them and each reconnect goes to the next URL, so a resume lands on another node; the
+    /// report counts the reconnects that changed node.
     Resume(ResumeArgs),
 }
 

@@ -16,6 +16,7 @@
 //! - `run`: the run in progress — its phases, one loop turn, its connections;
 //! - [`subscriber`]: the resume recipe and the catch-up clock of one subscriber;
 //! - [`offsets`]: its books of offsets (duplicates, holes), across connections and epochs;
+//! - [`tokens`]: its books of tokens, which tell what offsets cannot across epochs;
 //! - [`envelope`]: the server envelopes it reads;
 //! - [`link`]: one connection, ended politely or abruptly;
 //! - [`publisher`]: the open-loop schedule of a plain or v1 publisher;
@@ -30,6 +31,7 @@ pub mod publisher;
 pub mod report;
 mod run;
 pub mod subscriber;
+pub mod tokens;
 
 use std::io;
 

@@ -40,6 +40,12 @@ pub struct ResumeReport {
     pub server_dropped: u64,
     /// Reconnects dialed, and those that failed to connect or upgrade (retried).
     pub reconnects: u64,
+    /// Reconnects dialed to another server address than the connection before (with several
+    /// `--url`s each reconnect moves on to the next one; with one, 0).
+    pub reconnects_to_another_node: u64,
+    /// Reconnects that ended (dropped, refused, closed) before their welcome: the rest were
+    /// answered (`recovered`, `not_recovered`, `unanswered`), or still joining at the end.
+    pub reconnects_unwelcomed: u64,
     pub reconnect_failures: u64,
     /// Resumes answered `recovered: true`, `false`, and without `recovered` at all.
     pub recovered: u64,
@@ -60,11 +66,20 @@ pub struct ResumeReport {
     pub duplicates: u64,
     /// Holes in a subscriber's offsets, from its first welcome to the highest it saw.
     pub lost: u64,
+    /// Messages sent that a subscriber never received, by their token, summed: unlike `lost`
+    /// this sees across epochs (a resume on a node with its own numbering, a restarted
+    /// server), and it includes the tail still missing at the end.
+    pub missed: u64,
+    /// Messages a subscriber received more than once, by their token, summed: unlike
+    /// `duplicates` this sees across epochs; it includes history asked for with `--history`
+    /// that repeats what the subscriber had (allowed after an unrecovered resume).
+    pub received_twice: u64,
     /// Offsets a subscriber still lacked at the end, up to the room's last message.
     pub tail_missing: u64,
     /// Subscribers not caught up (connected, live, at the last offset) when the drain ended.
     pub behind_at_end: u64,
-    /// The room's last offset, as the generator knows it.
+    /// The room's last offset, as the generator knows it (the highest over the epochs the
+    /// subscribers end in: nodes that number a room each on their own have one each).
     pub final_offset: u64,
     /// Every subscriber caught up before the drain ended.
     pub drained: bool,
@@ -126,13 +141,18 @@ impl ResumeReport {
         );
         let _ = writeln!(
             s,
-            "  drops        {} abrupt; server closed {} {:?}, dropped {}; {} reconnects ({} failed)",
+            "  drops        {} abrupt; server closed {} {:?}, dropped {}; {} reconnects ({} failed{})",
             self.drops,
             self.server_close_codes.values().sum::<u64>(),
             self.server_close_codes,
             self.server_dropped,
             self.reconnects,
-            self.reconnect_failures
+            self.reconnect_failures,
+            if self.reconnects_to_another_node > 0 {
+                format!(", {} to another node", self.reconnects_to_another_node)
+            } else {
+                String::new()
+            }
         );
         let c = &self.catch_up_ms;
         let _ = writeln!(
@@ -178,6 +198,11 @@ impl ResumeReport {
                 "CONTRADICTS the recovered resumes"
             } else if self.welcomes_without_offset + self.messages_without_offset > 0 {
                 "not measurable: the server sent no offsets"
+            } else if self.lost + self.duplicates == 0
+                && self.missed + self.received_twice > 0
+                && self.not_recovered > 0
+            {
+                "as far as offsets tell; resumes into another epoch (below) are unrecovered"
             } else if self.lost + self.duplicates == 0 && self.drained {
                 "exact"
             } else if self.lost + self.duplicates == 0 {
@@ -185,6 +210,11 @@ impl ResumeReport {
             } else {
                 "explained by unrecovered resumes"
             }
+        );
+        let _ = writeln!(
+            s,
+            "  by token     {} missed, {} received twice (over all epochs and nodes)",
+            self.missed, self.received_twice
         );
         let anomalies = self.unparsable
             + self.messages_without_offset
@@ -225,6 +255,10 @@ impl ResumeReport {
             ("sent", self.sent.to_string()),
             ("drops", self.drops.to_string()),
             ("reconnects", self.reconnects.to_string()),
+            (
+                "reconnects_to_another_node",
+                self.reconnects_to_another_node.to_string(),
+            ),
             ("recovered", self.recovered.to_string()),
             ("not_recovered", self.not_recovered.to_string()),
             ("catch_up_p50_ms", format!("{:.3}", c.p50)),
@@ -233,6 +267,8 @@ impl ResumeReport {
             ("delivered", self.delivered.to_string()),
             ("lost", self.lost.to_string()),
             ("duplicates", self.duplicates.to_string()),
+            ("missed", self.missed.to_string()),
+            ("received_twice", self.received_twice.to_string()),
             ("tail_missing", self.tail_missing.to_string()),
             ("p99_ms", format!("{:.3}", self.latency_ms.p99)),
             (

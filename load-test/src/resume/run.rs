@@ -55,7 +55,9 @@ enum Phase {
 struct SubSlot {
     sub: Subscriber,
     link: Option<Link>,
-    /// Index into the targets.
+    /// Index into the targets: where the current (or last) connection went. Each reconnect
+    /// moves on to the next one, so that with several nodes a resume lands on another node,
+    /// as it usually does behind a load balancer.
     target: usize,
     /// Failed to join at the start: left out of the run.
     active: bool,
@@ -79,6 +81,8 @@ struct Counts {
     send_skipped: u64,
     drops: u64,
     reconnects: u64,
+    /// Reconnects dialed to another server address than the connection before.
+    reconnects_to_another_node: u64,
     reconnect_failures: u64,
     server_close_codes: BTreeMap<u16, u64>,
     server_dropped: u64,
@@ -103,8 +107,8 @@ pub(super) struct Run {
     dials: u64,
     /// Publishing from `.0` until `.1`.
     window: (u64, u64),
-    /// The room's last offset, known when the drain ends.
-    final_offset: u64,
+    /// The room's last offset in each epoch subscribers are in, known when the drain ends.
+    final_offsets: BTreeMap<Option<String>, u64>,
     behind_at_end: u64,
     tail_missing: u64,
     server_cpu: (Option<f64>, Option<f64>),
@@ -134,7 +138,7 @@ impl Run {
             .collect();
         let subs = (0..opts.subscribers)
             .map(|i| SubSlot {
-                sub: Subscriber::new(i),
+                sub: Subscriber::new(i, opts.publishers),
                 link: None,
                 target: i % opts.targets.len(),
                 active: true,
@@ -158,7 +162,7 @@ impl Run {
             tally: Tally::default(),
             counts: Counts::default(),
             window: (u64::MAX, u64::MAX),
-            final_offset: 0,
+            final_offsets: BTreeMap::new(),
             behind_at_end: 0,
             tail_missing: 0,
             server_cpu: (None, None),
@@ -262,7 +266,7 @@ impl Run {
         self.phase = Phase::Draining;
         let deadline = self.clock.now_ns() + self.opts.timing.drain_ns;
         loop {
-            self.final_offset = self.room_last_offset();
+            self.final_offsets = self.room_last_offsets();
             if self.behind() == 0 || self.clock.now_ns() >= deadline {
                 break;
             }
@@ -274,8 +278,8 @@ impl Run {
             .iter()
             .filter(|s| s.active)
             .map(|s| {
-                self.final_offset
-                    .saturating_sub(s.sub.last().unwrap_or(self.final_offset))
+                let last_offset = self.final_offset_of(&s.sub);
+                last_offset.saturating_sub(s.sub.last().unwrap_or(last_offset))
             })
             .sum();
         Ok(())
@@ -494,6 +498,7 @@ impl Run {
             {
                 self.subs[i].reconnect_at_ns = None;
                 self.counts.reconnects += 1;
+                self.move_to_next_target(i);
                 self.dial_subscriber(i, now);
                 if self.phase == Phase::Publishing {
                     let gap = self.drop_clock.next_gap_ns();
@@ -504,6 +509,17 @@ impl Run {
     }
 
     // ----- connections --------------------------------------------------------------------
+
+    /// Points subscriber `i` at the next target (round-robin), counting a change of node.
+    fn move_to_next_target(&mut self, i: usize) {
+        let targets = &self.opts.targets;
+        let slot = &mut self.subs[i];
+        let next = (slot.target + 1) % targets.len();
+        if targets[next].addr != targets[slot.target].addr {
+            self.counts.reconnects_to_another_node += 1;
+        }
+        slot.target = next;
+    }
 
     /// Masks for the next connection: any unpredictable-enough value does (RFC 6455 masks
     /// protect proxies, not secrets).
@@ -607,22 +623,31 @@ impl Run {
 
     // ----- the end ------------------------------------------------------------------------
 
-    /// The room's last offset: the room's offset at the start plus every message sent, or
-    /// the highest offset a subscriber saw if that is more (somebody else published).
-    fn room_last_offset(&self) -> u64 {
-        let start = self
-            .subs
-            .iter()
-            .filter_map(|s| s.sub.first_offset())
-            .max()
-            .unwrap_or(0);
-        let seen = self
-            .subs
-            .iter()
-            .filter_map(|s| s.sub.last())
-            .max()
-            .unwrap_or(0);
-        (start + self.counts.sent).max(seen)
+    /// The room's last offset in each epoch a subscriber is in: the room's offset at the
+    /// start (the first welcomes in that epoch) plus every message sent, or the highest
+    /// offset a subscriber saw there if that is more (somebody else published). One server,
+    /// or nodes sharing one sequencer, make one epoch; nodes numbering a room each on their
+    /// own make one per node. An epoch nobody started in (reached by reconnects only) goes
+    /// by what was seen in it; subscribers without an epoch, by the messages sent.
+    fn room_last_offsets(&self) -> BTreeMap<Option<String>, u64> {
+        let sent = self.counts.sent;
+        let mut last: BTreeMap<Option<String>, u64> = BTreeMap::new();
+        for (epoch, offset) in self.subs.iter().filter_map(|s| s.sub.start()) {
+            let at = last.entry(Some(epoch.to_string())).or_default();
+            *at = (*at).max(offset + sent);
+        }
+        for s in &self.subs {
+            let floor = if s.sub.epoch().is_none() { sent } else { 0 };
+            let at = last.entry(s.sub.epoch().map(str::to_string)).or_default();
+            *at = (*at).max(floor).max(s.sub.last().unwrap_or(0));
+        }
+        last
+    }
+
+    /// The room's last offset in the epoch `sub` is in.
+    fn final_offset_of(&self, sub: &Subscriber) -> u64 {
+        let epoch = sub.epoch().map(str::to_string);
+        self.final_offsets.get(&epoch).copied().unwrap_or(0)
     }
 
     /// Subscribers not yet back, live and at the room's last offset.
@@ -633,7 +658,7 @@ impl Run {
             .filter(|s| {
                 s.link.as_ref().is_none_or(|l| !l.is_open())
                     || !s.sub.is_live()
-                    || s.sub.last().unwrap_or(0) < self.final_offset
+                    || s.sub.last().unwrap_or(0) < self.final_offset_of(&s.sub)
             })
             .count() as u64
     }
@@ -647,6 +672,7 @@ impl Run {
 
     pub(super) fn report(&self) -> ResumeReport {
         let mut totals = offsets::OffsetTotals::default();
+        let (mut missed, mut received_twice, mut foreign_tokens) = (0, 0, 0);
         for slot in self.subs.iter().filter(|s| s.active) {
             let t = slot.sub.totals();
             totals.unique += t.unique;
@@ -654,6 +680,11 @@ impl Run {
             totals.lost += t.lost;
             totals.early += t.early;
             totals.out_of_range += t.out_of_range;
+            // Every subscriber joined before the first send: every message sent was its due.
+            let tokens = slot.sub.tokens();
+            missed += self.counts.sent.saturating_sub(tokens.distinct);
+            received_twice += tokens.again;
+            foreign_tokens += tokens.out_of_range;
         }
         let tally = &self.tally;
         let counts = &self.counts;
@@ -682,6 +713,8 @@ impl Run {
             server_close_codes: counts.server_close_codes.clone(),
             server_dropped: counts.server_dropped,
             reconnects: counts.reconnects,
+            reconnects_to_another_node: counts.reconnects_to_another_node,
+            reconnects_unwelcomed: tally.unwelcomed,
             reconnect_failures: counts.reconnect_failures,
             recovered: tally.recovered,
             not_recovered: tally.not_recovered,
@@ -694,9 +727,11 @@ impl Run {
             live: tally.live,
             duplicates: totals.duplicates,
             lost: totals.lost,
+            missed,
+            received_twice,
             tail_missing: self.tail_missing,
             behind_at_end: self.behind_at_end,
-            final_offset: self.final_offset,
+            final_offset: self.final_offsets.values().copied().max().unwrap_or(0),
             drained: self.behind_at_end == 0,
             latency_ms: Quantiles::of(&tally.latency),
             unparsable: tally.unparsable,
@@ -704,7 +739,7 @@ impl Run {
             welcomes_without_offset: tally.welcomes_without_offset,
             early_offsets: totals.early,
             out_of_range_offsets: totals.out_of_range,
-            foreign: tally.foreign,
+            foreign: tally.foreign + foreign_tokens,
             error_codes: tally.errors.clone(),
             server,
         }

@@ -15,6 +15,7 @@ use crate::token::{Token, TokenScanner};
 
 use super::envelope::Envelope;
 use super::offsets::{OffsetLog, OffsetTotals, Seen};
+use super::tokens::TokenLog;
 
 /// Longest epoch accepted into a URL; longer or non-alphanumeric ones are not resumed from.
 const MAX_EPOCH_LEN: usize = 64;
@@ -50,6 +51,9 @@ pub struct Tally {
     pub catch_up: Histogram<u64>,
     /// Reconnects that ended before their catch-up completed.
     pub catch_ups_interrupted: u64,
+    /// Reconnects that ended before their welcome (a subset of the interrupted ones): with
+    /// the answered ones above they add up to every reconnect that is over.
+    pub unwelcomed: u64,
     /// Catch-ups where a live message came before every announced history message.
     pub short_replays: u64,
     /// History and live messages received (duplicates included).
@@ -75,6 +79,7 @@ impl Default for Tally {
             unanswered: 0,
             catch_up: new_histogram(),
             catch_ups_interrupted: 0,
+            unwelcomed: 0,
             short_replays: 0,
             replayed: 0,
             live: 0,
@@ -97,25 +102,30 @@ pub struct Subscriber {
     /// before it has seen the dropped connection go.
     dials: u64,
     offsets: OffsetLog,
+    /// The same messages by token: what offsets cannot tell across epochs.
+    tokens: TokenLog,
     epoch: Option<String>,
     /// The offset to resume from.
     last: Option<u64>,
-    /// The first welcome's offset: the room's position when the run began.
-    first_offset: Option<u64>,
+    /// The first welcome's epoch and offset: the room's position when the run began, on the
+    /// node this subscriber first joined.
+    start: Option<(String, u64)>,
     /// A welcome came on some connection: every later one is a resume.
     welcomed: bool,
     stage: Stage,
 }
 
 impl Subscriber {
-    pub fn new(index: usize) -> Subscriber {
+    /// Subscriber `index` of a run with `publishers` publishers.
+    pub fn new(index: usize, publishers: usize) -> Subscriber {
         Subscriber {
             nick: format!("resume{index}"),
             dials: 0,
             offsets: OffsetLog::default(),
+            tokens: TokenLog::new(publishers),
             epoch: None,
             last: None,
-            first_offset: None,
+            start: None,
             welcomed: false,
             stage: Stage::Away,
         }
@@ -148,10 +158,13 @@ impl Subscriber {
 
     /// The connection is gone (dropped by us, or ended by the server).
     pub fn away(&mut self, tally: &mut Tally) {
-        if let Stage::Joining { resuming: true, .. } | Stage::CatchingUp { resuming: true, .. } =
-            self.stage
-        {
-            tally.catch_ups_interrupted += 1;
+        match self.stage {
+            Stage::Joining { resuming: true, .. } => {
+                tally.catch_ups_interrupted += 1;
+                tally.unwelcomed += 1;
+            }
+            Stage::CatchingUp { resuming: true, .. } => tally.catch_ups_interrupted += 1,
+            _ => {}
         }
         self.stage = Stage::Away;
     }
@@ -164,12 +177,25 @@ impl Subscriber {
         self.last
     }
 
-    pub fn first_offset(&self) -> Option<u64> {
-        self.first_offset
+    /// The first welcome's epoch and offset.
+    pub fn start(&self) -> Option<(&str, u64)> {
+        self.start
+            .as_ref()
+            .map(|(epoch, offset)| (epoch.as_str(), *offset))
+    }
+
+    /// The epoch of the last welcome that carried one ([`Self::last`] counts in it).
+    pub fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
     }
 
     pub fn totals(&self) -> OffsetTotals {
         self.offsets.totals()
+    }
+
+    /// The messages received, by token.
+    pub fn tokens(&self) -> &TokenLog {
+        &self.tokens
     }
 
     /// One data frame from the server.
@@ -193,9 +219,7 @@ impl Subscriber {
                 history,
             }) => {
                 self.on_message(offset, history, now_ns, tally);
-                if !history {
-                    record_latency(text.as_bytes(), now_ns, tally, scanner);
-                }
+                self.read_tokens(text.as_bytes(), !history, now_ns, tally, scanner);
             }
             Ok(Envelope::Error { code }) => {
                 *tally.errors.entry(code.into_owned()).or_default() += 1;
@@ -239,7 +263,7 @@ impl Subscriber {
                 if !recovered {
                     self.last = Some(offset);
                 }
-                self.first_offset.get_or_insert(offset);
+                self.start.get_or_insert_with(|| (epoch.clone(), offset));
                 self.epoch = Some(epoch);
             }
             _ => tally.welcomes_without_offset += 1,
@@ -283,6 +307,31 @@ impl Subscriber {
         }
     }
 
+    /// Books a message's token; a live one's latency too (a replayed one's says nothing of
+    /// delivery).
+    fn read_tokens(
+        &mut self,
+        text: &[u8],
+        live: bool,
+        now_ns: u64,
+        tally: &mut Tally,
+        scanner: &TokenScanner,
+    ) {
+        let mut found = false;
+        scanner.scan(text, |token: Token| {
+            found = true;
+            self.tokens.observe(token.publisher, token.seq);
+            if live && token.sent_ns >= tally.measure_from_ns {
+                tally
+                    .latency
+                    .saturating_record(now_ns.saturating_sub(token.sent_ns).max(1));
+            }
+        });
+        if live && !found {
+            tally.foreign += 1;
+        }
+    }
+
     fn caught_up(&mut self, now_ns: u64, tally: &mut Tally) {
         if let Stage::CatchingUp {
             started_ns,
@@ -303,21 +352,6 @@ fn usable_epoch(epoch: &str) -> bool {
     !epoch.is_empty()
         && epoch.len() <= MAX_EPOCH_LEN
         && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-fn record_latency(text: &[u8], now_ns: u64, tally: &mut Tally, scanner: &TokenScanner) {
-    let mut found = false;
-    scanner.scan(text, |token: Token| {
-        found = true;
-        if token.sent_ns >= tally.measure_from_ns {
-            tally
-                .latency
-                .saturating_record(now_ns.saturating_sub(token.sent_ns).max(1));
-        }
-    });
-    if !found {
-        tally.foreign += 1;
-    }
 }
 
 #[cfg(test)]
@@ -349,7 +383,7 @@ mod tests {
     #[test]
     fn resumes_from_the_last_offset_and_times_the_catch_up() {
         let mut tally = Tally::default();
-        let mut sub = Subscriber::new(3);
+        let mut sub = Subscriber::new(3, 1);
         assert_eq!(sub.query(10), "nick=resume3");
         sub.dialing(0);
         feed(&mut sub, &mut tally, 10, &welcome(40, 0, None));
@@ -376,13 +410,14 @@ mod tests {
         assert_eq!(tally.catch_up.max(), 700);
         let totals = sub.totals();
         assert_eq!((totals.unique, totals.lost, totals.duplicates), (5, 0, 0));
+        assert_eq!((sub.tokens().distinct, sub.tokens().again), (5, 0));
         assert_eq!(tally.foreign + tally.unparsable, 0);
     }
 
     #[test]
     fn an_unrecovered_resume_jumps_to_the_new_offset_and_counts_the_gap() {
         let mut tally = Tally::default();
-        let mut sub = Subscriber::new(0);
+        let mut sub = Subscriber::new(0, 1);
         sub.dialing(0);
         feed(&mut sub, &mut tally, 0, &welcome(0, 0, None));
         feed(&mut sub, &mut tally, 0, &message(1, false));
@@ -400,7 +435,7 @@ mod tests {
     #[test]
     fn counts_interrupted_and_short_catch_ups() {
         let mut tally = Tally::default();
-        let mut sub = Subscriber::new(0);
+        let mut sub = Subscriber::new(0, 1);
         sub.dialing(0);
         feed(&mut sub, &mut tally, 0, &welcome(0, 0, None));
         sub.away(&mut tally);
@@ -410,7 +445,7 @@ mod tests {
         );
         sub.dialing(10);
         sub.away(&mut tally);
-        assert_eq!(tally.catch_ups_interrupted, 1);
+        assert_eq!((tally.catch_ups_interrupted, tally.unwelcomed), (1, 1));
         sub.dialing(20);
         feed(&mut sub, &mut tally, 30, &welcome(3, 3, Some(true)));
         feed(&mut sub, &mut tally, 30, &message(1, true));
@@ -418,12 +453,20 @@ mod tests {
         assert!(sub.is_live());
         assert_eq!(tally.short_replays, 1);
         assert_eq!(tally.catch_up.len(), 0);
+        sub.dialing(40);
+        feed(&mut sub, &mut tally, 50, &welcome(4, 2, Some(true)));
+        sub.away(&mut tally);
+        assert_eq!(
+            (tally.catch_ups_interrupted, tally.unwelcomed),
+            (2, 1),
+            "welcomed, then dropped while catching up"
+        );
     }
 
     #[test]
     fn never_puts_a_strange_epoch_into_a_url() {
         let mut tally = Tally::default();
-        let mut sub = Subscriber::new(0);
+        let mut sub = Subscriber::new(0, 1);
         sub.dialing(0);
         let odd = r#"{"type":"welcome","epoch":"a b&c","offset":3,"replay":0}"#;
         feed(&mut sub, &mut tally, 0, odd);

@@ -8,7 +8,7 @@ use crate::resume::publisher::Dialect;
 use crate::resume::report::ResumeReport;
 use crate::resume::{self, ResumeOptions};
 use crate::scenario::{Base, positive_rate};
-use crate::target::SourceIps;
+use crate::target::{SourceIps, Target};
 
 pub fn run(args: &ResumeArgs) -> Result<ResumeReport, LoadError> {
     resume::run(options(args)?)
@@ -41,7 +41,7 @@ pub(crate) fn options(args: &ResumeArgs) -> Result<ResumeOptions, LoadError> {
         args.subscribers,
         args.publishers,
         if args.v1_publishers { "v1" } else { "plain" },
-        targets[0].url(),
+        where_to(&targets),
         args.rate,
         args.size,
         args.drop_every,
@@ -77,4 +77,13 @@ pub(crate) fn options(args: &ResumeArgs) -> Result<ResumeOptions, LoadError> {
         server: base.options().server,
         progress: !args.common.output.quiet,
     })
+}
+
+/// The label's "where": one URL, or several and how reconnects move between them.
+fn where_to(targets: &[Target]) -> String {
+    let urls: Vec<String> = targets.iter().map(Target::url).collect();
+    match urls.len() {
+        1 => urls.concat(),
+        _ => format!("{} (each reconnect to the next)", urls.join(", ")),
+    }
 }

@@ -44,18 +44,29 @@ enum Event {
 /// Starts the relay on an ephemeral loopback port; its history keeps the last `history`
 /// messages (a resume from further back is not recovered).
 pub fn start_history_relay(breach: Breach, history: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind history relay");
-    let addr = listener.local_addr().expect("relay address");
+    start_history_relay_nodes(breach, history, 1)[0]
+}
+
+/// The relay behind `nodes` listeners, each on its own port: to a client, the nodes of a
+/// cluster whose rooms have one sequencer (one room, one history, one epoch).
+pub fn start_history_relay_nodes(breach: Breach, history: usize, nodes: usize) -> Vec<SocketAddr> {
     let (hub_tx, hub_rx) = mpsc::channel::<Event>();
     thread::spawn(move || hub(hub_rx, breach, history));
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
+    (0..nodes)
+        .map(|_| {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind history relay");
+            let addr = listener.local_addr().expect("relay address");
             let hub_tx = hub_tx.clone();
-            thread::spawn(move || serve(stream, hub_tx));
-        }
-    });
-    addr
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    let hub_tx = hub_tx.clone();
+                    thread::spawn(move || serve(stream, hub_tx));
+                }
+            });
+            addr
+        })
+        .collect()
 }
 
 // The handshake callback's error type is tungstenite's (an HTTP response), large or not.

@@ -4,7 +4,7 @@
 use shardcast_load::resume::report::ResumeReport;
 use shardcast_load::{ScenarioReport, run_scenario};
 
-use crate::history_relay::{Breach, start_history_relay};
+use crate::history_relay::{Breach, start_history_relay, start_history_relay_nodes};
 use crate::util::{scenario, start_shardcast};
 
 /// A short run: 10 subscribers, 200 msg/s for 1.7 s, a drop every 0.3 s per subscriber;
@@ -53,6 +53,8 @@ fn assert_exact(r: &ResumeReport) {
         "{s}"
     );
     assert_eq!((r.lost, r.duplicates), (0, 0), "{s}");
+    // By token too: every message sent reached every subscriber exactly once.
+    assert_eq!((r.missed, r.received_twice), (0, 0), "{s}");
     assert!(r.drained, "{s}");
     assert_eq!(r.tail_missing, 0, "{s}");
     assert!(r.replayed > 0 && r.catch_up_ms.count > 0, "{s}");
@@ -80,9 +82,36 @@ fn v1_publishers_and_history_requests_change_nothing_when_recovered() {
 }
 
 #[test]
+fn with_several_urls_every_reconnect_goes_to_the_next_node() {
+    let nodes = start_history_relay_nodes(Breach::None, 1_000, 2);
+    let urls: Vec<String> = nodes.iter().map(|a| format!("ws://{a}/room")).collect();
+    let r = resume(&urls[0], &["--url", &urls[1], "--publishers", "2"]);
+    let s = r.summary();
+    assert_exact(&r);
+    // Two nodes: every reconnect alternates, so each one lands on the other node.
+    assert_eq!(r.reconnects_to_another_node, r.reconnects, "{s}");
+    assert!(s.contains("to another node"), "{s}");
+    // Every reconnect is over: answered by a welcome, or ended before one.
+    assert_eq!(
+        r.recovered + r.not_recovered + r.unanswered + r.reconnects_unwelcomed,
+        r.reconnects,
+        "{s}"
+    );
+}
+
+#[test]
+fn with_one_url_no_reconnect_changes_node() {
+    let r = through(Breach::None, &[]);
+    assert!(r.reconnects > 0, "{}", r.summary());
+    assert_eq!(r.reconnects_to_another_node, 0, "{}", r.summary());
+    assert!(!r.summary().contains("to another node"));
+}
+
+#[test]
 fn a_duplicate_after_a_recovered_resume_fails_the_exactness_check() {
     let r = through(Breach::ReplayOneTooMany, &[]);
     assert!(r.duplicates > 0, "{}", r.summary());
+    assert!(r.received_twice > 0, "{}", r.summary());
     assert_eq!(r.lost, 0, "{}", r.summary());
     assert!(r.contradiction());
     assert_eq!(r.failed_checks().len(), 1, "{}", r.summary());
@@ -92,6 +121,7 @@ fn a_duplicate_after_a_recovered_resume_fails_the_exactness_check() {
 fn a_hole_after_a_recovered_resume_fails_the_exactness_check() {
     let r = through(Breach::SkipFirstMissed, &[]);
     assert!(r.lost > 0, "{}", r.summary());
+    assert!(r.missed >= r.lost, "{}", r.summary());
     assert!(r.contradiction(), "{}", r.summary());
 }
 
@@ -104,6 +134,10 @@ fn unrecovered_resumes_explain_the_loss_and_replay_the_history_asked_for() {
     let s = r.summary();
     assert!(r.not_recovered > 0 && r.unanswered == 0, "{s}");
     assert!(r.lost > 0, "{s}");
+    assert!(
+        r.missed >= r.lost,
+        "the tokens see every hole the offsets see: {s}"
+    );
     assert_eq!(r.duplicates, 0, "{s}");
     assert!(!r.contradiction(), "{s}");
     assert!(r.failed_checks().is_empty(), "{s}");
