@@ -266,7 +266,8 @@ impl Run {
         self.phase = Phase::Draining;
         let deadline = self.clock.now_ns() + self.opts.timing.drain_ns;
         loop {
-            self.final_offsets = self.room_last_offsets();
+            self.final_offsets =
+                room_last_offsets(self.subs.iter().map(|s| &s.sub), self.counts.sent);
             if self.behind() == 0 || self.clock.now_ns() >= deadline {
                 break;
             }
@@ -623,27 +624,6 @@ impl Run {
 
     // ----- the end ------------------------------------------------------------------------
 
-    /// The room's last offset in each epoch a subscriber is in: the room's offset at the
-    /// start (the first welcomes in that epoch) plus every message sent, or the highest
-    /// offset a subscriber saw there if that is more (somebody else published). One server,
-    /// or nodes sharing one sequencer, make one epoch; nodes numbering a room each on their
-    /// own make one per node. An epoch nobody started in (reached by reconnects only) goes
-    /// by what was seen in it; subscribers without an epoch, by the messages sent.
-    fn room_last_offsets(&self) -> BTreeMap<Option<String>, u64> {
-        let sent = self.counts.sent;
-        let mut last: BTreeMap<Option<String>, u64> = BTreeMap::new();
-        for (epoch, offset) in self.subs.iter().filter_map(|s| s.sub.start()) {
-            let at = last.entry(Some(epoch.to_string())).or_default();
-            *at = (*at).max(offset + sent);
-        }
-        for s in &self.subs {
-            let floor = if s.sub.epoch().is_none() { sent } else { 0 };
-            let at = last.entry(s.sub.epoch().map(str::to_string)).or_default();
-            *at = (*at).max(floor).max(s.sub.last().unwrap_or(0));
-        }
-        last
-    }
-
     /// The room's last offset in the epoch `sub` is in.
     fn final_offset_of(&self, sub: &Subscriber) -> u64 {
         let epoch = sub.epoch().map(str::to_string);
@@ -746,8 +726,98 @@ impl Run {
     }
 }
 
+/// The room's last offset in each epoch a subscriber is in: the room's offset at the start
+/// (the first welcomes in that epoch) plus the `sent` messages, or the highest offset a
+/// subscriber saw there if that is more (somebody else published). One server, or nodes
+/// sharing one sequencer, make one epoch; nodes numbering a room each on their own make one
+/// per node. An epoch nobody started in (reached by reconnects only) goes by what was seen
+/// in it; subscribers without an epoch, by the messages sent.
+fn room_last_offsets<'a>(
+    subs: impl Iterator<Item = &'a Subscriber> + Clone,
+    sent: u64,
+) -> BTreeMap<Option<String>, u64> {
+    let mut last: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    for (epoch, offset) in subs.clone().filter_map(Subscriber::start) {
+        let at = last.entry(Some(epoch.to_string())).or_default();
+        *at = (*at).max(offset + sent);
+    }
+    for sub in subs {
+        let floor = if sub.epoch().is_none() { sent } else { 0 };
+        let at = last.entry(sub.epoch().map(str::to_string)).or_default();
+        *at = (*at).max(floor).max(sub.last().unwrap_or(0));
+    }
+    last
+}
+
 /// `path` with `query` appended (the URL may already carry a query of its own).
 fn with_query(path: &str, query: &str) -> String {
     let separator = if path.contains('?') { '&' } else { '?' };
     format!("{path}{separator}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subscriber welcomed in `epoch` at `offset`, then given the messages `more`.
+    fn welcomed(epoch: &str, offset: u64, more: &[u64]) -> Subscriber {
+        let (mut sub, mut tally, scanner) = (
+            Subscriber::new(0, 1),
+            Tally::default(),
+            TokenScanner::default(),
+        );
+        sub.dialing(0);
+        let welcome =
+            format!(r#"{{"type":"welcome","epoch":"{epoch}","offset":{offset},"replay":0}}"#);
+        sub.on_text(welcome.as_bytes(), 1, &mut tally, &scanner);
+        for m in more {
+            let message = format!(
+                r#"{{"type":"message","text":"SCL1:0:{m}:1;","offset":{m},"history":false}}"#
+            );
+            sub.on_text(message.as_bytes(), 2, &mut tally, &scanner);
+        }
+        sub
+    }
+
+    #[test]
+    fn each_epoch_has_its_own_last_offset() {
+        // Two nodes numbering the room each on its own: A was at 10 when the run began, B at 3.
+        let on_a = welcomed("00000000000000aa", 10, &[11, 12]);
+        let on_b = welcomed("00000000000000bb", 3, &[4]);
+        // Published to by somebody else too: seen beyond start + sent.
+        let ahead_on_b = welcomed("00000000000000bb", 3, &[9, 10]);
+        // Started on A, resumed (unrecovered) on a node C nobody started on: C goes by what
+        // was seen there.
+        let mut moved = welcomed("00000000000000aa", 10, &[]);
+        let (mut tally, scanner) = (Tally::default(), TokenScanner::default());
+        moved.dialing(3);
+        let on_c = r#"{"type":"welcome","epoch":"00000000000000cc","offset":6,"replay":0,"recovered":false}"#;
+        moved.on_text(on_c.as_bytes(), 4, &mut tally, &scanner);
+        let subs = [on_a, on_b, ahead_on_b, moved];
+        let last = room_last_offsets(subs.iter(), 5);
+        assert_eq!(last[&Some("00000000000000aa".to_string())], 15);
+        assert_eq!(last[&Some("00000000000000bb".to_string())], 10);
+        assert_eq!(last[&Some("00000000000000cc".to_string())], 6);
+        assert_eq!(last.len(), 3);
+    }
+
+    #[test]
+    fn one_epoch_is_the_room_start_plus_what_was_sent() {
+        let subs = [
+            welcomed("00000000000000aa", 7, &[8]),
+            welcomed("00000000000000aa", 7, &[]),
+        ];
+        let last = room_last_offsets(subs.iter(), 20);
+        assert_eq!(
+            last.into_iter().collect::<Vec<_>>(),
+            [(Some("00000000000000aa".into()), 27)]
+        );
+    }
+
+    #[test]
+    fn without_an_epoch_the_messages_sent_count() {
+        let sub = Subscriber::new(0, 1);
+        let last = room_last_offsets(std::iter::once(&sub), 4);
+        assert_eq!(last.into_iter().collect::<Vec<_>>(), [(None, 4)]);
+    }
 }
