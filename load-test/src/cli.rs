@@ -54,7 +54,8 @@ pub enum Scenario {
     ///
     /// With several --url (nodes of one cluster), subscribers and publishers are spread over
     /// them and each reconnect goes to the next URL, so a resume lands on another node; the
-    /// report counts the reconnects that changed node.
+    /// report counts the reconnects that changed node, and, by token, the messages missed or
+    /// received twice (which offsets, numbered per epoch, cannot tell across nodes).
     Resume(ResumeArgs),
 }
 
