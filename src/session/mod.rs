@@ -24,6 +24,7 @@
 //! session pays one null pointer): its user id, whether it may publish, and its expiry, one
 //! more deadline of the `Open` phase.
 
+mod boundary;
 pub mod cell;
 mod closing;
 mod http_phase;
@@ -32,14 +33,13 @@ pub mod outbound;
 pub mod transport;
 pub mod v1;
 mod ws_phase;
+mod ws_reader;
 mod wsio;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tungstenite::protocol::WebSocketContext;
 
 use crate::auth::Grant;
 use crate::chat::{Dialect, Nick, Post};
@@ -50,21 +50,15 @@ use crate::history::Ask;
 use crate::http::Site;
 use crate::http::request::FullRequest;
 use crate::ids::SessionId;
-use crate::limits::PublishMeter;
 use crate::metrics::{Counter, Counters};
 use crate::room::RoomId;
 use liveness::{Liveness, Timing, Verdict};
 use outbound::{Chunk, Flushed, OutQueue};
 pub use transport::Transport;
+use ws_reader::WsReader;
 
 /// Most bytes one session may read per loop turn before yielding to the others.
 const READ_BYTES_PER_TURN: usize = 256 * 1024;
-
-/// tungstenite's own read buffer per session, allocated at the upgrade. Small on purpose:
-/// bytes arrive through the shard's scratch buffer, so this only holds the part of a frame
-/// that has not completed; 64 bytes keep an idle session small and still take a chat message
-/// in one or two copies.
-const WS_READ_CHUNK: usize = 64;
 
 /// An empty ping frame (server frames are unmasked).
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
@@ -121,7 +115,9 @@ enum Phase {
         answered: bool,
     },
     Open {
-        ws: Box<WsState>,
+        /// tungstenite's context and the rest of the reading state, only while the client is
+        /// sending (`ws_reader`): an idle connection holds none.
+        ws: Option<Box<WsReader>>,
         liveness: Liveness,
         /// We sent a close frame and wait for the peer's, until this moment.
         closing_until: Option<Instant>,
@@ -144,17 +140,6 @@ struct ApiCall {
     need: usize,
     /// The request went to the API service; its answer is awaited.
     waiting: bool,
-}
-
-/// An open session's state kept out of line, allocated at the upgrade: tungstenite's context
-/// and the `--max-publish-rate` buckets. The meter rides in the context's allocation rather
-/// than in the session: its 8 bytes fit in that allocation's slack (glibc serves the 256 bytes
-/// of the context and these 264 from the same 272-byte chunk), so it costs idle connections
-/// nothing, limit or not.
-struct WsState {
-    ctx: WebSocketContext,
-    /// Untouched when no limit is set; its clock is `Liveness`'s last data message.
-    publish: PublishMeter,
 }
 
 /// What a session works with during one call: limits, the HTTP side, the time, the counters.
@@ -183,10 +168,6 @@ pub struct Session<S> {
     phase: Phase,
     out: OutQueue,
     deadline: Option<Instant>,
-    /// Input read from the socket but not yet handed on (left over when a turn's budget ran out).
-    stash: Vec<u8>,
-    /// tungstenite may hold complete frames it has not returned yet.
-    ws_buffered: bool,
     peer_eof: bool,
     /// The queue's buffer was given back after the upgrade.
     out_trimmed: bool,
@@ -222,8 +203,6 @@ impl<S: Transport> Session<S> {
             },
             out: OutQueue::default(),
             deadline: Some(now + config.handshake_timeout),
-            stash: Vec::new(),
-            ws_buffered: false,
             peer_eof: false,
             out_trimmed: false,
             ip_counted: false,
@@ -369,8 +348,10 @@ impl<S: Transport> Session<S> {
         events: &mut Vec<Event>,
     ) -> Progress {
         let mut budget = cx.config.messages_per_turn;
-        if !self.stash.is_empty() || self.ws_buffered {
-            let stash = std::mem::take(&mut self.stash);
+        if let Phase::Open { ws: Some(ws), .. } = &mut self.phase
+            && ws.has_pending_input()
+        {
+            let stash = std::mem::take(&mut ws.stash);
             if !self.consume(&stash, cx, events, &mut budget) {
                 return Progress::MoreReady;
             }
@@ -448,8 +429,27 @@ impl<S: Transport> Session<S> {
     /// Called when the deadline has passed: expires the phase, or sends a ping.
     pub fn on_deadline(&mut self, cx: &mut Ctx) -> Progress {
         let progress = self.expire(cx);
+        self.rest_reader(cx);
         self.refresh_deadline(cx.config);
         progress
+    }
+
+    /// Gives back the reading state of an open session that is at rest (`ws_reader`): a
+    /// client that sent messages keeps it until its next deadline, one that only answered a
+    /// ping gives it back at once (`ws_phase`).
+    fn rest_reader(&mut self, cx: &Ctx) {
+        if let Phase::Open {
+            ws: ws @ Some(_),
+            liveness,
+            closing_until: None,
+            ..
+        } = &mut self.phase
+            && ws
+                .as_ref()
+                .is_some_and(|w| w.at_rest(cx.config, liveness.since_last_message(cx.now)))
+        {
+            *ws = None;
+        }
     }
 
     fn expire(&mut self, cx: &mut Ctx) -> Progress {
@@ -630,6 +630,12 @@ impl<S: Transport> Session<S> {
                 ),
             };
         }
+    }
+
+    /// Whether the session holds tungstenite's reading state now (`ws_reader`).
+    #[cfg(test)]
+    fn has_reader(&self) -> bool {
+        matches!(self.phase, Phase::Open { ws: Some(_), .. })
     }
 
     /// When the session's token expires (plus the leeway), if it has one that does.
