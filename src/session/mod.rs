@@ -181,8 +181,6 @@ pub struct Session<S> {
     nick: Option<Nick>,
     /// What a valid token granted (docs/auth.md): boxed, one null pointer when anonymous.
     grant: Option<Box<Grant>>,
-    /// The id as clients see it, made at the first message (most sessions never need it).
-    id_text: Option<Arc<str>>,
     /// The peer's address, when the transport has one (for the access log and the per-IP limit).
     peer: Option<PeerAddr>,
     id: SessionId,
@@ -212,7 +210,6 @@ impl<S: Transport> Session<S> {
             room: None,
             nick: None,
             grant: None,
-            id_text: None,
             peer: None,
             id: SessionId::default(),
             opened: now,
@@ -266,6 +263,12 @@ impl<S: Transport> Session<S> {
         self.room.as_ref()
     }
 
+    /// Keeps `room`, another copy of the session's room name, instead of its own.
+    pub fn share_room_name(&mut self, room: RoomId) {
+        debug_assert_eq!(self.room.as_ref(), Some(&room));
+        self.room = Some(room);
+    }
+
     /// The dialect the session speaks (plain until an upgrade negotiates v1).
     pub fn dialect(&self) -> Dialect {
         self.dialect
@@ -287,8 +290,13 @@ impl<S: Transport> Session<S> {
     }
 
     /// The id as clients see it: `"<worker>.<seq>"`, after `"<node>."` in a cluster.
+    /// A sending client's reader keeps it for its messages; otherwise it is made afresh (for
+    /// a join or a `who`, rare next to messages).
     pub fn id_text(&mut self, config: &Config) -> Arc<str> {
-        id_text(&mut self.id_text, self.id, config)
+        match &mut self.phase {
+            Phase::Open { ws: Some(ws), .. } => id_text(&mut ws.id_text, self.id, config),
+            _ => id_text(&mut None, self.id, config),
+        }
     }
 
     /// Whether the session still takes messages (open, and not closing). A member that no
@@ -389,11 +397,12 @@ impl<S: Transport> Session<S> {
     /// Writes queued output. Returns `Finished` once a closing session has nothing left to do.
     pub fn flush(&mut self, counters: &mut Counters) -> Progress {
         let before = self.out.queued_bytes();
-        let result = self.out.write_to(&mut self.stream);
+        let mut write_calls = 0;
+        let result = self.out.write_to(&mut self.stream, &mut write_calls);
         let written = (before - self.out.queued_bytes()) as u64;
         self.bytes_out += written;
         counters.add(Counter::BytesOut, written);
-        counters.add(Counter::SocketWrites, self.out.take_write_calls());
+        counters.add(Counter::SocketWrites, write_calls);
         let drained =
             match result.and_then(|f| Ok(f == Flushed::All && self.stream.flush_pending()?)) {
                 Ok(drained) => drained,

@@ -97,7 +97,7 @@ impl<S: Transport> Session<S> {
                                             reclaim: None,
                                         },
                                     };
-                                    let (id_slot, id) = (&mut self.id_text, self.id);
+                                    let (id_slot, id) = (&mut ws.id_text, self.id);
                                     let sender = || id_text(id_slot, id, cx.config);
                                     let answer = v1::on_text(&text, state, sender, events);
                                     if !had_grant && self.grant.is_some() {
@@ -132,7 +132,7 @@ impl<S: Transport> Session<S> {
                                         _ => continue, // only data messages come here
                                     };
                                     events.push(Event::Message(Post {
-                                        sender: id_text(&mut self.id_text, self.id, cx.config),
+                                        sender: id_text(&mut ws.id_text, self.id, cx.config),
                                         nick: None,
                                         user: self.grant.as_ref().map(|g| g.user.clone()),
                                         body,

@@ -1,6 +1,6 @@
 //! An open session's reading state, kept out of line and only while it is needed: tungstenite's
 //! context, the `--max-publish-rate` buckets, input left over by a turn's budget, and where the
-//! client's stream stands between frames.
+//! client's stream stands between frames (and, for its messages, the client's id as text).
 //!
 //! Most connections of a big broadcast are idle: they read and never send. So the reader is
 //! made when the first bytes come (a message, a pong) and given back once the session is at
@@ -8,6 +8,7 @@
 //! buckets): an idle connection holds none of it. Its whole allocation (about 350 bytes with
 //! tungstenite's 64-byte read buffer) was half of an idle connection's memory.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
@@ -32,6 +33,8 @@ pub(super) struct WsReader {
     pub stash: Vec<u8>,
     /// tungstenite may hold complete frames it has not returned yet.
     pub buffered: bool,
+    /// The session's id as clients see it, made at its first message and kept for the next.
+    pub id_text: Option<Arc<str>>,
 }
 
 impl WsReader {
@@ -48,6 +51,7 @@ impl WsReader {
             boundary: Boundary::default(),
             stash: Vec::new(),
             buffered: false,
+            id_text: None,
         })
     }
 
