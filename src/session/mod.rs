@@ -33,7 +33,7 @@ pub mod outbound;
 pub mod transport;
 pub mod v1;
 mod ws_phase;
-mod ws_reader;
+pub(crate) mod ws_reader;
 mod wsio;
 
 use std::io;

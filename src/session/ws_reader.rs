@@ -23,7 +23,7 @@ use crate::limits::PublishMeter;
 const WS_READ_CHUNK: usize = 64;
 
 /// An open session's reading state (see the module docs).
-pub(super) struct WsReader {
+pub(crate) struct WsReader {
     pub ctx: WebSocketContext,
     /// Untouched when no limit is set; its clock is `Liveness`'s last data message.
     pub publish: PublishMeter,
