@@ -169,8 +169,10 @@ pub struct Session<S> {
     out: OutQueue,
     deadline: Option<Instant>,
     peer_eof: bool,
-    /// The queue's buffer was given back after the upgrade.
-    out_trimmed: bool,
+    /// The queue's buffer is given back at the next flush of an open session that empties it:
+    /// after the `101`, and after each deadline (a ping, or a burst long past, need not keep
+    /// it; a busy session regrows it and pays one allocation per deadline).
+    trim_queue: bool,
     /// A per-address limit holds a place for `peer`'s address (given back at the end).
     ip_counted: bool,
     dialect: Dialect,
@@ -202,7 +204,7 @@ impl<S: Transport> Session<S> {
             out: OutQueue::default(),
             deadline: Some(now + config.handshake_timeout),
             peer_eof: false,
-            out_trimmed: false,
+            trim_queue: true,
             ip_counted: false,
             dialect: Dialect::Plain,
             close: None,
@@ -415,10 +417,10 @@ impl<S: Transport> Session<S> {
         if !drained {
             return Progress::Idle;
         }
-        if matches!(self.phase, Phase::Open { .. }) && !self.out_trimmed {
-            // The queue held the 101; most sessions then idle for a long time, so give its
-            // buffer back once (busy ones regrow it and keep it).
-            self.out_trimmed = true;
+        if self.trim_queue && matches!(self.phase, Phase::Open { .. }) {
+            // The queue held the 101 (or a ping); most sessions then idle for a long time, so
+            // give its buffer back (busy ones regrow it and keep it until their next deadline).
+            self.trim_queue = false;
             self.out.release_memory();
         }
         if let Phase::Discard { write_shut } = &mut self.phase {
@@ -439,6 +441,7 @@ impl<S: Transport> Session<S> {
     pub fn on_deadline(&mut self, cx: &mut Ctx) -> Progress {
         let progress = self.expire(cx);
         self.rest_reader(cx);
+        self.trim_queue = true;
         self.refresh_deadline(cx.config);
         progress
     }
@@ -645,6 +648,12 @@ impl<S: Transport> Session<S> {
     #[cfg(test)]
     fn has_reader(&self) -> bool {
         matches!(self.phase, Phase::Open { ws: Some(_), .. })
+    }
+
+    /// Chunks the outbound queue has room for without growing.
+    #[cfg(test)]
+    fn queue_capacity(&self) -> usize {
+        self.out.capacity()
     }
 
     /// When the session's token expires (plus the leeway), if it has one that does.

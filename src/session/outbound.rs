@@ -71,6 +71,12 @@ impl OutQueue {
         }
     }
 
+    /// Chunks the queue has room for without growing.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.chunks.capacity()
+    }
+
     /// Frees the queue's buffer if it is empty (it regrows on the next push).
     pub fn release_memory(&mut self) {
         if self.chunks.is_empty() {

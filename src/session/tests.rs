@@ -667,6 +667,25 @@ fn a_sender_keeps_its_reader_until_its_deadline() {
     assert_eq!(h.events.len(), 2);
 }
 
+/// A burst grows the outbound queue's buffer; after the next deadline (which queues a ping
+/// here), the flush that empties the queue gives it back: a connection that was busy once and
+/// went quiet, or that is pinged, costs what an idle one does.
+#[test]
+fn a_quiet_session_gives_back_its_queue_buffer_at_its_deadline() {
+    let mut h = upgraded();
+    assert_eq!(h.session.queue_capacity(), 0, "given back after the 101");
+    let frame = frame::encode_shared(frame::OP_TEXT, b"burst");
+    for _ in 0..50 {
+        assert_eq!(h.push(&frame), Delivery::Queued);
+    }
+    assert!(h.session.queue_capacity() >= 50);
+    h.pump_writes();
+    let due = h.session.deadline().expect("a ping deadline");
+    h.at(due, |s, cx| s.on_deadline(cx));
+    assert_eq!(h.pump_writes(), PING_FRAME);
+    assert_eq!(h.session.queue_capacity(), 0);
+}
+
 /// With a publish limit, a reader whose buckets are not full again is kept: a fresh one would
 /// forget what the client spent.
 #[test]
