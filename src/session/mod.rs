@@ -38,7 +38,7 @@ mod wsio;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::auth::Grant;
@@ -527,7 +527,7 @@ impl<S: Transport> Session<S> {
             }
             Phase::Open { liveness, .. } => match liveness.check(now, &Timing::of(cx.config)) {
                 Verdict::Alive => {}
-                Verdict::Ping => self.out.push(Chunk::Owned(PING_FRAME.to_vec())),
+                Verdict::Ping => self.out.push(Chunk::Shared(ping_frame())),
                 Verdict::Dead => {
                     cx.counters.bump(Counter::TimerPong);
                     tracing::debug!("no answer to a ping in time");
@@ -660,6 +660,14 @@ impl<S: Transport> Session<S> {
     fn token_ends(&self) -> Option<Instant> {
         self.grant.as_ref().and_then(|g| g.ends)
     }
+}
+
+/// The ping, shared: every ping of the process is the same two bytes, so sending one allocates
+/// nothing (pings come to every quiet connection at once, and each allocation would stay in the
+/// allocator's high-water mark).
+fn ping_frame() -> SharedFrame {
+    static PING: LazyLock<SharedFrame> = LazyLock::new(|| Arc::from(&PING_FRAME[..]));
+    PING.clone()
 }
 
 /// The session's id as clients see it, made once (see [`Session::id_text`]).
