@@ -10,7 +10,9 @@
 //! * `Http` reads a request head (bounded by `max_request_head` and `handshake_timeout`) and
 //!   answers it, or validates an upgrade and answers `101`.
 //! * `Open` feeds socket bytes to tungstenite; each complete data message becomes one shared
-//!   frame for the room ([`Event::Message`]).
+//!   frame for the room ([`Event::Message`]). tungstenite's context lives in a reader
+//!   (`ws_reader`) made when the client sends and given back at rest, so an idle connection
+//!   holds none (docs/architecture.md, "What an idle connection holds").
 //! * `Discard` is every way out: the last bytes (an error answer, a close frame) are flushed,
 //!   the write side is shut (`FIN`), and input is read and thrown away until the peer closes or
 //!   `close_timeout` passes. Reading on instead of closing at once keeps the kernel from
