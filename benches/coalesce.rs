@@ -25,7 +25,11 @@ fn coalesce(c: &mut Criterion) {
                 q.push(Chunk::Shared(frame.clone()));
             }
             // Blocking socket: the loop ends when everything is written.
-            while q.write_to(&mut writer).expect("the drain thread reads") != Flushed::All {}
+            while q
+                .write_to(&mut writer, &mut 0)
+                .expect("the drain thread reads")
+                != Flushed::All
+            {}
         })
     });
     group.bench_function("write_per_frame", |b| {

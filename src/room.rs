@@ -138,6 +138,12 @@ pub struct RoomTable {
 }
 
 impl RoomTable {
+    /// The table's own copy of `room`'s name, if it has members here: a member may keep it
+    /// instead of an allocation of its own.
+    pub fn shared_name(&self, room: &RoomId) -> Option<&RoomId> {
+        self.rooms.get_key_value(room).map(|(name, _)| name)
+    }
+
     /// Adds `key` (speaking `dialect`) to `room`; returns its slot in that dialect's list (for
     /// O(1) removal).
     pub fn join(&mut self, room: &RoomId, dialect: Dialect, key: SessionKey) -> usize {

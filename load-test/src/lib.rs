@@ -32,6 +32,7 @@ pub mod resume;
 pub mod roundtrip;
 pub mod scenario;
 pub mod server_process;
+pub mod sockstat;
 pub mod stats;
 pub mod target;
 pub mod token;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::order::OrderReport;
+use crate::sockstat::KernelTcpReport;
 use crate::stats::Quantiles;
 
 /// The server's resource use during a run (with `--server-pid`).
@@ -99,6 +100,9 @@ pub struct TrafficReport {
     pub drained: bool,
     pub client_cpu_secs: f64,
     pub server: Option<ServerReport>,
+    /// The kernel's TCP figures before connecting and with the connections open (the whole
+    /// network namespace's: see [`crate::sockstat`]).
+    pub kernel: Option<KernelTcpReport>,
     pub round_trip: Option<RoundTripReport>,
     /// Whether every member of a room saw one order (see [`crate::order`]); `None` without
     /// publishers.

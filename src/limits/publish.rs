@@ -55,6 +55,14 @@ impl PublishMeter {
             Publish::Drop
         }
     }
+
+    /// Whether both buckets are full `since_last` after the last message: the meter is then
+    /// as good as a new one (a session may give it back and start afresh).
+    pub fn is_full(&self, since_last: Duration, rate: Rate) -> bool {
+        let flood = FLOOD_FACTOR * rate.refill();
+        self.flood.after(since_last, flood) == 0.0
+            && self.rate.after(since_last, rate.refill()) == 0.0
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +86,17 @@ mod tests {
             }
         }
         seen
+    }
+
+    #[test]
+    fn a_meter_is_full_again_once_both_buckets_have_refilled() {
+        let rate = Rate::new(2, Some(2));
+        let mut meter = PublishMeter::default();
+        assert!(meter.is_full(Duration::ZERO, rate));
+        meter.on_message(Duration::ZERO, rate);
+        assert!(!meter.is_full(Duration::from_millis(400), rate));
+        // One token back at 2 a second takes 0.5 s (the flood bucket refills faster).
+        assert!(meter.is_full(Duration::from_millis(500), rate));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::outbound::Chunk;
 use super::wsio::WsIo;
-use super::{CloseReason, Ctx, Phase, Progress, Session, Transport};
+use super::{CloseReason, Ctx, Phase, Progress, Session, Transport, WsReader};
 use crate::frame;
 use crate::metrics::{Counter, Counters};
 
@@ -48,6 +48,9 @@ impl<S: Transport> Session<S> {
         if closing_until.is_some() {
             return;
         }
+        // tungstenite must know of our close to take the reply: an idle session gets its
+        // reader back for the close handshake.
+        let ws = ws.get_or_insert_with(|| WsReader::new(cx.config));
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: text.to_owned().into(),
@@ -79,8 +82,6 @@ impl<S: Transport> Session<S> {
 
     pub(super) fn enter_discard(&mut self, cx: &Ctx) {
         self.phase = Phase::Discard { write_shut: false };
-        self.stash = Vec::new();
-        self.ws_buffered = false;
         self.deadline = Some(cx.now + cx.config.close_timeout);
     }
 

@@ -5,17 +5,14 @@
 //! be pipelined (bounded by `max_buffered` of answers); an upgrade is answered `101` and the
 //! rest of the input goes straight to the WebSocket phase.
 
-use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
-
 use super::liveness::{Liveness, Timing};
 use super::outbound::Chunk;
-use super::{ApiCall, Ctx, Event, Phase, Session, Transport, WS_READ_CHUNK, WsState};
+use super::{ApiCall, Ctx, Event, Phase, Session, Transport};
 use crate::auth::Grant;
 use crate::chat::Dialect;
 use crate::control::API_ANSWER_WITHIN;
 use crate::http::request::{self, Parsed};
 use crate::http::{Dispatch, Status, error_response, http_counter, json_error};
-use crate::limits::PublishMeter;
 
 impl<S: Transport> Session<S> {
     /// Handles `input`; false when the message budget ran out (the rest is stashed).
@@ -148,16 +145,9 @@ impl<S: Transport> Session<S> {
                     // The token's name wins over `?nick=` (v1 only: plain clients have none).
                     let name = identity.as_ref().and_then(|id| id.name.clone());
                     self.grant = identity.map(|id| Box::new(Grant::of(&id, cx.now)));
-                    let ws_config = WebSocketConfig::default()
-                        .read_buffer_size(WS_READ_CHUNK)
-                        .write_buffer_size(0)
-                        .max_message_size(Some(cfg.max_message))
-                        .max_frame_size(Some(cfg.max_message));
                     self.phase = Phase::Open {
-                        ws: Box::new(WsState {
-                            ctx: WebSocketContext::new(Role::Server, Some(ws_config)),
-                            publish: PublishMeter::default(),
-                        }),
+                        // Made when the client sends something (`ws_reader`).
+                        ws: None,
                         liveness: Liveness::new(&Timing::of(cfg), cx.now),
                         closing_until: None,
                         hello: None,

@@ -49,10 +49,11 @@ impl Timing {
 pub struct Liveness {
     last_input: Instant,
     last_message: Instant,
-    /// When a ping is due (if no input arrives before).
-    ping_due: Option<Instant>,
-    /// When the ping in flight was sent.
-    ping_sent: Option<Instant>,
+    /// When a ping is due (if no input arrives before), or, while `ping_out`, when the ping in
+    /// flight was sent: one instant serves both (8 bytes less for every idle connection).
+    ping: Option<Instant>,
+    /// A ping is in flight.
+    ping_out: bool,
 }
 
 impl Liveness {
@@ -61,8 +62,8 @@ impl Liveness {
         Liveness {
             last_input: now,
             last_message: now,
-            ping_due: timing.ping_interval.map(|i| now + i),
-            ping_sent: None,
+            ping: timing.ping_interval.map(|i| now + i),
+            ping_out: false,
         }
     }
 
@@ -71,9 +72,9 @@ impl Liveness {
     #[inline]
     pub fn saw_input(&mut self, now: Instant, timing: &Timing) {
         self.last_input = now;
-        if self.ping_sent.is_some_and(|sent| now > sent) {
-            self.ping_sent = None;
-            self.ping_due = timing.ping_interval.map(|i| now + i);
+        if self.ping_out && self.ping.is_some_and(|sent| now > sent) {
+            self.ping_out = false;
+            self.ping = timing.ping_interval.map(|i| now + i);
         }
     }
 
@@ -92,9 +93,9 @@ impl Liveness {
 
     /// The earliest moment [`Liveness::check`] may have something to do.
     pub fn next_due(&self, timing: &Timing) -> Option<Instant> {
-        let ping = match self.ping_sent {
-            Some(sent) => Some(sent + timing.pong_timeout),
-            None => self.ping_due,
+        let ping = match (self.ping_out, self.ping) {
+            (true, Some(sent)) => Some(sent + timing.pong_timeout),
+            _ => self.ping,
         };
         let idle = timing.idle_timeout.map(|t| self.last_message + t);
         match (ping, idle) {
@@ -105,10 +106,10 @@ impl Liveness {
 
     /// Decides what is due at `now`. After `Ping`, the caller sends the ping.
     pub fn check(&mut self, now: Instant, timing: &Timing) -> Verdict {
-        if let Some(sent) = self.ping_sent {
+        if let (true, Some(sent)) = (self.ping_out, self.ping) {
             if self.last_input > sent {
-                self.ping_sent = None;
-                self.ping_due = timing.ping_interval.map(|i| self.last_input + i);
+                self.ping_out = false;
+                self.ping = timing.ping_interval.map(|i| self.last_input + i);
             } else if sent + timing.pong_timeout <= now {
                 return Verdict::Dead;
             }
@@ -118,16 +119,16 @@ impl Liveness {
         {
             return Verdict::Idle;
         }
-        if self.ping_sent.is_none()
-            && let (Some(due), Some(interval)) = (self.ping_due, timing.ping_interval)
+        if !self.ping_out
+            && let (Some(due), Some(interval)) = (self.ping, timing.ping_interval)
             && due <= now
         {
             if self.last_input + interval > now {
                 // Heard from recently: no need to ask.
-                self.ping_due = Some(self.last_input + interval);
+                self.ping = Some(self.last_input + interval);
             } else {
-                self.ping_sent = Some(now);
-                self.ping_due = None;
+                self.ping = Some(now);
+                self.ping_out = true;
                 return Verdict::Ping;
             }
         }

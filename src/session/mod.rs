@@ -10,7 +10,9 @@
 //! * `Http` reads a request head (bounded by `max_request_head` and `handshake_timeout`) and
 //!   answers it, or validates an upgrade and answers `101`.
 //! * `Open` feeds socket bytes to tungstenite; each complete data message becomes one shared
-//!   frame for the room ([`Event::Message`]).
+//!   frame for the room ([`Event::Message`]). tungstenite's context lives in a reader
+//!   (`ws_reader`) made when the client sends and given back at rest, so an idle connection
+//!   holds none (docs/architecture.md, "What an idle connection holds").
 //! * `Discard` is every way out: the last bytes (an error answer, a close frame) are flushed,
 //!   the write side is shut (`FIN`), and input is read and thrown away until the peer closes or
 //!   `close_timeout` passes. Reading on instead of closing at once keeps the kernel from
@@ -24,6 +26,7 @@
 //! session pays one null pointer): its user id, whether it may publish, and its expiry, one
 //! more deadline of the `Open` phase.
 
+mod boundary;
 pub mod cell;
 mod closing;
 mod http_phase;
@@ -32,14 +35,13 @@ pub mod outbound;
 pub mod transport;
 pub mod v1;
 mod ws_phase;
+pub(crate) mod ws_reader;
 mod wsio;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
-
-use tungstenite::protocol::WebSocketContext;
 
 use crate::auth::Grant;
 use crate::chat::{Dialect, Nick, Post};
@@ -50,21 +52,15 @@ use crate::history::Ask;
 use crate::http::Site;
 use crate::http::request::FullRequest;
 use crate::ids::SessionId;
-use crate::limits::PublishMeter;
 use crate::metrics::{Counter, Counters};
 use crate::room::RoomId;
 use liveness::{Liveness, Timing, Verdict};
 use outbound::{Chunk, Flushed, OutQueue};
 pub use transport::Transport;
+use ws_reader::WsReader;
 
 /// Most bytes one session may read per loop turn before yielding to the others.
 const READ_BYTES_PER_TURN: usize = 256 * 1024;
-
-/// tungstenite's own read buffer per session, allocated at the upgrade. Small on purpose:
-/// bytes arrive through the shard's scratch buffer, so this only holds the part of a frame
-/// that has not completed; 64 bytes keep an idle session small and still take a chat message
-/// in one or two copies.
-const WS_READ_CHUNK: usize = 64;
 
 /// An empty ping frame (server frames are unmasked).
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
@@ -121,7 +117,9 @@ enum Phase {
         answered: bool,
     },
     Open {
-        ws: Box<WsState>,
+        /// tungstenite's context and the rest of the reading state, only while the client is
+        /// sending (`ws_reader`): an idle connection holds none.
+        ws: Option<Box<WsReader>>,
         liveness: Liveness,
         /// We sent a close frame and wait for the peer's, until this moment.
         closing_until: Option<Instant>,
@@ -144,17 +142,6 @@ struct ApiCall {
     need: usize,
     /// The request went to the API service; its answer is awaited.
     waiting: bool,
-}
-
-/// An open session's state kept out of line, allocated at the upgrade: tungstenite's context
-/// and the `--max-publish-rate` buckets. The meter rides in the context's allocation rather
-/// than in the session: its 8 bytes fit in that allocation's slack (glibc serves the 256 bytes
-/// of the context and these 264 from the same 272-byte chunk), so it costs idle connections
-/// nothing, limit or not.
-struct WsState {
-    ctx: WebSocketContext,
-    /// Untouched when no limit is set; its clock is `Liveness`'s last data message.
-    publish: PublishMeter,
 }
 
 /// What a session works with during one call: limits, the HTTP side, the time, the counters.
@@ -183,13 +170,11 @@ pub struct Session<S> {
     phase: Phase,
     out: OutQueue,
     deadline: Option<Instant>,
-    /// Input read from the socket but not yet handed on (left over when a turn's budget ran out).
-    stash: Vec<u8>,
-    /// tungstenite may hold complete frames it has not returned yet.
-    ws_buffered: bool,
     peer_eof: bool,
-    /// The queue's buffer was given back after the upgrade.
-    out_trimmed: bool,
+    /// The queue's buffer is given back at the next flush of an open session that empties it:
+    /// after the `101`, and after each deadline (a ping, or a burst long past, need not keep
+    /// it; a busy session regrows it and pays one allocation per deadline).
+    trim_queue: bool,
     /// A per-address limit holds a place for `peer`'s address (given back at the end).
     ip_counted: bool,
     dialect: Dialect,
@@ -200,8 +185,6 @@ pub struct Session<S> {
     nick: Option<Nick>,
     /// What a valid token granted (docs/auth.md): boxed, one null pointer when anonymous.
     grant: Option<Box<Grant>>,
-    /// The id as clients see it, made at the first message (most sessions never need it).
-    id_text: Option<Arc<str>>,
     /// The peer's address, when the transport has one (for the access log and the per-IP limit).
     peer: Option<PeerAddr>,
     id: SessionId,
@@ -222,10 +205,8 @@ impl<S: Transport> Session<S> {
             },
             out: OutQueue::default(),
             deadline: Some(now + config.handshake_timeout),
-            stash: Vec::new(),
-            ws_buffered: false,
             peer_eof: false,
-            out_trimmed: false,
+            trim_queue: true,
             ip_counted: false,
             dialect: Dialect::Plain,
             close: None,
@@ -233,7 +214,6 @@ impl<S: Transport> Session<S> {
             room: None,
             nick: None,
             grant: None,
-            id_text: None,
             peer: None,
             id: SessionId::default(),
             opened: now,
@@ -287,6 +267,12 @@ impl<S: Transport> Session<S> {
         self.room.as_ref()
     }
 
+    /// Keeps `room`, another copy of the session's room name, instead of its own.
+    pub fn share_room_name(&mut self, room: RoomId) {
+        debug_assert_eq!(self.room.as_ref(), Some(&room));
+        self.room = Some(room);
+    }
+
     /// The dialect the session speaks (plain until an upgrade negotiates v1).
     pub fn dialect(&self) -> Dialect {
         self.dialect
@@ -308,8 +294,13 @@ impl<S: Transport> Session<S> {
     }
 
     /// The id as clients see it: `"<worker>.<seq>"`, after `"<node>."` in a cluster.
+    /// A sending client's reader keeps it for its messages; otherwise it is made afresh (for
+    /// a join or a `who`, rare next to messages).
     pub fn id_text(&mut self, config: &Config) -> Arc<str> {
-        id_text(&mut self.id_text, self.id, config)
+        match &mut self.phase {
+            Phase::Open { ws: Some(ws), .. } => id_text(&mut ws.id_text, self.id, config),
+            _ => id_text(&mut None, self.id, config),
+        }
     }
 
     /// Whether the session still takes messages (open, and not closing). A member that no
@@ -369,8 +360,10 @@ impl<S: Transport> Session<S> {
         events: &mut Vec<Event>,
     ) -> Progress {
         let mut budget = cx.config.messages_per_turn;
-        if !self.stash.is_empty() || self.ws_buffered {
-            let stash = std::mem::take(&mut self.stash);
+        if let Phase::Open { ws: Some(ws), .. } = &mut self.phase
+            && ws.has_pending_input()
+        {
+            let stash = std::mem::take(&mut ws.stash);
             if !self.consume(&stash, cx, events, &mut budget) {
                 return Progress::MoreReady;
             }
@@ -408,11 +401,12 @@ impl<S: Transport> Session<S> {
     /// Writes queued output. Returns `Finished` once a closing session has nothing left to do.
     pub fn flush(&mut self, counters: &mut Counters) -> Progress {
         let before = self.out.queued_bytes();
-        let result = self.out.write_to(&mut self.stream);
+        let mut write_calls = 0;
+        let result = self.out.write_to(&mut self.stream, &mut write_calls);
         let written = (before - self.out.queued_bytes()) as u64;
         self.bytes_out += written;
         counters.add(Counter::BytesOut, written);
-        counters.add(Counter::SocketWrites, self.out.take_write_calls());
+        counters.add(Counter::SocketWrites, write_calls);
         let drained =
             match result.and_then(|f| Ok(f == Flushed::All && self.stream.flush_pending()?)) {
                 Ok(drained) => drained,
@@ -425,10 +419,10 @@ impl<S: Transport> Session<S> {
         if !drained {
             return Progress::Idle;
         }
-        if matches!(self.phase, Phase::Open { .. }) && !self.out_trimmed {
-            // The queue held the 101; most sessions then idle for a long time, so give its
-            // buffer back once (busy ones regrow it and keep it).
-            self.out_trimmed = true;
+        if self.trim_queue && matches!(self.phase, Phase::Open { .. }) {
+            // The queue held the 101 (or a ping); most sessions then idle for a long time, so
+            // give its buffer back (busy ones regrow it and keep it until their next deadline).
+            self.trim_queue = false;
             self.out.release_memory();
         }
         if let Phase::Discard { write_shut } = &mut self.phase {
@@ -448,8 +442,28 @@ impl<S: Transport> Session<S> {
     /// Called when the deadline has passed: expires the phase, or sends a ping.
     pub fn on_deadline(&mut self, cx: &mut Ctx) -> Progress {
         let progress = self.expire(cx);
+        self.rest_reader(cx);
+        self.trim_queue = true;
         self.refresh_deadline(cx.config);
         progress
+    }
+
+    /// Gives back the reading state of an open session that is at rest (`ws_reader`): a
+    /// client that sent messages keeps it until its next deadline, one that only answered a
+    /// ping gives it back at once (`ws_phase`).
+    fn rest_reader(&mut self, cx: &Ctx) {
+        if let Phase::Open {
+            ws: ws @ Some(_),
+            liveness,
+            closing_until: None,
+            ..
+        } = &mut self.phase
+            && ws
+                .as_ref()
+                .is_some_and(|w| w.at_rest(cx.config, liveness.since_last_message(cx.now)))
+        {
+            *ws = None;
+        }
     }
 
     fn expire(&mut self, cx: &mut Ctx) -> Progress {
@@ -515,7 +529,7 @@ impl<S: Transport> Session<S> {
             }
             Phase::Open { liveness, .. } => match liveness.check(now, &Timing::of(cx.config)) {
                 Verdict::Alive => {}
-                Verdict::Ping => self.out.push(Chunk::Owned(PING_FRAME.to_vec())),
+                Verdict::Ping => self.out.push(Chunk::Shared(ping_frame())),
                 Verdict::Dead => {
                     cx.counters.bump(Counter::TimerPong);
                     tracing::debug!("no answer to a ping in time");
@@ -632,10 +646,30 @@ impl<S: Transport> Session<S> {
         }
     }
 
+    /// Whether the session holds tungstenite's reading state now (`ws_reader`).
+    #[cfg(test)]
+    fn has_reader(&self) -> bool {
+        matches!(self.phase, Phase::Open { ws: Some(_), .. })
+    }
+
+    /// Chunks the outbound queue has room for without growing.
+    #[cfg(test)]
+    fn queue_capacity(&self) -> usize {
+        self.out.capacity()
+    }
+
     /// When the session's token expires (plus the leeway), if it has one that does.
     fn token_ends(&self) -> Option<Instant> {
         self.grant.as_ref().and_then(|g| g.ends)
     }
+}
+
+/// The ping, shared: every ping of the process is the same two bytes, so sending one allocates
+/// nothing (pings come to every quiet connection at once, and each allocation would stay in the
+/// allocator's high-water mark).
+fn ping_frame() -> SharedFrame {
+    static PING: LazyLock<SharedFrame> = LazyLock::new(|| Arc::from(&PING_FRAME[..]));
+    PING.clone()
 }
 
 /// The session's id as clients see it, made once (see [`Session::id_text`]).

@@ -49,19 +49,12 @@ pub struct OutQueue {
     head_written: usize,
     /// Bytes queued and not yet written.
     queued: usize,
-    /// Write calls made since [`OutQueue::take_write_calls`] last asked.
-    write_calls: u64,
 }
 
 impl OutQueue {
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.queued
-    }
-
-    /// Write calls made since the last call of this method (for the syscall counter).
-    pub fn take_write_calls(&mut self) -> u64 {
-        std::mem::take(&mut self.write_calls)
     }
 
     /// True when nothing waits.
@@ -76,6 +69,12 @@ impl OutQueue {
             self.queued += len;
             self.chunks.push_back(chunk);
         }
+    }
+
+    /// Chunks the queue has room for without growing.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.chunks.capacity()
     }
 
     /// Frees the queue's buffer if it is empty (it regrows on the next push).
@@ -99,7 +98,9 @@ impl OutQueue {
     /// Writes queued chunks with vectored writes until the queue is empty or the socket
     /// would block. In the common case that is exactly one `writev`: a short write means the
     /// socket buffer is full, so we stop instead of asking again just to hear `WouldBlock`.
-    pub fn write_to(&mut self, out: &mut impl Write) -> io::Result<Flushed> {
+    /// Each write call is counted in `calls` (the caller's syscall counter: kept out of the
+    /// queue, which every idle connection carries).
+    pub fn write_to(&mut self, out: &mut impl Write, calls: &mut u64) -> io::Result<Flushed> {
         while !self.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
@@ -114,7 +115,7 @@ impl OutQueue {
                 count += 1;
                 offered += bytes.len();
             }
-            self.write_calls += 1;
+            *calls += 1;
             let written = match out.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
@@ -199,7 +200,7 @@ mod tests {
             calls: 0,
         };
         let mut turns = 0;
-        while q.write_to(&mut sink).unwrap() == Flushed::Blocked {
+        while q.write_to(&mut sink, &mut 0).unwrap() == Flushed::Blocked {
             turns += 1;
             assert!(turns < 100);
         }
@@ -214,7 +215,9 @@ mod tests {
             q.push(Chunk::Owned(b"xy".to_vec()));
         }
         let mut sink = Vec::new();
-        assert_eq!(q.write_to(&mut sink).unwrap(), Flushed::All);
+        let mut calls = 0;
+        assert_eq!(q.write_to(&mut sink, &mut calls).unwrap(), Flushed::All);
+        assert_eq!(calls, 1);
         assert_eq!(sink.len(), 20);
     }
 
@@ -227,7 +230,7 @@ mod tests {
         q.discard_unstarted();
         assert_eq!(q.queued_bytes(), 4);
         let mut sink = Vec::new();
-        q.write_to(&mut sink).unwrap();
+        q.write_to(&mut sink, &mut 0).unwrap();
         assert_eq!(sink, b"cdef");
     }
 }

@@ -628,25 +628,77 @@ fn without_a_publish_rate_nothing_is_metered() {
     assert!(h.session.receives());
 }
 
-/// The publish meter rides in tungstenite's boxed context rather than in every session: it
-/// must fit in that allocation's slack, or it would cost every open connection memory.
+/// An idle connection holds no reader: the upgrade makes none, and a client that only
+/// answers pings gives it back as soon as the pong is read, even one cut at every byte.
 #[test]
-fn the_publish_meter_fits_in_the_slack_of_the_context_allocation() {
-    let ctx = Box::new(WebSocketContext::new(
-        tungstenite::protocol::Role::Server,
-        None,
-    ));
-    let with_meter = std::mem::size_of::<WsState>();
-    assert!(with_meter <= std::mem::size_of_val(&*ctx) + 8);
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let ptr = Box::into_raw(ctx);
-        // SAFETY: `ptr` comes from the global (system) allocator and is live; it is given
-        // back to a Box and freed right after.
-        let usable = unsafe { libc::malloc_usable_size(ptr.cast()) };
-        drop(unsafe { Box::from_raw(ptr) });
-        assert!(usable >= with_meter, "{usable} < {with_meter}");
+fn an_idle_session_holds_no_reader_and_a_pong_leaves_none() {
+    let mut h = upgraded();
+    assert!(!h.session.has_reader());
+    let pong = client_frame(true, 0xA, b"");
+    h.send(&pong[..3]);
+    h.pump_reads();
+    assert!(h.session.has_reader(), "part of a frame is held");
+    h.send(&pong[3..]);
+    h.pump_reads();
+    assert!(!h.session.has_reader());
+}
+
+/// A client that sends messages keeps its reader (no allocation per message) until its next
+/// deadline finds it at rest; a message cut in fragments keeps it in any case.
+#[test]
+fn a_sender_keeps_its_reader_until_its_deadline() {
+    let mut h = upgraded();
+    h.send(&client_frame(false, 0x1, b"he"));
+    h.send(&client_frame(true, 0xA, b""));
+    h.pump_reads();
+    let due = h.session.deadline().expect("a ping deadline");
+    h.at(due, |s, cx| s.on_deadline(cx));
+    assert!(h.session.has_reader(), "inside a fragmented message");
+    h.send(&client_frame(true, 0x0, b"llo"));
+    h.pump_reads();
+    assert_eq!(h.events.len(), 1, "{:?}", h.events);
+    assert!(h.session.has_reader());
+    let due = h.session.deadline().expect("a ping deadline");
+    h.at(due, |s, cx| s.on_deadline(cx));
+    assert!(!h.session.has_reader());
+    // A fresh reader takes the next message as the old one would have.
+    h.send(&client_frame(true, 0x1, b"again"));
+    h.pump_reads();
+    assert_eq!(h.events.len(), 2);
+}
+
+/// A burst grows the outbound queue's buffer; after the next deadline (which queues a ping
+/// here), the flush that empties the queue gives it back: a connection that was busy once and
+/// went quiet, or that is pinged, costs what an idle one does.
+#[test]
+fn a_quiet_session_gives_back_its_queue_buffer_at_its_deadline() {
+    let mut h = upgraded();
+    assert_eq!(h.session.queue_capacity(), 0, "given back after the 101");
+    let frame = frame::encode_shared(frame::OP_TEXT, b"burst");
+    for _ in 0..50 {
+        assert_eq!(h.push(&frame), Delivery::Queued);
     }
+    assert!(h.session.queue_capacity() >= 50);
+    h.pump_writes();
+    let due = h.session.deadline().expect("a ping deadline");
+    h.at(due, |s, cx| s.on_deadline(cx));
+    assert_eq!(h.pump_writes(), PING_FRAME);
+    assert_eq!(h.session.queue_capacity(), 0);
+}
+
+/// With a publish limit, a reader whose buckets are not full again is kept: a fresh one would
+/// forget what the client spent.
+#[test]
+fn a_reader_with_spent_publish_buckets_is_kept() {
+    let mut h = upgraded();
+    h.config.max_publish_rate = Some(crate::limits::Rate::new(1, Some(0)));
+    let now = Instant::now();
+    h.send(&client_frame(true, 0x1, b"x"));
+    h.pump_reads_at(now);
+    h.at(now, |s, cx| s.on_deadline(cx));
+    assert!(h.session.has_reader(), "the bucket is not full yet");
+    h.at(now + Duration::from_secs(10), |s, cx| s.on_deadline(cx));
+    assert!(!h.session.has_reader());
 }
 
 /// A session of a server whose API is on the main port.

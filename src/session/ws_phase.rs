@@ -11,7 +11,7 @@ use tungstenite::protocol::Message;
 
 use super::outbound::Chunk;
 use super::wsio::WsIo;
-use super::{CloseReason, Ctx, Event, Phase, Session, Transport, id_text, v1};
+use super::{CloseReason, Ctx, Event, Phase, Session, Transport, WsReader, id_text, v1};
 use crate::chat::envelope::ErrorCode;
 use crate::chat::post::now_millis;
 use crate::chat::{Body, Dialect, Nick, Post, envelope};
@@ -29,7 +29,7 @@ impl<S: Transport> Session<S> {
         budget: &mut usize,
     ) -> bool {
         let Phase::Open {
-            ws,
+            ws: reader,
             liveness,
             closing_until,
             hello,
@@ -37,18 +37,27 @@ impl<S: Transport> Session<S> {
         else {
             return true;
         };
+        if input.is_empty() && !reader.as_ref().is_some_and(|ws| ws.buffered) {
+            return true;
+        }
+        // An idle session has no reader: the first bytes make one (`ws_reader`).
+        let ws = reader.get_or_insert_with(|| WsReader::new(cx.config));
         let closing = closing_until.is_some();
         let v1 = self.dialect == Dialect::V1;
+        let mut sent_data = false;
         let mut io = WsIo::new(input, &mut self.out);
         loop {
             if *budget == 0 {
-                self.stash.extend_from_slice(io.rest());
-                self.ws_buffered = true;
+                let rest = io.rest();
+                ws.boundary.feed(&input[..input.len() - rest.len()]);
+                ws.stash.extend_from_slice(rest);
+                ws.buffered = true;
                 return false;
             }
             let failure = match ws.ctx.read(&mut io) {
                 Ok(message) => {
                     *budget -= 1;
+                    sent_data |= matches!(message, Message::Text(_) | Message::Binary(_));
                     match message {
                         Message::Text(_) | Message::Binary(_) if closing => continue,
                         Message::Binary(_) if v1 => Some(CloseReason::UnsupportedData),
@@ -88,7 +97,7 @@ impl<S: Transport> Session<S> {
                                             reclaim: None,
                                         },
                                     };
-                                    let (id_slot, id) = (&mut self.id_text, self.id);
+                                    let (id_slot, id) = (&mut ws.id_text, self.id);
                                     let sender = || id_text(id_slot, id, cx.config);
                                     let answer = v1::on_text(&text, state, sender, events);
                                     if !had_grant && self.grant.is_some() {
@@ -123,7 +132,7 @@ impl<S: Transport> Session<S> {
                                         _ => continue, // only data messages come here
                                     };
                                     events.push(Event::Message(Post {
-                                        sender: id_text(&mut self.id_text, self.id, cx.config),
+                                        sender: id_text(&mut ws.id_text, self.id, cx.config),
                                         nick: None,
                                         user: self.grant.as_ref().map(|g| g.user.clone()),
                                         body,
@@ -185,7 +194,16 @@ impl<S: Transport> Session<S> {
                     }
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.ws_buffered = false;
+                    // tungstenite took all of `input` and returned every whole frame in it.
+                    ws.boundary.feed(input);
+                    ws.buffered = false;
+                    // A client that only answered a ping goes back to holding nothing; one
+                    // that sends messages keeps its reader until its next deadline, so that
+                    // a publisher does not make one per message (`Session::rest_reader`).
+                    let since = liveness.since_last_message(cx.now);
+                    if !sent_data && !closing && ws.at_rest(cx.config, since) {
+                        *reader = None;
+                    }
                     return true;
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {

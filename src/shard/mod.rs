@@ -499,7 +499,14 @@ impl<R: Reach> Shard<R> {
         self.websockets += 1;
         self.publish_gauges();
         let node = self.common.config.node_id.as_deref();
-        self.table.with(key, |s| access::log_upgrade(s, node));
+        let rooms = &self.rooms;
+        self.table.with(key, |s| {
+            access::log_upgrade(s, node);
+            // Its room's members here share one copy of its name (one allocation less each).
+            if let Some(shared) = s.room().and_then(|room| rooms.shared_name(room)) {
+                s.share_room_name(shared.clone());
+            }
+        });
     }
 
     fn expire_timers(&mut self) {

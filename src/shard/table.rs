@@ -20,7 +20,7 @@ use crate::frame::SharedFrame;
 use crate::ids::SessionKey;
 pub use crate::session::cell::{Cell, Locked, lock};
 use crate::session::{Ctx, Delivery, Progress, Session};
-use crate::shard::timers::Timers;
+use crate::shard::timers::{self, Timers};
 
 /// Marks a slot that is in no room's member list.
 const NO_ROOM_SLOT: u32 = u32::MAX;
@@ -263,7 +263,7 @@ impl<C: Cell> SessionTable<C> {
     pub fn pop_due(&mut self, now: Instant) -> Option<SessionKey> {
         while let Some((key, generation)) = self.timers.pop_due(now) {
             if let Some(slot) = self.slots.get_mut(key)
-                && slot.generation == generation
+                && timers::low_bits(slot.generation) == generation
                 && slot.armed.is_some_and(|armed| armed <= now)
             {
                 slot.armed = None;
@@ -299,3 +299,6 @@ fn list_slot<C>(list: &mut Vec<SessionKey>, slot: &mut Slot<C>, key: SessionKey)
         list.push(key);
     }
 }
+
+#[cfg(test)]
+mod budget;

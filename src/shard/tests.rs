@@ -645,14 +645,6 @@ fn shared_members_of_a_closed_connection_leave_the_registry() {
     assert_eq!(field(&cat.texts()[0], "online"), 2);
 }
 
-/// What every idle connection carries in its loop's table: a regression here costs memory on
-/// every one of them (docs/benchmarks.md measures the whole cost per connection).
-#[test]
-fn an_idle_session_stays_within_its_budget() {
-    let session = std::mem::size_of::<Session<Conn>>();
-    assert!(session <= 344, "Session<Conn> grew to {session} bytes");
-}
-
 // ---------------------------------------------------------------------------------------
 // The server API's requests, as a loop acts on them.
 

@@ -73,3 +73,42 @@ def test_deliveries_agree_with_python_subscribers(server):
         assert abs(count - per_recipient) <= 0.10 * per_recipient, (count, per_recipient)
     # And both agree with what was sent (the independent clients missed nothing either).
     assert all(count == report["sent"] for count in counts), (counts, report["sent"])
+
+
+def test_idle_reports_memory_in_the_server_and_in_the_kernel(server):
+    """`idle` gives the server's RSS per connection and, beside it, the kernel's TCP figures
+    (/proc/net/sockstat and the slab), before connecting and with the connections open.
+
+    The kernel's figures are the whole machine's, which other processes move too, so only what
+    this run guarantees is checked: while the connections are open, both ends of each (the load
+    generator's socket and the server's, all on loopback) are sockets in use.
+    """
+    assert LOAD.is_file(), f"{LOAD} not found: run `cargo build --release --workspace`"
+    srv = server()
+    connections = 300
+    tool = subprocess.run(
+        [str(LOAD), "idle", "--url", srv.url("idle"), "--connections", str(connections),
+         "--hold", "1", "--server-pid", str(srv.pid), "--json", "--quiet"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert tool.returncode == 0, tool.stderr.decode(errors="replace")
+    report = json.loads(tool.stdout)
+    assert report["opened"] == connections
+    assert report["server"]["pid"] == srv.pid
+    assert report["server"]["rss_after"] > 0
+    kernel = report["kernel"]
+    assert kernel["page_size"] > 0 and kernel["page_size"] % 1024 == 0
+    for moment in ("before", "after"):
+        sample = kernel[moment]
+        for field in ("inuse", "alloc", "mem_pages", "slab_bytes"):
+            assert isinstance(sample[field], int) and sample[field] >= 0, (moment, field)
+    assert kernel["after"]["inuse"] >= 2 * connections
+    assert kernel["after"]["slab_bytes"] > 0
+    # The per-connection figures are the differences they say they are.
+    opened, page = report["opened"], kernel["page_size"]
+    mem = (kernel["after"]["mem_pages"] - kernel["before"]["mem_pages"]) * page / opened
+    assert abs(kernel["tcp_mem_per_connection"] - mem) < 1e-6
+    sockets = (kernel["after"]["inuse"] - kernel["before"]["inuse"]) / opened
+    assert abs(kernel["sockets_per_connection"] - sockets) < 1e-6
+    slab = (kernel["after"]["slab_bytes"] - kernel["before"]["slab_bytes"]) / opened
+    assert abs(kernel["slab_per_connection"] - slab) < 1e-6

@@ -9,6 +9,7 @@ use crate::plan::Plan;
 use crate::probe::{ServerProbe, Usage};
 use crate::report::{FloodReport, RoundTripReport, ServerReport, TrafficReport};
 use crate::roundtrip::RoundTripBoard;
+use crate::sockstat::{KernelTcpReport, TcpSockstat};
 use crate::stats::{Endings, FloodStats, Quantiles, ReceiveStats, new_histogram};
 use crate::worker::WorkerReport;
 
@@ -21,6 +22,9 @@ pub(super) struct Samples {
     pub window_end: Option<Usage>,
     pub end: Option<Usage>,
     pub client_cpu_secs: f64,
+    /// The kernel's TCP figures at the first two of those moments.
+    pub kernel_before_connect: Option<TcpSockstat>,
+    pub kernel_after_connect: Option<TcpSockstat>,
 }
 
 /// The workers' reports, summed.
@@ -162,6 +166,12 @@ impl Merged {
             drained,
             client_cpu_secs: samples.client_cpu_secs,
             server,
+            kernel: match (samples.kernel_before_connect, samples.kernel_after_connect) {
+                (Some(before), Some(after)) => {
+                    Some(KernelTcpReport::new(before, after, self.opened))
+                }
+                _ => None,
+            },
             round_trip: board.map(|b| RoundTripReport {
                 completed: b.completed(),
                 incomplete: b.incomplete(),

@@ -24,6 +24,7 @@ use crate::probe::{ServerProbe, Usage, own_cpu_secs};
 use crate::progress::Progress;
 use crate::report::TrafficReport;
 use crate::roundtrip::RoundTripBoard;
+use crate::sockstat;
 use crate::worker::{WAKER, Worker, WorkerReport, WorkerSetup};
 
 use merge::{Merged, Samples};
@@ -124,6 +125,7 @@ impl Coordinator {
             board,
         };
         run.samples.before_connect = run.sample();
+        run.samples.kernel_before_connect = sockstat::read();
         run.spawn_workers()?;
         Ok(run)
     }
@@ -190,6 +192,7 @@ impl Coordinator {
     fn settle(&mut self) {
         thread::sleep(Duration::from_nanos(self.plan.timing.settle_ns));
         self.samples.after_connect = self.sample();
+        self.samples.kernel_after_connect = sockstat::read();
     }
 
     /// Starts traffic and waits out the warm-up and the measured window, sampling CPU at both

@@ -129,6 +129,7 @@ mod tests {
             hold_secs: 1.0,
             closed_during_hold: 0,
             server: None,
+            kernel: None,
         })
     }
 

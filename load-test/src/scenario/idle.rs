@@ -1,5 +1,7 @@
-//! Idle: open C connections, hold them, close them. Measures handshakes/s and, with
-//! `--server-pid`, the server's resident memory per open connection.
+//! Idle: open C connections, hold them, close them. Measures handshakes/s, the kernel's TCP
+//! memory per connection (`/proc/net/sockstat`, see [`crate::sockstat`]) and, with
+//! `--server-pid`, the server's resident memory per open connection: together, what an idle
+//! connection costs in user space and in the kernel.
 
 use std::fmt::Write as _;
 
@@ -12,6 +14,7 @@ use crate::error::LoadError;
 use crate::plan::{Role, Room};
 use crate::report::{mib, write_connections};
 use crate::scenario::{Base, add_room};
+use crate::sockstat::KernelTcpReport;
 use crate::stats::Quantiles;
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +40,8 @@ pub struct IdleReport {
     /// Connections the server closed or dropped while they were held.
     pub closed_during_hold: u64,
     pub server: Option<IdleServer>,
+    /// The kernel's TCP figures (the namespace's: both ends of loopback connections counted).
+    pub kernel: Option<KernelTcpReport>,
 }
 
 pub fn run(args: &IdleArgs) -> Result<IdleReport, LoadError> {
@@ -77,6 +82,7 @@ pub fn run(args: &IdleArgs) -> Result<IdleReport, LoadError> {
             rss_after: s.rss_after_connect,
             rss_per_connection: s.rss_per_connection,
         }),
+        kernel: report.kernel,
         label: report.label,
         connections: report.connections,
         opened: report.opened,
@@ -117,11 +123,31 @@ impl IdleReport {
                 server.rss_per_connection
             );
         }
+        if let Some(kernel) = &self.kernel {
+            let _ = writeln!(
+                s,
+                "  kernel       TCP buffers {:.1} MiB before, {:.1} MiB with the connections open: {:.0} bytes per connection; {:.1} sockets per connection",
+                mib(kernel.before.mem_pages * kernel.page_size),
+                mib(kernel.after.mem_pages * kernel.page_size),
+                kernel.tcp_mem_per_connection,
+                kernel.sockets_per_connection,
+            );
+            let _ = writeln!(
+                s,
+                "               slab {:.0} bytes per connection (socket structures; machine-wide)",
+                kernel.slab_per_connection,
+            );
+            let _ = writeln!(
+                s,
+                "               the kernel's figures count both ends of a loopback connection"
+            );
+        }
         s
     }
 
     pub fn columns(&self) -> Vec<(&'static str, String)> {
         let server = self.server.as_ref();
+        let kernel = self.kernel.as_ref();
         vec![
             ("connections", self.opened.to_string()),
             ("connect_failures", self.connect_failures.to_string()),
@@ -143,6 +169,22 @@ impl IdleReport {
             (
                 "rss_per_connection",
                 server.map_or(String::new(), |s| format!("{:.0}", s.rss_per_connection)),
+            ),
+            (
+                "kernel_tcp_mem_per_connection",
+                kernel.map_or(String::new(), |k| {
+                    format!("{:.0}", k.tcp_mem_per_connection)
+                }),
+            ),
+            (
+                "kernel_sockets_per_connection",
+                kernel.map_or(String::new(), |k| {
+                    format!("{:.2}", k.sockets_per_connection)
+                }),
+            ),
+            (
+                "kernel_slab_per_connection",
+                kernel.map_or(String::new(), |k| format!("{:.0}", k.slab_per_connection)),
             ),
         ]
     }

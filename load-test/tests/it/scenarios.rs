@@ -126,6 +126,10 @@ fn idle_reports_handshakes_and_memory() {
     assert_eq!(report.opened, 300, "{}", report.summary());
     assert!(report.handshakes_per_sec > 0.0);
     assert_eq!(report.closed_during_hold, 0);
+    let kernel = report.kernel.clone().expect("Linux has /proc/net/sockstat");
+    // Both ends of every loopback connection were open when the kernel was sampled.
+    assert!(kernel.after.inuse >= 2 * 300, "{}", report.summary());
+    assert!(report.summary().contains("both ends"));
     let server = report.server.expect("server figures");
     assert!(server.rss_after >= server.rss_before);
 }
