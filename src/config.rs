@@ -25,6 +25,16 @@ pub enum Model {
     Sharded,
 }
 
+/// When big-room output waits for the coalescing window (`src/shard/coalesce.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CoalesceRule {
+    /// Only while writing every delivery at once would take a quarter of the thread's time.
+    #[default]
+    Adaptive,
+    /// Always (the rule before adaptive coalescing; kept for comparison).
+    Fixed,
+}
+
 /// Whether WebSocket upgrades carry signed connection tokens (docs/auth.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMode {
@@ -117,6 +127,9 @@ pub struct Config {
     /// it cut the CPU per delivery by a quarter and the p99 latency by a third
     /// (docs/benchmarks.md).
     pub coalesce: Duration,
+    /// When big-room output waits for the window: only while writing every delivery at once
+    /// would take a quarter of the thread (adaptive, the default), or always (fixed).
+    pub coalesce_rule: CoalesceRule,
     /// Capacity of each shard's inbox for broadcasts from other shards. Default 16384.
     pub mesh_capacity: usize,
     /// Most messages one session may have processed per loop turn, so that one chatty peer
@@ -189,6 +202,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             tls: None,
             coalesce: Duration::from_millis(10),
+            coalesce_rule: CoalesceRule::default(),
             mesh_capacity: 16 * 1024,
             messages_per_turn: 64,
             presence: true,
