@@ -75,6 +75,11 @@ pub struct Config {
     /// Largest number of bytes that may wait in one session's outbound queue. A session that
     /// exceeds it is a slow consumer and is closed (code 1008). Default 1 MiB.
     pub max_buffered: usize,
+    /// `SO_SNDBUF` of accepted sockets (`--socket-send-buffer`; the kernel doubles it for its
+    /// bookkeeping and stops autotuning it). `None`: the kernel's autotuning, up to
+    /// `net.ipv4.tcp_wmem`'s maximum. It bounds the kernel memory a stalled reader can pin
+    /// besides `max_buffered` in the server.
+    pub socket_send_buffer: Option<usize>,
     /// Largest HTTP request head (request line + headers); larger heads get 431. Default 8 KiB.
     pub max_request_head: usize,
     /// Most header lines in one request head; more get 431. Default 64.
@@ -187,6 +192,7 @@ impl Default for Config {
             static_dir: None,
             max_message: 64 * 1024,
             max_buffered: 1024 * 1024,
+            socket_send_buffer: None,
             max_request_head: 8 * 1024,
             max_headers: 64,
             handshake_timeout: Duration::from_secs(10),

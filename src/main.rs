@@ -69,6 +69,10 @@ struct ServerArgs {
     /// Most bytes queued for one client before it is closed as a slow consumer (1008).
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     max_buffered: usize,
+    /// SO_SNDBUF of accepted sockets, in bytes (the kernel doubles it and stops autotuning
+    /// it); bounds the kernel memory a stalled reader pins. Default: the kernel's autotuning.
+    #[arg(long, value_name = "BYTES")]
+    socket_send_buffer: Option<usize>,
     /// Most open WebSocket sessions; more upgrades get 503 [default: descriptor limit - 256].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
@@ -266,6 +270,7 @@ impl ServerArgs {
             static_dir: self.static_dir,
             max_message: self.max_message,
             max_buffered: self.max_buffered,
+            socket_send_buffer: self.socket_send_buffer,
             max_connections: self.max_connections.unwrap_or_else(default_max_connections),
             max_connections_per_ip: self.max_connections_per_ip,
             max_connection_rate_per_ip: self
