@@ -25,6 +25,16 @@ pub enum Model {
     Sharded,
 }
 
+/// When big-room output waits for the coalescing window (`src/shard/coalesce.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CoalesceRule {
+    /// Only while writing every delivery at once would take a quarter of the thread's time.
+    #[default]
+    Adaptive,
+    /// Always (the rule before adaptive coalescing; kept for comparison).
+    Fixed,
+}
+
 /// Whether WebSocket upgrades carry signed connection tokens (docs/auth.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMode {
@@ -65,6 +75,11 @@ pub struct Config {
     /// Largest number of bytes that may wait in one session's outbound queue. A session that
     /// exceeds it is a slow consumer and is closed (code 1008). Default 1 MiB.
     pub max_buffered: usize,
+    /// `SO_SNDBUF` of accepted sockets (`--socket-send-buffer`; the kernel doubles it for its
+    /// bookkeeping and stops autotuning it). `None`: the kernel's autotuning, up to
+    /// `net.ipv4.tcp_wmem`'s maximum. It bounds the kernel memory a stalled reader can pin
+    /// besides `max_buffered` in the server.
+    pub socket_send_buffer: Option<usize>,
     /// Largest HTTP request head (request line + headers); larger heads get 431. Default 8 KiB.
     pub max_request_head: usize,
     /// Most header lines in one request head; more get 431. Default 64.
@@ -117,6 +132,9 @@ pub struct Config {
     /// it cut the CPU per delivery by a quarter and the p99 latency by a third
     /// (docs/benchmarks.md).
     pub coalesce: Duration,
+    /// When big-room output waits for the window: only while writing every delivery at once
+    /// would take a quarter of the thread (adaptive, the default), or always (fixed).
+    pub coalesce_rule: CoalesceRule,
     /// Capacity of each shard's inbox for broadcasts from other shards. Default 16384.
     pub mesh_capacity: usize,
     /// Most messages one session may have processed per loop turn, so that one chatty peer
@@ -174,6 +192,7 @@ impl Default for Config {
             static_dir: None,
             max_message: 64 * 1024,
             max_buffered: 1024 * 1024,
+            socket_send_buffer: None,
             max_request_head: 8 * 1024,
             max_headers: 64,
             handshake_timeout: Duration::from_secs(10),
@@ -189,6 +208,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             tls: None,
             coalesce: Duration::from_millis(10),
+            coalesce_rule: CoalesceRule::default(),
             mesh_capacity: 16 * 1024,
             messages_per_turn: 64,
             presence: true,

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shardcast::config::{
-    ApiKey, AuthMode, Model, TlsFiles, TokenKeyFile, default_max_connections, raise_fd_limit,
+    ApiKey, AuthMode, CoalesceRule, Model, TlsFiles, TokenKeyFile, default_max_connections,
+    raise_fd_limit,
 };
 use shardcast::limits::Rate;
 use shardcast::logging::{self, LogFormat};
@@ -68,6 +69,10 @@ struct ServerArgs {
     /// Most bytes queued for one client before it is closed as a slow consumer (1008).
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     max_buffered: usize,
+    /// SO_SNDBUF of accepted sockets, in bytes (the kernel doubles it and stops autotuning
+    /// it); bounds the kernel memory a stalled reader pins. Default: the kernel's autotuning.
+    #[arg(long, value_name = "BYTES")]
+    socket_send_buffer: Option<usize>,
     /// Most open WebSocket sessions; more upgrades get 503 [default: descriptor limit - 256].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
@@ -117,6 +122,10 @@ struct ServerArgs {
     /// microseconds, coalescing messages into fewer writes per socket (0: every loop turn).
     #[arg(long, default_value_t = 10_000, value_name = "MICROSECONDS")]
     coalesce_us: u64,
+    /// When big-room broadcasts wait for the coalescing window: adaptive (only while writing
+    /// every delivery at once would take a quarter of a shard's time) or fixed (always).
+    #[arg(long, value_enum, default_value_t = CoalesceRuleArg::Adaptive, value_name = "RULE")]
+    coalesce_rule: CoalesceRuleArg,
     /// Messages each room keeps for history and resume; 0 turns room offsets, history and the
     /// one order per room off (each sender's order still holds).
     #[arg(long, default_value_t = 100, value_name = "N")]
@@ -210,6 +219,22 @@ impl From<AuthArg> for AuthMode {
     }
 }
 
+/// `--coalesce-rule` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CoalesceRuleArg {
+    Adaptive,
+    Fixed,
+}
+
+impl From<CoalesceRuleArg> for CoalesceRule {
+    fn from(rule: CoalesceRuleArg) -> CoalesceRule {
+        match rule {
+            CoalesceRuleArg::Adaptive => CoalesceRule::Adaptive,
+            CoalesceRuleArg::Fixed => CoalesceRule::Fixed,
+        }
+    }
+}
+
 /// `--model` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ModelArg {
@@ -245,6 +270,7 @@ impl ServerArgs {
             static_dir: self.static_dir,
             max_message: self.max_message,
             max_buffered: self.max_buffered,
+            socket_send_buffer: self.socket_send_buffer,
             max_connections: self.max_connections.unwrap_or_else(default_max_connections),
             max_connections_per_ip: self.max_connections_per_ip,
             max_connection_rate_per_ip: self
@@ -270,6 +296,7 @@ impl ServerArgs {
             drain_timeout: seconds(self.drain_timeout, "--drain-timeout")?,
             allowed_origins: self.allowed_origins,
             coalesce: Duration::from_micros(self.coalesce_us),
+            coalesce_rule: self.coalesce_rule.into(),
             history_size: self.history_size,
             history_ttl: seconds(self.history_ttl, "--history-ttl")?,
             history_memory: self.history_memory,

@@ -83,7 +83,7 @@ impl Server {
                 v.algorithm()
             );
         }
-        let listener = bind(config.listen)?;
+        let listener = bind(config.listen, config.socket_send_buffer)?;
         let local_addr = listener.local_addr().map_err(|cause| ServerError::Listen {
             addr: config.listen,
             cause,
@@ -310,11 +310,19 @@ fn spawn_pinned(
         })
 }
 
-fn bind(addr: SocketAddr) -> Result<StdTcpListener, ServerError> {
+fn bind(addr: SocketAddr, send_buffer: Option<usize>) -> Result<StdTcpListener, ServerError> {
     let listen_error = |cause| ServerError::Listen { addr, cause };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(listen_error)?;
     socket.set_reuse_address(true).map_err(listen_error)?;
+    if let Some(bytes) = send_buffer {
+        // Accepted sockets inherit the listener's buffer sizes (tcp(7): they must be set
+        // before listen), so one call covers every connection, with no syscall per accept.
+        socket.set_send_buffer_size(bytes).map_err(listen_error)?;
+        if let Ok(set) = socket.send_buffer_size() {
+            tracing::info!("socket send buffer: {set} bytes per connection (asked {bytes})");
+        }
+    }
     socket.set_nonblocking(true).map_err(listen_error)?;
     socket.bind(&addr.into()).map_err(listen_error)?;
     socket.listen(LISTEN_BACKLOG).map_err(listen_error)?;

@@ -23,6 +23,8 @@ command -v cc >/dev/null || apt_install build-essential
 command -v tmux >/dev/null || apt_install tmux
 # The server API's tests drive it with curl too (tests/py/test_api.py).
 command -v curl >/dev/null || apt_install curl
+# The socket-buffer test reads the server's sockets with `ss` (tests/py/test_socket_buffer.py).
+command -v ss >/dev/null || apt_install iproute2
 # The cluster tests start their own Redis servers (tests/py/test_cluster.py).
 { command -v redis-server && command -v redis-cli; } >/dev/null || apt_install redis-server
 

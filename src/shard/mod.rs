@@ -206,7 +206,11 @@ impl<R: Reach> Shard<R> {
             reach: parts.reach,
             reach_backlog: false,
             cluster: parts.cluster,
-            coalesce: Coalescer::new(parts.common.config.coalesce, now),
+            coalesce: Coalescer::new(
+                parts.common.config.coalesce,
+                parts.common.config.coalesce_rule,
+                now,
+            ),
             common: parts.common,
             table: SessionTable::default(),
             rooms: RoomTable::default(),
@@ -562,6 +566,7 @@ impl<R: Reach> Shard<R> {
     /// its numbering that long (their deliveries join this pass where still ahead in it).
     fn flush_output(&mut self) {
         let list = self.table.take_flush_list();
+        let started = Instant::now();
         for slice in list.chunks(FLUSH_SLICE) {
             if !self.inbox.is_empty() {
                 self.drain_inbox();
@@ -571,6 +576,7 @@ impl<R: Reach> Shard<R> {
             self.table
                 .flush_listed(slice, |s| s.flush(counters), &mut self.finished);
         }
+        self.coalesce.flushed(list.len(), started.elapsed());
         self.table.give_back_flush_list(list);
     }
 
