@@ -33,8 +33,10 @@
 //! shards through their bounded inboxes and the mesh backlog ([`crate::mesh`]).
 
 pub mod claim;
+pub mod follows;
 pub mod link;
 pub mod publisher;
+pub mod sequencer;
 pub mod shares;
 pub mod stats;
 pub mod subscriber;
@@ -165,6 +167,12 @@ pub enum Outbound {
     },
     /// Another node appeared: publish the heartbeat now rather than at the next tick.
     HeartbeatNow,
+    /// A loop has joins waiting for `room` to be synced (Redis as the sequencer): the
+    /// subscriber is to follow it and read its state.
+    Follow {
+        /// The room.
+        room: RoomId,
+    },
     /// Publish this server API envelope on the presence channel (a disconnect, a presence
     /// question or an answer: [`wire::disconnect`], [`wire::ask`], [`wire::answer`]).
     Control {
@@ -288,6 +296,38 @@ impl ClusterLink {
         if self.tx.try_send(message).is_err() {
             self.stats.dropped(1);
         }
+    }
+
+    /// Hands a message a local member sent to the publisher, which runs Redis's publish
+    /// script on it (history on: Redis numbers it). False, counted as dropped, when it cannot
+    /// be ordered now: the publisher has no connection to Redis (or this process lost its
+    /// node id), or its queue is full. The sender is then told, and nothing is delivered.
+    pub fn sequence(&self, room: &RoomId, post: &Post) -> bool {
+        let link = &self.stats.link;
+        if !link.is_connected(link::Side::Publish) || link.clash().is_some() {
+            self.stats.dropped(1);
+            return false;
+        }
+        if self.tx.len() >= PUBLISH_QUEUE {
+            self.stats.dropped(1);
+            return false;
+        }
+        let bytes = wire::message(&self.node, post);
+        let message = Outbound::Message {
+            room: room.clone(),
+            bytes,
+        };
+        if self.tx.try_send(message).is_err() {
+            self.stats.dropped(1);
+            return false;
+        }
+        true
+    }
+
+    /// Asks the bridge to follow `room` and sync it (joins wait for that). Best effort: a
+    /// request the queue has no room for is asked again at the loop's next history sweep.
+    pub fn follow(&self, room: &RoomId) {
+        let _ = self.tx.try_send(Outbound::Follow { room: room.clone() });
     }
 
     /// The server API asks node `target` to close its session `session` (`"<worker>.<seq>"`)
@@ -470,7 +510,7 @@ pub fn start(
     url: &str,
     node: &str,
     presence: bool,
-    ordered: bool,
+    sequencing: Option<sequencer::Sequencing>,
     shards: Vec<PeerHandle>,
     stats: Arc<ClusterStats>,
 ) -> Result<(ClusterLink, Departure), ServerError> {
@@ -496,7 +536,7 @@ pub fn start(
     let publisher = publisher::Publisher::new(
         (client.clone(), claim),
         (node.clone(), instance),
-        shards.len(),
+        (shards.len(), sequencing),
         rx,
         share_tx,
         stats.clone(),
@@ -504,7 +544,7 @@ pub fn start(
     let subscriber = subscriber::Subscriber::new(
         client,
         (node.clone(), instance),
-        (presence, ordered),
+        (presence, sequencing),
         shards,
         share_rx,
         tx.clone(),

@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::backoff::Backoff;
 use crate::cluster::claim::{Claim, Holder};
 use crate::cluster::link::Side;
+use crate::cluster::sequencer::{self, Script, Sequencing};
 use crate::cluster::shares::ShareSender;
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Instance, Member};
@@ -55,6 +56,8 @@ pub struct Publisher {
     /// While disconnected: when to try again.
     retry_at: Instant,
     next_heartbeat: Instant,
+    /// History on: messages go through Redis's publish script, loaded on every connection.
+    sequencing: Option<(Sequencing, Script)>,
 }
 
 impl Publisher {
@@ -62,7 +65,7 @@ impl Publisher {
     pub fn new(
         (client, claim): (redis::Client, Claim),
         (node, instance): (Arc<str>, u64),
-        workers: usize,
+        (workers, sequencing): (usize, Option<Sequencing>),
         rx: Receiver<Outbound>,
         share_tx: ShareSender,
         stats: Arc<ClusterStats>,
@@ -81,6 +84,7 @@ impl Publisher {
             backoff: reconnect_backoff(),
             retry_at: Instant::now(),
             next_heartbeat: Instant::now(),
+            sequencing: sequencing.map(|s| (s, Script::new(sequencer::PUBLISH))),
         }
     }
 
@@ -127,10 +131,36 @@ impl Publisher {
     fn add(&mut self, item: Outbound, pipe: &mut redis::Pipeline) -> u64 {
         match item {
             Outbound::Message { room, bytes } => {
-                pipe.cmd("PUBLISH")
-                    .arg(room_channel(room.as_str()))
-                    .arg(bytes)
-                    .ignore();
+                match &self.sequencing {
+                    // Redis numbers it, keeps it and publishes it ([`sequencer::PUBLISH`]).
+                    Some((seq, script)) => {
+                        pipe.cmd("EVALSHA")
+                            .arg(script.hash())
+                            .arg(2)
+                            .arg(sequencer::meta_key(&room))
+                            .arg(sequencer::log_key(&room))
+                            .arg(bytes)
+                            .arg(sequencer::fresh_epoch())
+                            .arg(seq.size)
+                            .arg(seq.ttl_secs())
+                            .arg(room_channel(room.as_str()))
+                            .ignore();
+                    }
+                    None => {
+                        pipe.cmd("PUBLISH")
+                            .arg(room_channel(room.as_str()))
+                            .arg(bytes)
+                            .ignore();
+                    }
+                }
+                1
+            }
+            Outbound::Follow { room } => {
+                self.share_tx.follow(room);
+                // Its echo wakes the subscriber, which may be waiting on its subscription.
+                let mut wake = sequencer::WAKE.to_vec();
+                wake.extend_from_slice(self.node.as_bytes());
+                pipe.cmd("PUBLISH").arg(PRESENCE_CHANNEL).arg(wake).ignore();
                 1
             }
             Outbound::Presence {
@@ -191,7 +221,16 @@ impl Publisher {
         let Some(conn) = &mut self.conn else {
             return; // `claimed` just made sure of it
         };
-        match pipe.exec(conn) {
+        let mut sent = pipe.exec(conn);
+        if let (Err(e), Some((_, script))) = (&sent, &mut self.sequencing)
+            && Script::missing(e)
+        {
+            // Redis lost its scripts (SCRIPT FLUSH) before running any of this pipeline's:
+            // nothing of it was published, so it is sent once more.
+            tracing::info!("redis publisher: publish script missing; loading it again");
+            sent = script.load(conn).and_then(|_| pipe.exec(conn));
+        }
+        match sent {
             Ok(()) => self.stats.published(count),
             Err(e) => {
                 self.stats.dropped(count);
@@ -234,6 +273,13 @@ impl Publisher {
                     self.lost(&e);
                     return None;
                 }
+            }
+        }
+        if fresh && let Some((_, script)) = &mut self.sequencing {
+            // Loaded on every connection: a restarted Redis has no scripts.
+            if let Err(e) = script.load(conn) {
+                self.lost(&e);
+                return None;
             }
         }
         if fresh {

@@ -43,7 +43,9 @@ use crate::backoff::Backoff;
 use crate::chat::envelope::Change;
 use crate::chat::post::Needs;
 use crate::chat::{Body, Nick, Outgoing, Post};
+use crate::cluster::follows::Follows;
 use crate::cluster::link::Side;
+use crate::cluster::sequencer::{self, Sequencing};
 use crate::cluster::shares::{ShareReceiver, Stopped};
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Envelope, Instance, Member};
@@ -83,9 +85,9 @@ pub struct Subscriber {
     /// This process's token, as its heartbeats carry it.
     instance: u64,
     presence: bool,
-    /// Rooms have one order (history on): messages from other nodes go to their room's home
-    /// shard, which numbers them.
-    ordered: bool,
+    /// History on: Redis numbers every room's messages, and this thread follows them
+    /// ([`Follows`]).
+    follows: Option<Follows>,
     mesh: MeshLinks,
     workers: usize,
     share_rx: ShareReceiver,
@@ -130,7 +132,7 @@ impl Subscriber {
     pub fn new(
         client: redis::Client,
         (node, instance): (Arc<str>, u64),
-        (presence, ordered): (bool, bool),
+        (presence, sequencing): (bool, Option<Sequencing>),
         shards: Vec<PeerHandle>,
         share_rx: ShareReceiver,
         publisher: Sender<Outbound>,
@@ -143,7 +145,7 @@ impl Subscriber {
             node,
             instance,
             presence,
-            ordered,
+            follows: sequencing.map(Follows::new),
             // An id beyond every shard's: every shard is a peer.
             mesh: MeshLinks::new(ShardId(usize::MAX), shards),
             workers,
@@ -284,6 +286,7 @@ impl Subscriber {
                 Ok(shares) => shares.into_iter().for_each(|s| self.apply_share(s)),
                 Err(Stopped) => return false,
             }
+            self.take_follow_requests();
             self.expire_nodes();
             self.flush_to_shards();
         }
@@ -295,6 +298,11 @@ impl Subscriber {
             Ok(conn) => conn,
             Err(e) => return Exit::Lost(e),
         };
+        if let Some(follows) = &mut self.follows
+            && let Err(e) = follows.connect(&self.client)
+        {
+            return Exit::Lost(e);
+        }
         let mut pubsub = conn.as_pubsub();
         // Whatever was subscribed before is gone with the old connection.
         self.subscribed.clear();
@@ -315,7 +323,14 @@ impl Subscriber {
                 Ok(msg) => msg,
                 Err(e) => return Exit::Lost(e),
             };
-            self.handle(msg.get_channel_name(), msg.get_payload_bytes());
+            let payload = msg.get_payload_bytes();
+            if payload.starts_with(sequencer::SEQUENCED) {
+                if let Err(e) = self.on_sequenced(msg.get_channel_name(), payload) {
+                    return Exit::Lost(e);
+                }
+            } else if !payload.starts_with(sequencer::WAKE) {
+                self.handle(msg.get_channel_name(), payload);
+            }
             if self.stats.link.clash().is_some() {
                 return Exit::Clash;
             }
@@ -323,7 +338,13 @@ impl Subscriber {
                 Ok(shares) => shares.into_iter().for_each(|s| self.apply_share(s)),
                 Err(Stopped) => return Exit::Stopped,
             }
+            self.take_follow_requests();
             if let Err(e) = self.sync_subscriptions(&mut pubsub) {
+                return Exit::Lost(e);
+            }
+            if let Some(follows) = &mut self.follows
+                && let Err(e) = follows.refresh(Instant::now())
+            {
                 return Exit::Lost(e);
             }
             self.expire_nodes();
@@ -348,28 +369,149 @@ impl Subscriber {
             .delivery_dropped(std::mem::take(&mut self.mesh.notices_dropped));
     }
 
-    /// Subscribes to rooms that gained local members and leaves those that lost them all.
+    /// Subscribes to rooms that gained local members (or, Redis sequencing, that a loop
+    /// asked to follow) and leaves those that lost them all. With Redis sequencing, a room is
+    /// read right after its subscription is made, and its sequencer told when it is left.
     fn sync_subscriptions(&mut self, pubsub: &mut redis::PubSub) -> redis::RedisResult<()> {
+        if let Some(follows) = &mut self.follows {
+            follows.expire_requests(Instant::now());
+        }
+        let requested = self.follows.iter().flat_map(Follows::requested);
         let wanted: Vec<RoomId> = self
             .local
             .rooms()
+            .chain(requested)
             .filter(|room| !self.subscribed.contains(*room))
             .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
         for room in wanted {
             pubsub.subscribe(room_channel(room.as_str()))?;
-            self.subscribed.insert(room);
+            self.subscribed.insert(room.clone());
+            // Subscribed first, then read: nothing published in between is missed (what
+            // the read already has comes again live, and is skipped by its offset).
+            self.sync_room(&room)?;
+        }
+        if let Some(follows) = &mut self.follows {
+            // Asked again while followed: its sequencer no longer trusts its history.
+            let fresh: Vec<RoomId> = follows.fresh.drain().collect();
+            for room in fresh {
+                if self.subscribed.contains(&room) {
+                    self.sync_room(&room)?;
+                }
+            }
         }
         let unwanted: Vec<RoomId> = self
             .subscribed
             .iter()
-            .filter(|room| !self.local.contains(room))
+            .filter(|room| {
+                !self.local.contains(room)
+                    && !self
+                        .follows
+                        .as_ref()
+                        .is_some_and(|f| f.requested().any(|r| r == *room))
+            })
             .cloned()
             .collect();
         for room in unwanted {
             pubsub.unsubscribe(room_channel(room.as_str()))?;
             self.subscribed.remove(&room);
+            if let Some(follows) = &mut self.follows {
+                follows.at.remove(&room);
+                let home = room.home(self.workers);
+                self.mesh.send(home, ShardMsg::Unfollow { room });
+            }
         }
+        Ok(())
+    }
+
+    /// Takes the rooms loops asked to follow (Redis sequencing).
+    fn take_follow_requests(&mut self) {
+        if let Some(follows) = &mut self.follows {
+            let now = Instant::now();
+            for room in self.share_rx.take_follows() {
+                follows.request(room, now);
+            }
+        }
+    }
+
+    /// Reads `room` from Redis and hands it to its sequencer (Redis sequencing; else
+    /// nothing to do).
+    fn sync_room(&mut self, room: &RoomId) -> redis::RedisResult<()> {
+        let Some(follows) = &mut self.follows else {
+            return Ok(());
+        };
+        let Some(batch) = follows.read(room)? else {
+            return Ok(());
+        };
+        follows.at.insert(room.clone(), (batch.epoch, batch.offset));
+        let home = room.home(self.workers);
+        self.mesh.send(
+            home,
+            ShardMsg::Sequenced {
+                room: room.clone(),
+                batch: Box::new(batch),
+            },
+        );
+        Ok(())
+    }
+
+    /// A message Redis numbered (its publish script) on `channel`: handed to the room's
+    /// sequencer if it is the next; skipped if it was handed over already (by a read);
+    /// after a gap or in another epoch, the room is read again instead.
+    fn on_sequenced(&mut self, channel: &str, payload: &[u8]) -> redis::RedisResult<()> {
+        let Some(room) = channel
+            .strip_prefix(ROOM_CHANNEL_PREFIX)
+            .and_then(RoomId::parse)
+        else {
+            return Ok(());
+        };
+        let (Some(follows), Some((epoch, offset, envelope))) =
+            (&mut self.follows, sequencer::sequenced(payload))
+        else {
+            tracing::debug!("redis: ignoring a malformed message on {channel}");
+            return Ok(());
+        };
+        let Some(&(at_epoch, at)) = follows.at.get(&room) else {
+            return Ok(()); // not followed (any more)
+        };
+        self.stats.received();
+        if epoch == at_epoch && offset <= at {
+            return Ok(()); // the read that synced the room had it
+        }
+        if epoch != at_epoch || offset != at + 1 {
+            tracing::debug!(
+                room = room.as_str(),
+                "redis: message {offset} after {at}: reading the room again"
+            );
+            return self.sync_room(&room);
+        }
+        let Some(post) = sequencer::post(envelope) else {
+            // Unreadable: the room is read again, whose sequencer then knows what it misses.
+            return self.sync_room(&room);
+        };
+        if let Some(node) = wire::decode(envelope).map(|e| match e {
+            Envelope::Message { node, .. } => node.to_owned(),
+            _ => String::new(),
+        }) && node != *self.node
+        {
+            self.heard_from(&node);
+        }
+        follows_at(&mut self.follows, &room, (epoch, offset));
+        let home = room.home(self.workers);
+        let batch = crate::history::Batch {
+            epoch,
+            offset,
+            entries: vec![(offset, post)],
+        };
+        self.mesh.send(
+            home,
+            ShardMsg::Sequenced {
+                room,
+                batch: Box::new(batch),
+            },
+        );
         Ok(())
     }
 
@@ -500,10 +642,10 @@ impl Subscriber {
                     body,
                     ts,
                 };
-                if self.ordered {
-                    // The room's home numbers it among the room's other messages.
-                    let home = room.home(self.workers);
-                    self.mesh.send(home, ShardMsg::Publish { room, post });
+                if self.follows.is_some() {
+                    // History on: only what Redis numbered has a place in the room's order
+                    // (a node with history off sends these; all nodes must agree on it).
+                    tracing::debug!("redis: ignoring an unnumbered message in {room:?}");
                     return;
                 }
                 let share = self.local.total(&room);
@@ -703,6 +845,13 @@ impl Subscriber {
     }
 }
 
+/// Records where `room` stands (Redis sequencing).
+fn follows_at(follows: &mut Option<Follows>, room: &RoomId, at: (crate::history::Epoch, u64)) {
+    if let Some(follows) = follows {
+        follows.at.insert(room.clone(), at);
+    }
+}
+
 // HEARTBEAT is referenced in docs; keep the silence limit meaningfully above it.
 const _: () = assert!(SILENCE_LIMIT.as_secs() > 2 * HEARTBEAT.as_secs());
 
@@ -757,7 +906,7 @@ mod tests {
         let sub = Subscriber::new(
             redis::Client::open("redis://127.0.0.1:1/").unwrap(),
             (Arc::from("me"), ME),
-            (presence, false),
+            (presence, None),
             handles,
             share_rx,
             publisher,

@@ -54,6 +54,17 @@ impl<R: Reach> Shard<R> {
                 reply,
             } => {
                 if let Some(cluster) = &self.cluster {
+                    if self.common.config.history_on() {
+                        // Redis numbers it (docs/api.md): the answer says it was handed over,
+                        // not where. One Redis could not take is not answered (a timeout).
+                        if cluster.sequence(&room, &post) {
+                            let _ = reply.try_send(Reply::Published {
+                                index,
+                                placed: None,
+                            });
+                        }
+                        return;
+                    }
                     cluster.publish(&room, &post);
                 }
                 let placed = self.publish_placed(&room, post);
