@@ -22,7 +22,7 @@ use crate::history::{Batch, Epoch};
 use crate::room::RoomId;
 
 /// How long a room stays followed after a loop asked for it.
-pub const REQUEST_GRACE: Duration = Duration::from_secs(10);
+pub const REQUEST_GRACE: Duration = Duration::from_secs(3);
 
 /// Longest wait between two renewals of the followed rooms' time to live in Redis.
 const REFRESH_CAP: Duration = Duration::from_secs(60);
