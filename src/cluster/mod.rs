@@ -52,7 +52,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::backoff::{Backoff, random_seed};
 pub use crate::chat::MemberChange;
 use crate::chat::Post;
-use crate::control::MemberInfo;
+use crate::control::{MemberInfo, Reply};
 use crate::error::ServerError;
 use crate::ids::ShardId;
 pub use crate::ids::valid_node_id;
@@ -165,6 +165,9 @@ pub enum Outbound {
         /// allocated up front at the size of the largest variant).
         member: Option<Box<MemberChange>>,
     },
+    /// A message of the server API (Redis sequencing): published as a member's is, and
+    /// Redis's place for it answered to the API (boxed: it is rare, the queue's slots small).
+    Api(Box<ApiMessage>),
     /// Another node appeared: publish the heartbeat now rather than at the next tick.
     HeartbeatNow,
     /// A loop has joins waiting for `room` to be synced (Redis as the sequencer): the
@@ -179,6 +182,19 @@ pub enum Outbound {
         /// The envelope.
         bytes: Vec<u8>,
     },
+}
+
+/// A server API message for Redis to number, and where to answer its place.
+#[derive(Debug)]
+pub struct ApiMessage {
+    /// The room.
+    pub room: RoomId,
+    /// The envelope ([`wire::message`]).
+    pub bytes: Vec<u8>,
+    /// The API request's index (a broadcast publishes to several rooms).
+    pub index: usize,
+    /// Where the API waits: [`Reply::Published`] with Redis's epoch and offset.
+    pub reply: Sender<Reply>,
 }
 
 /// One shard of another node answering this node's presence question (docs/api.md).
@@ -318,6 +334,33 @@ impl ClusterLink {
             bytes,
         };
         if self.tx.try_send(message).is_err() {
+            self.stats.dropped(1);
+            return false;
+        }
+        true
+    }
+
+    /// [`ClusterLink::sequence`] for a message of the server API: the publisher answers
+    /// `reply` with Redis's place for it once the script ran (not at all if it could not).
+    pub fn sequence_for_api(
+        &self,
+        room: &RoomId,
+        post: &Post,
+        index: usize,
+        reply: Sender<Reply>,
+    ) -> bool {
+        let link = &self.stats.link;
+        if !link.is_connected(link::Side::Publish) || link.clash().is_some() {
+            self.stats.dropped(1);
+            return false;
+        }
+        let message = ApiMessage {
+            room: room.clone(),
+            bytes: wire::message(&self.node, post),
+            index,
+            reply,
+        };
+        if self.tx.try_send(Outbound::Api(Box::new(message))).is_err() {
             self.stats.dropped(1);
             return false;
         }

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::backoff::Backoff;
 use crate::cluster::claim::{Claim, Holder};
@@ -28,9 +28,12 @@ use crate::cluster::shares::ShareSender;
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Instance, Member};
 use crate::cluster::{
-    ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, MemberChange, Outbound, PRESENCE_CHANNEL,
+    ApiMessage, ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, MemberChange, Outbound,
+    PRESENCE_CHANNEL,
     RECONNECT_CAP, connect, reconnect_backoff, room_channel,
 };
+use crate::control::{Placed, Reply};
+use crate::history::Epoch;
 use crate::ids::ShardId;
 use crate::room::{RoomId, Share};
 
@@ -58,6 +61,9 @@ pub struct Publisher {
     next_heartbeat: Instant,
     /// History on: messages go through Redis's publish script, loaded on every connection.
     sequencing: Option<(Sequencing, Script)>,
+    /// The server API's messages in the pipeline being made, in order: each is answered
+    /// with its script's result (the pipeline's only results not ignored).
+    answers: Vec<(usize, Sender<Reply>)>,
 }
 
 impl Publisher {
@@ -85,6 +91,7 @@ impl Publisher {
             retry_at: Instant::now(),
             next_heartbeat: Instant::now(),
             sequencing: sequencing.map(|s| (s, Script::new(sequencer::PUBLISH))),
+            answers: Vec::new(),
         }
     }
 
@@ -155,6 +162,29 @@ impl Publisher {
                 }
                 1
             }
+            Outbound::Api(message) => {
+                let ApiMessage {
+                    room,
+                    bytes,
+                    index,
+                    reply,
+                } = *message;
+                let Some((seq, script)) = &self.sequencing else {
+                    return 0; // only made with Redis sequencing
+                };
+                pipe.cmd("EVALSHA")
+                    .arg(script.hash())
+                    .arg(2)
+                    .arg(sequencer::meta_key(&room))
+                    .arg(sequencer::log_key(&room))
+                    .arg(bytes)
+                    .arg(sequencer::fresh_epoch())
+                    .arg(seq.size)
+                    .arg(seq.ttl_secs())
+                    .arg(room_channel(room.as_str()));
+                self.answers.push((index, reply));
+                1
+            }
             Outbound::Follow { room } => {
                 self.share_tx.follow(room);
                 // Its echo wakes the subscriber, which may be waiting on its subscription.
@@ -205,6 +235,9 @@ impl Publisher {
             None if !self.stats.link.is_leaving() => self.claimed(heartbeat),
             _ => None,
         };
+        // Answered only with Redis's place: an API message not sent is not answered (the API
+        // says it timed out), never answered as sent.
+        let answers = std::mem::take(&mut self.answers);
         let Some(fresh) = claimed else {
             self.stats.dropped(count + u64::from(heartbeat));
             return;
@@ -221,17 +254,23 @@ impl Publisher {
         let Some(conn) = &mut self.conn else {
             return; // `claimed` just made sure of it
         };
-        let mut sent = pipe.exec(conn);
+        let mut sent = pipe.query::<Vec<redis::Value>>(conn);
         if let (Err(e), Some((_, script))) = (&sent, &mut self.sequencing)
             && Script::missing(e)
         {
             // Redis lost its scripts (SCRIPT FLUSH) before running any of this pipeline's:
             // nothing of it was published, so it is sent once more.
             tracing::info!("redis publisher: publish script missing; loading it again");
-            sent = script.load(conn).and_then(|_| pipe.exec(conn));
+            sent = script.load(conn).and_then(|_| pipe.query(conn));
         }
         match sent {
-            Ok(()) => self.stats.published(count),
+            Ok(results) => {
+                self.stats.published(count);
+                for ((index, reply), result) in answers.into_iter().zip(results) {
+                    let placed = placed(result);
+                    let _ = reply.try_send(Reply::Published { index, placed });
+                }
+            }
             Err(e) => {
                 self.stats.dropped(count);
                 tracing::warn!("redis publisher: {e}; reconnecting");
@@ -320,6 +359,25 @@ impl Publisher {
         tracing::debug!("redis publisher: {error}; next attempt in {delay:?}");
         self.retry_at = Instant::now() + delay;
     }
+}
+
+/// Where the publish script placed a message: its `{epoch, offset}` answer.
+fn placed(result: redis::Value) -> Option<Placed> {
+    let redis::Value::Array(parts) = result else {
+        return None;
+    };
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok().map(str::to_owned),
+        redis::Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let [epoch, offset] = parts.as_slice() else {
+        return None;
+    };
+    Some(Placed {
+        epoch: Epoch::parse(&text(epoch)?)?,
+        offset: text(offset)?.parse().ok()?,
+    })
 }
 
 /// The presence envelope for one shard's share of a room (the member who joined or left, if

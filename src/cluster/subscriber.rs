@@ -199,6 +199,20 @@ impl Subscriber {
             self.link_up = false;
             self.announce_down();
         }
+        self.unfollow_all();
+    }
+
+    /// Redis sequencing: nothing said in the rooms reaches this node now (the subscription is
+    /// gone), so no room's history may answer joins until it is synced again.
+    fn unfollow_all(&mut self) {
+        let Some(follows) = &mut self.follows else {
+            return;
+        };
+        for (room, _) in follows.at.drain() {
+            let home = room.home(self.workers);
+            self.mesh.send(home, ShardMsg::Unfollow { room });
+        }
+        self.flush_to_shards();
     }
 
     /// This node's heartbeat came back, `sent_micros` after the epoch: the link works.
@@ -304,8 +318,10 @@ impl Subscriber {
             return Exit::Lost(e);
         }
         let mut pubsub = conn.as_pubsub();
-        // Whatever was subscribed before is gone with the old connection.
+        // Whatever was subscribed before is gone with the old connection (and with it what
+        // followed rooms' histories knew is no longer current: those wanted are synced anew).
         self.subscribed.clear();
+        self.unfollow_all();
         if let Err(e) = pubsub.subscribe(PRESENCE_CHANNEL) {
             return Exit::Lost(e);
         }

@@ -55,14 +55,9 @@ impl<R: Reach> Shard<R> {
             } => {
                 if let Some(cluster) = &self.cluster {
                     if self.common.config.history_on() {
-                        // Redis numbers it (docs/api.md): the answer says it was handed over,
-                        // not where. One Redis could not take is not answered (a timeout).
-                        if cluster.sequence(&room, &post) {
-                            let _ = reply.try_send(Reply::Published {
-                                index,
-                                placed: None,
-                            });
-                        }
+                        // Redis numbers it: the publisher answers with its place (docs/api.md).
+                        // One Redis could not take is not answered (the API says it timed out).
+                        cluster.sequence_for_api(&room, &post, index, reply);
                         return;
                     }
                     cluster.publish(&room, &post);
