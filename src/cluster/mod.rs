@@ -314,13 +314,21 @@ impl ClusterLink {
         }
     }
 
+    /// Whether messages can be ordered now: the link works end to end (the node's heartbeat
+    /// came back through Redis, `shardcast_cluster_up`), the publisher holds a connection,
+    /// and this process holds its node id. Checked per message, so that a sender learns at
+    /// once that its message was not sent, rather than it being dropped in a failing pipeline.
+    fn can_sequence(&self) -> bool {
+        let link = &self.stats.link;
+        link.is_up() && link.is_connected(link::Side::Publish) && link.clash().is_none()
+    }
+
     /// Hands a message a local member sent to the publisher, which runs Redis's publish
     /// script on it (history on: Redis numbers it). False, counted as dropped, when it cannot
-    /// be ordered now: the publisher has no connection to Redis (or this process lost its
-    /// node id), or its queue is full. The sender is then told, and nothing is delivered.
+    /// be ordered now (Redis unreachable, the link not proven yet, or this process lost its
+    /// node id), or the publisher's queue is full. The sender is then told, and nothing is delivered.
     pub fn sequence(&self, room: &RoomId, post: &Post) -> bool {
-        let link = &self.stats.link;
-        if !link.is_connected(link::Side::Publish) || link.clash().is_some() {
+        if !self.can_sequence() {
             self.stats.dropped(1);
             return false;
         }
@@ -349,8 +357,7 @@ impl ClusterLink {
         index: usize,
         reply: Sender<Reply>,
     ) -> bool {
-        let link = &self.stats.link;
-        if !link.is_connected(link::Side::Publish) || link.clash().is_some() {
+        if !self.can_sequence() {
             self.stats.dropped(1);
             return false;
         }

@@ -29,8 +29,7 @@ use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Instance, Member};
 use crate::cluster::{
     ApiMessage, ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, MemberChange, Outbound,
-    PRESENCE_CHANNEL,
-    RECONNECT_CAP, connect, reconnect_backoff, room_channel,
+    PRESENCE_CHANNEL, RECONNECT_CAP, connect, reconnect_backoff, room_channel,
 };
 use crate::control::{Placed, Reply};
 use crate::history::Epoch;
