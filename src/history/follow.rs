@@ -144,9 +144,9 @@ impl History {
             log.epoch = batch.epoch;
             log.offset = batch.offset;
             let skip = batch.entries.len().saturating_sub(size);
-            let mut expected =
-                (batch.offset + 1).saturating_sub((batch.entries.len() - skip) as u64);
-            for (offset, post) in batch.entries.into_iter().skip(skip) {
+            let first = (batch.offset + 1).saturating_sub((batch.entries.len() - skip) as u64);
+            let tail = batch.entries.into_iter().skip(skip);
+            for (expected, (offset, post)) in (first..).zip(tail) {
                 if offset != expected {
                     // Not the contiguous tail up to `offset` (never from our scripts): keep
                     // no messages rather than a wrong sequence.
@@ -154,7 +154,6 @@ impl History {
                     added = 0;
                     break;
                 }
-                expected += 1;
                 // History only: rendered when first replayed.
                 let out = Outgoing::sequenced(post, Needs::default(), offset);
                 let bytes = entry_bytes(&out);

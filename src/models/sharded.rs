@@ -65,7 +65,7 @@ impl Mesh {
     }
 
     /// Sends `msg` (made once per shard) to every other shard with members in `room`.
-    fn to_subscribers(&mut self, room: &RoomId, msg: impl Fn() -> ShardMsg) {
+    fn send_to_subscribers(&mut self, room: &RoomId, msg: impl Fn() -> ShardMsg) {
         for &(shard, _) in self.subscribers.get(room).map_or(&[][..], Vec::as_slice) {
             self.links.send(shard, msg());
         }
@@ -264,13 +264,13 @@ impl Reach for Mesh {
         // In this order on every shard's FIFO inbox: the live messages, the gap, then the
         // places of the joins that waited (each after everything its place covers).
         for out in &followed.live {
-            self.to_subscribers(room, || ShardMsg::Broadcast {
+            self.send_to_subscribers(room, || ShardMsg::Broadcast {
                 room: room.clone(),
                 post: out.clone(),
             });
         }
         if followed.missed {
-            self.to_subscribers(room, || ShardMsg::Missed { room: room.clone() });
+            self.send_to_subscribers(room, || ShardMsg::Missed { room: room.clone() });
         }
         for waiter in followed.ready {
             if waiter.owner == self.me {

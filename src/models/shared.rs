@@ -198,18 +198,25 @@ pub struct Shared {
     queued_here: Vec<SessionKey>,
     /// This thread's joins a sync it applied made ready.
     ready_here: Vec<(RoomId, Waiter)>,
+    /// The registry's history follows Redis (a cluster with history on): joins may wait.
+    follower: bool,
 }
 
 impl Shared {
     /// Thread `me`'s reach.
     pub fn new(me: ShardId, registry: Arc<Registry>) -> Self {
-        let ordered = lock(&registry.state).history.is_some();
+        let (ordered, follower) = {
+            let state = lock(&registry.state);
+            let history = state.history.as_ref();
+            (history.is_some(), history.is_some_and(History::is_follower))
+        };
         Shared {
             me,
             registry,
             ordered,
             queued_here: Vec::new(),
             ready_here: Vec::new(),
+            follower,
         }
     }
 
@@ -343,6 +350,9 @@ impl Reach for Shared {
     const THREAD: &'static str = "worker";
 
     fn defer_join(&mut self, room: &RoomId, key: SessionKey, generation: u64, ask: &Ask) -> bool {
+        if !self.follower {
+            return false; // joins are placed under the registry lock, at once
+        }
         let mut state = lock(&self.registry.state);
         match &mut state.history {
             // A follower history answers once Redis's state of the room is here.
