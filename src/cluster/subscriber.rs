@@ -1299,3 +1299,115 @@ mod tests {
         assert_eq!(cluster_msgs(rig.sent()), vec![(2, count); 2]);
     }
 }
+
+#[cfg(test)]
+mod follow_tests {
+    use super::*;
+    use crate::history::Epoch;
+    use std::time::Duration;
+
+    /// A subscriber with Redis sequencing, following room `r` at (epoch 7, offset 3), whose
+    /// command connection is not there (a read fails).
+    fn following() -> (
+        Subscriber,
+        Vec<crossbeam_channel::Receiver<ShardMsg>>,
+        Vec<mio::Poll>,
+    ) {
+        let (mut handles, mut inboxes, mut polls) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let poll = mio::Poll::new().unwrap();
+            let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            let (tx, rx) = crossbeam_channel::bounded(64);
+            handles.push(PeerHandle { tx, waker });
+            inboxes.push(rx);
+            polls.push(poll);
+        }
+        let (_shares, share_rx) = crate::cluster::shares::handoff();
+        let (publisher, _) = crossbeam_channel::bounded(8);
+        let sequencing = Sequencing {
+            size: 100,
+            ttl: Duration::from_secs(300),
+        };
+        let mut sub = Subscriber::new(
+            redis::Client::open("redis://127.0.0.1:1/").unwrap(),
+            (Arc::from("me"), 7),
+            (true, Some(sequencing)),
+            handles,
+            share_rx,
+            publisher,
+            (Arc::new(ClusterStats::default()), Questions::default()),
+        );
+        let room = RoomId::parse("r").unwrap();
+        sub.subscribed.insert(room.clone());
+        if let Some(follows) = &mut sub.follows {
+            follows.at.insert(room, (Epoch(7), 3));
+        }
+        (sub, inboxes, polls)
+    }
+
+    fn sequenced(epoch: u64, offset: u64, text: &str) -> Vec<u8> {
+        let post = Post {
+            sender: Arc::from("other.0.1"),
+            nick: None,
+            user: None,
+            body: Body::Text(text.into()),
+            ts: 1,
+        };
+        let mut bytes = format!("S\x01{} {offset} ", Epoch(epoch)).into_bytes();
+        bytes.extend_from_slice(&wire::message("other", &post));
+        bytes
+    }
+
+    /// The offsets of the batches each shard was handed.
+    fn handed(
+        sub: &mut Subscriber,
+        inboxes: &[crossbeam_channel::Receiver<ShardMsg>],
+    ) -> Vec<Vec<u64>> {
+        sub.flush_to_shards();
+        inboxes
+            .iter()
+            .map(|rx| {
+                rx.try_iter()
+                    .map(|msg| match msg {
+                        ShardMsg::Sequenced { batch, .. } => batch.offset,
+                        other => panic!("expected a batch, got {other:?}"),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_next_message_goes_to_the_rooms_home_and_what_the_read_had_is_skipped() {
+        let (mut sub, inboxes, _polls) = following();
+        let channel = room_channel("r");
+        let home = RoomId::parse("r").unwrap().home(2).0;
+        sub.on_sequenced(&channel, &sequenced(7, 3, "had")).unwrap();
+        sub.on_sequenced(&channel, &sequenced(7, 4, "next"))
+            .unwrap();
+        sub.on_sequenced(&channel, &sequenced(7, 4, "again"))
+            .unwrap();
+        sub.on_sequenced(&channel, &sequenced(7, 5, "then"))
+            .unwrap();
+        let mut expected = vec![Vec::new(), Vec::new()];
+        expected[home] = vec![4, 5];
+        assert_eq!(handed(&mut sub, &inboxes), expected);
+        // Not followed: nothing.
+        sub.on_sequenced(&room_channel("elsewhere"), &sequenced(7, 1, "x"))
+            .unwrap();
+        assert_eq!(handed(&mut sub, &inboxes), vec![Vec::<u64>::new(); 2]);
+    }
+
+    #[test]
+    fn a_gap_or_another_epoch_reads_the_room_again_and_never_hands_it_over_as_is() {
+        for (epoch, offset) in [(7, 9), (8, 4)] {
+            let (mut sub, inboxes, _polls) = following();
+            let got = sub.on_sequenced(&room_channel("r"), &sequenced(epoch, offset, "x"));
+            assert!(
+                got.is_err(),
+                "no command connection: the read fails, the link is remade"
+            );
+            assert_eq!(handed(&mut sub, &inboxes), vec![Vec::<u64>::new(); 2]);
+        }
+    }
+}
