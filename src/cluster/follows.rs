@@ -118,17 +118,19 @@ impl Follows {
     }
 
     /// Renews the time to live of every followed room's keys when it is due (a third of
-    /// `--history-ttl`): a room with members here keeps its order in Redis however quiet,
-    /// as a room with members keeps its history on one node.
+    /// [`Sequencing::followed_ttl`]; this thread wakes at least at every heartbeat): a room
+    /// with members here keeps its order in Redis however quiet, as a room with members keeps
+    /// its history on one node.
     pub fn refresh(&mut self, now: Instant) -> redis::RedisResult<()> {
         if now < self.next_refresh || self.at.is_empty() {
             return Ok(());
         }
-        self.next_refresh = now + (self.seq.ttl / 3).clamp(Duration::from_secs(1), REFRESH_CAP);
+        let ttl = self.seq.followed_ttl();
+        self.next_refresh = now + (ttl / 3).clamp(Duration::from_secs(1), REFRESH_CAP);
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        let ttl = self.seq.ttl_secs();
+        let ttl = ttl.as_secs();
         let mut pipe = redis::pipe();
         for room in self.at.keys() {
             // Only existing keys: a missing meta stays missing, and the next message or read

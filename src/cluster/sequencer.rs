@@ -8,7 +8,8 @@
 //! * [`PUBLISH`] (by `bridge-pub`, many per pipeline): makes the meta if it is missing (a new
 //!   epoch, offset 0, and the stream deleted: it belonged to an order nobody can vouch for),
 //!   takes the next offset, appends the message to the stream (trimmed to about
-//!   `--history-size`), renews both keys' `--history-ttl`, and publishes the message on the
+//!   `--history-size`), makes both keys live at least `--history-ttl` more (never shortening
+//!   a longer time to live: a followed room's, below), and publishes the message on the
 //!   room's channel as a [`sequenced`] envelope: epoch, offset, message.
 //! * [`READ`] (by `bridge-sub`, on its own command connection): makes the meta if it is
 //!   missing in the same way, renews the keys' time to live, and returns the epoch, the
@@ -40,8 +41,10 @@ if not epoch then
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'm', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+local ttl = tonumber(ARGV[4])
+for _, key in ipairs(KEYS) do
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+end
 redis.call('PUBLISH', ARGV[5], 'S\1' .. epoch .. ' ' .. offset .. ' ' .. ARGV[1])
 return {epoch, offset}
 "#;
@@ -55,8 +58,10 @@ if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+local ttl = tonumber(ARGV[3])
+for _, key in ipairs(KEYS) do
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+end
 local offset = redis.call('HGET', KEYS[1], 'offset')
 return {epoch, offset, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])}
 "#;
@@ -105,6 +110,9 @@ impl Script {
     }
 }
 
+/// The least time to live of a followed room's keys (five heartbeats).
+pub const FOLLOWED_TTL_MIN: Duration = Duration::from_secs(10);
+
 /// What the scripts need to know of the history.
 #[derive(Debug, Clone, Copy)]
 pub struct Sequencing {
@@ -118,6 +126,13 @@ impl Sequencing {
     /// The keys' time to live, in whole seconds (at least 1).
     pub fn ttl_secs(&self) -> u64 {
         self.ttl.as_secs().max(1)
+    }
+
+    /// The time to live a node gives the keys of a room it follows, renewed every third of
+    /// it: `--history-ttl`, but at least [`FOLLOWED_TTL_MIN`], so that renewals (made when
+    /// `bridge-sub` wakes, at least at every heartbeat) always come in time.
+    pub fn followed_ttl(&self) -> Duration {
+        self.ttl.max(FOLLOWED_TTL_MIN)
     }
 }
 
