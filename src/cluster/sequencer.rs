@@ -166,16 +166,17 @@ pub fn sequenced(bytes: &[u8]) -> Option<(Epoch, u64, &[u8])> {
     Some((epoch, offset, &rest[space + 1..]))
 }
 
-/// The message a message envelope carries; `None` for anything else.
-pub fn post(envelope: &[u8]) -> Option<Post> {
+/// The message a message envelope carries, and the node it came from; `None` for anything
+/// else.
+pub fn post(envelope: &[u8]) -> Option<(&str, Post)> {
     let Some(Envelope::Message {
+        node,
         sender,
         nick,
         user,
         binary,
         ts,
         payload,
-        ..
     }) = wire::decode(envelope)
     else {
         return None;
@@ -186,13 +187,14 @@ pub fn post(envelope: &[u8]) -> Option<Post> {
         // `decode` checked the UTF-8 already.
         Body::Text(Utf8Bytes::from(String::from_utf8(payload.to_vec()).ok()?))
     };
-    Some(Post {
+    let post = Post {
         sender: Arc::from(sender),
         nick: nick.and_then(Nick::parse),
         user: user.map(Arc::from),
         body,
         ts,
-    })
+    };
+    Some((node, post))
 }
 
 /// The read script's answer as a [`Batch`]; `None` when it is not what the script returns.
@@ -229,7 +231,7 @@ pub fn batch(value: redis::Value) -> Option<Batch> {
         // One field, `m`: [name, value].
         let envelope = fields.into_iter().nth(1).and_then(bytes)?;
         match post(&envelope) {
-            Some(post) => out.push((at, post)),
+            Some((_, post)) => out.push((at, post)),
             // Unreadable (another version's): what is after it is still contiguous.
             None => out.clear(),
         }
@@ -282,7 +284,9 @@ mod tests {
         let (epoch, offset, got) = sequenced(&bytes).unwrap();
         assert_eq!((epoch, offset), (Epoch(0xabc), 42));
         assert_eq!(got, &inner[..]);
-        assert!(matches!(post(got).unwrap().body, Body::Text(t) if t.as_str() == "hi"));
+        let (node, post) = post(got).unwrap();
+        assert_eq!(node, "n1");
+        assert!(matches!(post.body, Body::Text(t) if t.as_str() == "hi"));
         for bad in [
             &b"S\x010000000000000abc 42"[..],
             b"S\x010000000000000abc  1 x",

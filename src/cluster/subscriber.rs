@@ -26,6 +26,13 @@
 //! aside: it drops every other node from the counts, tells its members, and receives nothing
 //! more until it is restarted.
 //!
+//! **Redis as the sequencer** (history on; docs/cluster.md, "One order across nodes"): the
+//! thread also follows rooms ([`Follows`]): it subscribes to a room's channel, then reads the
+//! room with its own command connection and hands the room's sequencer (its home shard) what
+//! Redis has, then every sequenced message in offset order; after a gap or a new epoch it
+//! reads the room again. When it leaves a room, or its subscription is lost, it tells the
+//! sequencer, whose history then answers no join until it is synced again.
+//!
 //! Bounds: this node's shares arrive through [`crate::cluster::shares`] (latest per (room,
 //! shard), never full). What goes to the shards passes through their bounded inboxes and this
 //! thread's [`MeshLinks`] backlog: past [`crate::mesh::MAX_BACKLOG`] waiting for one shard,
@@ -503,16 +510,12 @@ impl Subscriber {
             );
             return self.sync_room(&room);
         }
-        let Some(post) = sequencer::post(envelope) else {
+        let Some((node, post)) = sequencer::post(envelope) else {
             // Unreadable: the room is read again, whose sequencer then knows what it misses.
             return self.sync_room(&room);
         };
-        if let Some(node) = wire::decode(envelope).map(|e| match e {
-            Envelope::Message { node, .. } => node.to_owned(),
-            _ => String::new(),
-        }) && node != *self.node
-        {
-            self.heard_from(&node);
+        if node != &*self.node {
+            self.heard_from(node);
         }
         follows_at(&mut self.follows, &room, (epoch, offset));
         let home = room.home(self.workers);

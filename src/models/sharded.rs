@@ -12,6 +12,10 @@
 //! travel in one FIFO channel, everything numbered after the place arrives after the answer,
 //! and nothing before it reaches the member. The home counts those members per shard, so it
 //! sends a room's messages exactly to the shards that must deliver them.
+//!
+//! In a cluster with history on, Redis numbers the messages: the home's history follows what
+//! the bridge hands it ([`ShardMsg::Sequenced`], `crate::history::follow`), and joins wait
+//! there, its own and other shards' alike, until the room is synced.
 
 use std::collections::HashMap;
 use std::sync::Arc;
