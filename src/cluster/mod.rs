@@ -318,7 +318,7 @@ impl ClusterLink {
     /// came back through Redis, `shardcast_cluster_up`), the publisher holds a connection,
     /// and this process holds its node id. Checked per message, so that a sender learns at
     /// once that its message was not sent, rather than it being dropped in a failing pipeline.
-    fn can_sequence(&self) -> bool {
+    pub fn can_sequence(&self) -> bool {
         let link = &self.stats.link;
         link.is_up() && link.is_connected(link::Side::Publish) && link.clash().is_none()
     }

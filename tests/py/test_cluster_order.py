@@ -15,6 +15,7 @@ import json
 
 from websockets.exceptions import ConnectionClosed
 
+import wire
 from chat import as_plain, connect, envelope, expect, next_message, run, v1
 from test_cluster import start_nodes, wait_subscribed
 from test_resume import Log
@@ -225,3 +226,43 @@ def test_a_member_dropped_from_one_node_resumes_exactly_on_another(server, redis
         assert rendered == reference.texts[offset], f"offset {offset}"
     assert resumer.last == reference.last
     assert sum(resumer.replayed) > ROUNDS, f"replays {resumer.replayed}: nothing was missed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing is ordered while Redis is away
+
+
+def test_messages_are_refused_while_redis_is_away(server, redis, tmp_path):
+    from test_api import KEY, Api
+
+    key_file = tmp_path / "api.key"
+    key_file.write_text(KEY)
+    a, b = start_nodes(server, redis, 2, "--api-key-file", str(key_file))
+    room = "away"
+
+    async def main():
+        ann = await v1(a.port, room, "ann")
+        await expect(ann, "welcome")
+        bob = await v1(b.port, room, "bob")
+        await expect(bob, "welcome")
+        wait_subscribed(redis, room, 2)
+        await ann.send(json.dumps({"type": "message", "text": "before"}))
+        for ws in (ann, bob):  # the sender's own message, too, comes back from Redis
+            assert (await next_message(ws))["text"] == "before"
+
+        redis.kill()
+        wire.wait_for(lambda: a.metrics()["shardcast_cluster_up"] == 0, 10, "node a sees Redis down")
+        await ann.send(json.dumps({"type": "message", "text": "during"}))
+        while (env := await envelope(ann))["type"] != "error":
+            # cluster_down and presence notices, and nothing else: no message
+            assert env["type"] in ("notice", "join", "leave", "online"), env
+        assert env["code"] == "unavailable", env
+        answer = await asyncio.to_thread(Api(a.port).call, "POST", "/api/publish",
+                                         {"room": room, "data": "api during"})
+        assert answer.status_code == 503, answer.text
+        assert "Redis unreachable" in answer.json()["error"], answer.text
+        for ws in (ann, bob):
+            await ws.close()
+
+    run(main(), timeout=40)
+    assert a.metrics()["shardcast_cluster_publish_dropped_total"] >= 1
