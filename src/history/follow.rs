@@ -137,8 +137,10 @@ impl History {
             }
         } else {
             // Members here received the old log's messages: from now on they cannot know
-            // what they missed. A log never synced (or emptied by a departure) had none.
-            followed.missed = log.from_redis && log.members > 0;
+            // what they missed. A log never synced had none; and when neither order has any
+            // message yet, nothing was missed and the offsets go on from 0 as they expect.
+            let untouched = log.offset == 0 && batch.offset == 0;
+            followed.missed = log.from_redis && log.members > 0 && !untouched;
             freed = log.bytes;
             log.entries = VecDeque::new();
             log.epoch = batch.epoch;

@@ -354,6 +354,20 @@ fn a_follower_continues_fills_gaps_and_resets_loudly_on_a_new_epoch() {
         (old.epoch, old.offset, old.recovered),
         (Epoch(9), 1, Some(false))
     );
+    // A new epoch before anyone said anything: nothing was missed.
+    let (mut quiet, q) = (History::follower(limits(100, 1 << 20)), room("q"));
+    quiet.follow(&q, batch(1, 1, 0), Needs::default(), now);
+    quiet.join(&q, &Ask::default(), now);
+    assert!(
+        !quiet
+            .follow(&q, batch(2, 1, 0), Needs::default(), now)
+            .missed
+    );
+    assert!(
+        quiet
+            .follow(&q, batch(3, 1, 1), Needs::default(), now)
+            .missed
+    );
     // Nobody here: a reset tells nobody.
     let (mut empty, e) = (History::follower(limits(100, 1 << 20)), room("e"));
     empty.follow(&e, batch(1, 1, 1), Needs::default(), now);
