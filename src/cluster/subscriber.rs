@@ -409,18 +409,18 @@ impl Subscriber {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        for room in wanted {
+        for room in &wanted {
             pubsub.subscribe(room_channel(room.as_str()))?;
             self.subscribed.insert(room.clone());
             // Subscribed first, then read: nothing published in between is missed (what
             // the read already has comes again live, and is skipped by its offset).
-            self.sync_room(&room)?;
+            self.sync_room(room)?;
         }
         if let Some(follows) = &mut self.follows {
             // Asked again while followed: its sequencer no longer trusts its history.
             let fresh: Vec<RoomId> = follows.fresh.drain().collect();
             for room in fresh {
-                if self.subscribed.contains(&room) {
+                if self.subscribed.contains(&room) && !wanted.contains(&room) {
                     self.sync_room(&room)?;
                 }
             }
