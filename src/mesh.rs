@@ -35,7 +35,7 @@ use mio::Waker;
 use crate::chat::{MemberChange, Outgoing, Post};
 use crate::control::Control;
 use crate::frame::SharedFrame;
-use crate::history::{Ask, Start};
+use crate::history::{Ask, Batch, Start};
 use crate::ids::SessionKey;
 pub use crate::ids::ShardId;
 use crate::room::{RoomId, Share};
@@ -104,6 +104,27 @@ pub enum ShardMsg {
         generation: u64,
         /// Where it starts, and what to replay.
         start: Box<Start>,
+    },
+    /// From the Redis bridge (`--redis` with history): you are the room's sequencer: apply
+    /// Redis's state of the room (its next message, a gap filled, or a sync) to its history
+    /// ([`crate::history::follow`]).
+    Sequenced {
+        /// The room.
+        room: RoomId,
+        /// What Redis has.
+        batch: Box<Batch>,
+    },
+    /// From the Redis bridge: it no longer follows `room` (no members here): your history
+    /// of it is no longer kept current, joins must wait for the next sync.
+    Unfollow {
+        /// The room.
+        room: RoomId,
+    },
+    /// From the room's home (a cluster's follower history): the room's order started over
+    /// in Redis, or a gap could not be filled: your members of `room` missed messages.
+    Missed {
+        /// The room.
+        room: RoomId,
     },
     /// From the Redis bridge: `room` has `others` members on other nodes now.
     Cluster {
@@ -179,6 +200,9 @@ impl PeerLink {
             | ShardMsg::Subscribe { .. }
             | ShardMsg::Unsubscribe { .. }
             | ShardMsg::Joined { .. }
+            | ShardMsg::Sequenced { .. }
+            | ShardMsg::Unfollow { .. }
+            | ShardMsg::Missed { .. }
             | ShardMsg::Control(_) => Deferred::Dropped,
             ShardMsg::Presence {
                 room,

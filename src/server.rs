@@ -145,7 +145,13 @@ impl Server {
                     url,
                     node,
                     config.presence,
-                    config.history_on(),
+                    // History on: Redis numbers every room's messages.
+                    config
+                        .history_on()
+                        .then_some(crate::cluster::sequencer::Sequencing {
+                            size: config.history_size,
+                            ttl: config.history_ttl,
+                        }),
                     peers.clone(),
                     cluster_stats,
                 )?;

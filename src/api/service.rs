@@ -49,6 +49,8 @@ enum Failure {
     Timeout,
     /// History is off (`--history-size 0`).
     NoHistory,
+    /// Redis orders the messages (`--redis` with history) and cannot now.
+    Unordered,
 }
 
 impl From<BadRequest> for Failure {
@@ -74,6 +76,11 @@ impl Failure {
             Failure::NoHistory => {
                 json_error(Status::NotFound, &[], "history is off (--history-size 0)")
             }
+            Failure::Unordered => json_error(
+                Status::Unavailable,
+                &[("Retry-After", "1")],
+                "the cluster cannot order messages now (Redis unreachable): not sent",
+            ),
         }
     }
 }
@@ -244,6 +251,13 @@ impl Service {
     /// Sends `post` to each of `rooms` through its sequencer; one answer per room, in order
     /// (`None` for a room whose sequencer did not answer in time).
     fn publish(&self, rooms: &[RoomId], post: Post) -> Result<Vec<Option<Value>>, Failure> {
+        // Redis orders the messages: while it cannot, say so at once rather than time out.
+        if self.config.history_on()
+            && let Some(cluster) = &self.cluster
+            && !cluster.can_sequence()
+        {
+            return Err(Failure::Unordered);
+        }
         let deadline = Instant::now() + API_TIMEOUT;
         let (reply, replies) = crossbeam_channel::bounded(rooms.len());
         for (index, room) in rooms.iter().enumerate() {

@@ -97,6 +97,8 @@ pub enum ErrorCode {
     NickTaken,
     /// A `who` while the server has too many to answer (the client may ask again later).
     Busy,
+    /// The cluster cannot order messages now (Redis unreachable): the message was not sent.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -138,6 +140,11 @@ impl ErrorCode {
             ErrorCode::Busy => (
                 "busy",
                 "the server has too many member lists to make: ask again in a moment",
+            ),
+            ErrorCode::Unavailable => (
+                "unavailable",
+                "the cluster cannot order messages now (Redis unreachable): this one was not \
+                 sent; send it again later",
             ),
         }
     }

@@ -33,8 +33,10 @@
 //! shards through their bounded inboxes and the mesh backlog ([`crate::mesh`]).
 
 pub mod claim;
+pub mod follows;
 pub mod link;
 pub mod publisher;
+pub mod sequencer;
 pub mod shares;
 pub mod stats;
 pub mod subscriber;
@@ -50,7 +52,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::backoff::{Backoff, random_seed};
 pub use crate::chat::MemberChange;
 use crate::chat::Post;
-use crate::control::MemberInfo;
+use crate::control::{MemberInfo, Reply};
 use crate::error::ServerError;
 use crate::ids::ShardId;
 pub use crate::ids::valid_node_id;
@@ -163,14 +165,36 @@ pub enum Outbound {
         /// allocated up front at the size of the largest variant).
         member: Option<Box<MemberChange>>,
     },
+    /// A message of the server API (Redis sequencing): published as a member's is, and
+    /// Redis's place for it answered to the API (boxed: it is rare, the queue's slots small).
+    Api(Box<ApiMessage>),
     /// Another node appeared: publish the heartbeat now rather than at the next tick.
     HeartbeatNow,
+    /// A loop has joins waiting for `room` to be synced (Redis as the sequencer): the
+    /// subscriber is to follow it and read its state.
+    Follow {
+        /// The room.
+        room: RoomId,
+    },
     /// Publish this server API envelope on the presence channel (a disconnect, a presence
     /// question or an answer: [`wire::disconnect`], [`wire::ask`], [`wire::answer`]).
     Control {
         /// The envelope.
         bytes: Vec<u8>,
     },
+}
+
+/// A server API message for Redis to number, and where to answer its place.
+#[derive(Debug)]
+pub struct ApiMessage {
+    /// The room.
+    pub room: RoomId,
+    /// The envelope ([`wire::message`]).
+    pub bytes: Vec<u8>,
+    /// The API request's index (a broadcast publishes to several rooms).
+    pub index: usize,
+    /// Where the API waits: [`Reply::Published`] with Redis's epoch and offset.
+    pub reply: Sender<Reply>,
 }
 
 /// One shard of another node answering this node's presence question (docs/api.md).
@@ -288,6 +312,72 @@ impl ClusterLink {
         if self.tx.try_send(message).is_err() {
             self.stats.dropped(1);
         }
+    }
+
+    /// Whether messages can be ordered now: the link works end to end (the node's heartbeat
+    /// came back through Redis, `shardcast_cluster_up`), the publisher holds a connection,
+    /// and this process holds its node id. Checked per message, so that a sender learns at
+    /// once that its message was not sent, rather than it being dropped in a failing pipeline.
+    pub fn can_sequence(&self) -> bool {
+        let link = &self.stats.link;
+        link.is_up() && link.is_connected(link::Side::Publish) && link.clash().is_none()
+    }
+
+    /// Hands a message a local member sent to the publisher, which runs Redis's publish
+    /// script on it (history on: Redis numbers it). False, counted as dropped, when it cannot
+    /// be ordered now (Redis unreachable, the link not proven yet, or this process lost its
+    /// node id), or the publisher's queue is full. The sender is then told, and nothing is delivered.
+    pub fn sequence(&self, room: &RoomId, post: &Post) -> bool {
+        if !self.can_sequence() {
+            self.stats.dropped(1);
+            return false;
+        }
+        if self.tx.len() >= PUBLISH_QUEUE {
+            self.stats.dropped(1);
+            return false;
+        }
+        let bytes = wire::message(&self.node, post);
+        let message = Outbound::Message {
+            room: room.clone(),
+            bytes,
+        };
+        if self.tx.try_send(message).is_err() {
+            self.stats.dropped(1);
+            return false;
+        }
+        true
+    }
+
+    /// [`ClusterLink::sequence`] for a message of the server API: the publisher answers
+    /// `reply` with Redis's place for it once the script ran (not at all if it could not).
+    pub fn sequence_for_api(
+        &self,
+        room: &RoomId,
+        post: &Post,
+        index: usize,
+        reply: Sender<Reply>,
+    ) -> bool {
+        if !self.can_sequence() {
+            self.stats.dropped(1);
+            return false;
+        }
+        let message = ApiMessage {
+            room: room.clone(),
+            bytes: wire::message(&self.node, post),
+            index,
+            reply,
+        };
+        if self.tx.try_send(Outbound::Api(Box::new(message))).is_err() {
+            self.stats.dropped(1);
+            return false;
+        }
+        true
+    }
+
+    /// Asks the bridge to follow `room` and sync it (joins wait for that). Best effort: a
+    /// request the queue has no room for is asked again at the loop's next history sweep.
+    pub fn follow(&self, room: &RoomId) {
+        let _ = self.tx.try_send(Outbound::Follow { room: room.clone() });
     }
 
     /// The server API asks node `target` to close its session `session` (`"<worker>.<seq>"`)
@@ -470,7 +560,7 @@ pub fn start(
     url: &str,
     node: &str,
     presence: bool,
-    ordered: bool,
+    sequencing: Option<sequencer::Sequencing>,
     shards: Vec<PeerHandle>,
     stats: Arc<ClusterStats>,
 ) -> Result<(ClusterLink, Departure), ServerError> {
@@ -496,7 +586,7 @@ pub fn start(
     let publisher = publisher::Publisher::new(
         (client.clone(), claim),
         (node.clone(), instance),
-        shards.len(),
+        (shards.len(), sequencing),
         rx,
         share_tx,
         stats.clone(),
@@ -504,7 +594,7 @@ pub fn start(
     let subscriber = subscriber::Subscriber::new(
         client,
         (node.clone(), instance),
-        (presence, ordered),
+        (presence, sequencing),
         shards,
         share_rx,
         tx.clone(),

@@ -18,18 +18,21 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::backoff::Backoff;
 use crate::cluster::claim::{Claim, Holder};
 use crate::cluster::link::Side;
+use crate::cluster::sequencer::{self, Script, Sequencing};
 use crate::cluster::shares::ShareSender;
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Instance, Member};
 use crate::cluster::{
-    ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, MemberChange, Outbound, PRESENCE_CHANNEL,
-    RECONNECT_CAP, connect, reconnect_backoff, room_channel,
+    ApiMessage, ClusterStats, HEARTBEAT, IO_TIMEOUT, LocalShare, MemberChange, Outbound,
+    PRESENCE_CHANNEL, RECONNECT_CAP, connect, reconnect_backoff, room_channel,
 };
+use crate::control::{Placed, Reply};
+use crate::history::Epoch;
 use crate::ids::ShardId;
 use crate::room::{RoomId, Share};
 
@@ -55,6 +58,11 @@ pub struct Publisher {
     /// While disconnected: when to try again.
     retry_at: Instant,
     next_heartbeat: Instant,
+    /// History on: messages go through Redis's publish script, loaded on every connection.
+    sequencing: Option<(Sequencing, Script)>,
+    /// The server API's messages in the pipeline being made, in order: each is answered
+    /// with its script's result (the pipeline's only results not ignored).
+    answers: Vec<(usize, Sender<Reply>)>,
 }
 
 impl Publisher {
@@ -62,7 +70,7 @@ impl Publisher {
     pub fn new(
         (client, claim): (redis::Client, Claim),
         (node, instance): (Arc<str>, u64),
-        workers: usize,
+        (workers, sequencing): (usize, Option<Sequencing>),
         rx: Receiver<Outbound>,
         share_tx: ShareSender,
         stats: Arc<ClusterStats>,
@@ -81,6 +89,8 @@ impl Publisher {
             backoff: reconnect_backoff(),
             retry_at: Instant::now(),
             next_heartbeat: Instant::now(),
+            sequencing: sequencing.map(|s| (s, Script::new(sequencer::PUBLISH))),
+            answers: Vec::new(),
         }
     }
 
@@ -127,10 +137,59 @@ impl Publisher {
     fn add(&mut self, item: Outbound, pipe: &mut redis::Pipeline) -> u64 {
         match item {
             Outbound::Message { room, bytes } => {
-                pipe.cmd("PUBLISH")
-                    .arg(room_channel(room.as_str()))
+                match &self.sequencing {
+                    // Redis numbers it, keeps it and publishes it ([`sequencer::PUBLISH`]).
+                    Some((seq, script)) => {
+                        pipe.cmd("EVALSHA")
+                            .arg(script.hash())
+                            .arg(2)
+                            .arg(sequencer::meta_key(&room))
+                            .arg(sequencer::log_key(&room))
+                            .arg(bytes)
+                            .arg(sequencer::fresh_epoch())
+                            .arg(seq.size)
+                            .arg(seq.ttl_secs())
+                            .arg(room_channel(room.as_str()))
+                            .ignore();
+                    }
+                    None => {
+                        pipe.cmd("PUBLISH")
+                            .arg(room_channel(room.as_str()))
+                            .arg(bytes)
+                            .ignore();
+                    }
+                }
+                1
+            }
+            Outbound::Api(message) => {
+                let ApiMessage {
+                    room,
+                    bytes,
+                    index,
+                    reply,
+                } = *message;
+                let Some((seq, script)) = &self.sequencing else {
+                    return 0; // only made with Redis sequencing
+                };
+                pipe.cmd("EVALSHA")
+                    .arg(script.hash())
+                    .arg(2)
+                    .arg(sequencer::meta_key(&room))
+                    .arg(sequencer::log_key(&room))
                     .arg(bytes)
-                    .ignore();
+                    .arg(sequencer::fresh_epoch())
+                    .arg(seq.size)
+                    .arg(seq.ttl_secs())
+                    .arg(room_channel(room.as_str()));
+                self.answers.push((index, reply));
+                1
+            }
+            Outbound::Follow { room } => {
+                self.share_tx.follow(room);
+                // Its echo wakes the subscriber, which may be waiting on its subscription.
+                let mut wake = sequencer::WAKE.to_vec();
+                wake.extend_from_slice(self.node.as_bytes());
+                pipe.cmd("PUBLISH").arg(PRESENCE_CHANNEL).arg(wake).ignore();
                 1
             }
             Outbound::Presence {
@@ -175,6 +234,9 @@ impl Publisher {
             None if !self.stats.link.is_leaving() => self.claimed(heartbeat),
             _ => None,
         };
+        // Answered only with Redis's place: an API message not sent is not answered (the API
+        // says it timed out), never answered as sent.
+        let answers = std::mem::take(&mut self.answers);
         let Some(fresh) = claimed else {
             self.stats.dropped(count + u64::from(heartbeat));
             return;
@@ -191,8 +253,23 @@ impl Publisher {
         let Some(conn) = &mut self.conn else {
             return; // `claimed` just made sure of it
         };
-        match pipe.exec(conn) {
-            Ok(()) => self.stats.published(count),
+        let mut sent = pipe.query::<Vec<redis::Value>>(conn);
+        if let (Err(e), Some((_, script))) = (&sent, &mut self.sequencing)
+            && Script::missing(e)
+        {
+            // Redis lost its scripts (SCRIPT FLUSH) before running any of this pipeline's:
+            // nothing of it was published, so it is sent once more.
+            tracing::info!("redis publisher: publish script missing; loading it again");
+            sent = script.load(conn).and_then(|_| pipe.query(conn));
+        }
+        match sent {
+            Ok(results) => {
+                self.stats.published(count);
+                for ((index, reply), result) in answers.into_iter().zip(results) {
+                    let placed = placed(result);
+                    let _ = reply.try_send(Reply::Published { index, placed });
+                }
+            }
             Err(e) => {
                 self.stats.dropped(count);
                 tracing::warn!("redis publisher: {e}; reconnecting");
@@ -236,6 +313,13 @@ impl Publisher {
                 }
             }
         }
+        if fresh && let Some((_, script)) = &mut self.sequencing {
+            // Loaded on every connection: a restarted Redis has no scripts.
+            if let Err(e) = script.load(conn) {
+                self.lost(&e);
+                return None;
+            }
+        }
         if fresh {
             tracing::info!("redis publisher connected");
             self.stats.link.connected(Side::Publish, self.lost_before);
@@ -274,6 +358,25 @@ impl Publisher {
         tracing::debug!("redis publisher: {error}; next attempt in {delay:?}");
         self.retry_at = Instant::now() + delay;
     }
+}
+
+/// Where the publish script placed a message: its `{epoch, offset}` answer.
+fn placed(result: redis::Value) -> Option<Placed> {
+    let redis::Value::Array(parts) = result else {
+        return None;
+    };
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok().map(str::to_owned),
+        redis::Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let [epoch, offset] = parts.as_slice() else {
+        return None;
+    };
+    Some(Placed {
+        epoch: Epoch::parse(&text(epoch)?)?,
+        offset: text(offset)?.parse().ok()?,
+    })
 }
 
 /// The presence envelope for one shard's share of a room (the member who joined or left, if

@@ -9,8 +9,12 @@
 //! lock it, each for a map insert or swap; shard threads never touch it.
 //!
 //! The bell also says when the server is stopping: it disconnects when the publisher ends.
+//!
+//! With Redis as the sequencer, the same bell carries the rooms a loop asks the subscriber to
+//! follow (joins wait for them to be synced): a set, so one entry per room however often it
+//! is asked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -26,12 +30,14 @@ type Latest = HashMap<(RoomId, ShardId), Share>;
 /// The publisher's side.
 pub struct ShareSender {
     latest: Arc<Mutex<Latest>>,
+    follow: Arc<Mutex<HashSet<RoomId>>>,
     bell: Sender<()>,
 }
 
 /// The subscriber's side.
 pub struct ShareReceiver {
     latest: Arc<Mutex<Latest>>,
+    follow: Arc<Mutex<HashSet<RoomId>>>,
     bell: Receiver<()>,
 }
 
@@ -42,20 +48,26 @@ pub struct Stopped;
 /// A connected pair.
 pub fn handoff() -> (ShareSender, ShareReceiver) {
     let latest = Arc::new(Mutex::new(Latest::new()));
+    let follow = Arc::new(Mutex::new(HashSet::new()));
     // One slot: a ring already waiting covers every share posted before it is heard.
     let (tx, rx) = crossbeam_channel::bounded(1);
     (
         ShareSender {
             latest: latest.clone(),
+            follow: follow.clone(),
             bell: tx,
         },
-        ShareReceiver { latest, bell: rx },
+        ShareReceiver {
+            latest,
+            follow,
+            bell: rx,
+        },
     )
 }
 
 /// Locks the map. A thread that panicked holding it left it whole (an insert or a swap), so
 /// poisoning is ignored.
-fn lock(latest: &Mutex<Latest>) -> MutexGuard<'_, Latest> {
+fn lock<T>(latest: &Mutex<T>) -> MutexGuard<'_, T> {
     latest.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -65,6 +77,12 @@ impl ShareSender {
         lock(&self.latest).insert((room, shard), share);
         // Full: a ring not yet heard, after which the subscriber takes this share too.
         // Disconnected: the subscriber is gone, nobody needs it.
+        let _ = self.bell.try_send(());
+    }
+
+    /// Asks the subscriber to follow `room` and sync it, and rings the bell.
+    pub fn follow(&self, room: RoomId) {
+        lock(&self.follow).insert(room);
         let _ = self.bell.try_send(());
     }
 }
@@ -86,6 +104,14 @@ impl ShareReceiver {
             Err(TryRecvError::Empty) => Ok(Vec::new()),
             Err(TryRecvError::Disconnected) => Err(Stopped),
         }
+    }
+
+    /// The rooms asked to be followed since the last call (taken whenever shares are: the
+    /// same bell rings for both).
+    pub fn take_follows(&self) -> Vec<RoomId> {
+        std::mem::take(&mut *lock(&self.follow))
+            .into_iter()
+            .collect()
     }
 
     /// Empties the map. The bell was taken first, so a share posted after this takes rings

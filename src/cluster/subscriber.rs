@@ -26,6 +26,13 @@
 //! aside: it drops every other node from the counts, tells its members, and receives nothing
 //! more until it is restarted.
 //!
+//! **Redis as the sequencer** (history on; docs/cluster.md, "One order across nodes"): the
+//! thread also follows rooms ([`Follows`]): it subscribes to a room's channel, then reads the
+//! room with its own command connection and hands the room's sequencer (its home shard) what
+//! Redis has, then every sequenced message in offset order; after a gap or a new epoch it
+//! reads the room again. When it leaves a room, or its subscription is lost, it tells the
+//! sequencer, whose history then answers no join until it is synced again.
+//!
 //! Bounds: this node's shares arrive through [`crate::cluster::shares`] (latest per (room,
 //! shard), never full). What goes to the shards passes through their bounded inboxes and this
 //! thread's [`MeshLinks`] backlog: past [`crate::mesh::MAX_BACKLOG`] waiting for one shard,
@@ -43,7 +50,9 @@ use crate::backoff::Backoff;
 use crate::chat::envelope::Change;
 use crate::chat::post::Needs;
 use crate::chat::{Body, Nick, Outgoing, Post};
+use crate::cluster::follows::Follows;
 use crate::cluster::link::Side;
+use crate::cluster::sequencer::{self, Sequencing};
 use crate::cluster::shares::{ShareReceiver, Stopped};
 use crate::cluster::table::NodeTable;
 use crate::cluster::wire::{self, Envelope, Instance, Member};
@@ -83,9 +92,9 @@ pub struct Subscriber {
     /// This process's token, as its heartbeats carry it.
     instance: u64,
     presence: bool,
-    /// Rooms have one order (history on): messages from other nodes go to their room's home
-    /// shard, which numbers them.
-    ordered: bool,
+    /// History on: Redis numbers every room's messages, and this thread follows them
+    /// ([`Follows`]).
+    follows: Option<Follows>,
     mesh: MeshLinks,
     workers: usize,
     share_rx: ShareReceiver,
@@ -130,7 +139,7 @@ impl Subscriber {
     pub fn new(
         client: redis::Client,
         (node, instance): (Arc<str>, u64),
-        (presence, ordered): (bool, bool),
+        (presence, sequencing): (bool, Option<Sequencing>),
         shards: Vec<PeerHandle>,
         share_rx: ShareReceiver,
         publisher: Sender<Outbound>,
@@ -143,7 +152,7 @@ impl Subscriber {
             node,
             instance,
             presence,
-            ordered,
+            follows: sequencing.map(Follows::new),
             // An id beyond every shard's: every shard is a peer.
             mesh: MeshLinks::new(ShardId(usize::MAX), shards),
             workers,
@@ -197,6 +206,20 @@ impl Subscriber {
             self.link_up = false;
             self.announce_down();
         }
+        self.unfollow_all();
+    }
+
+    /// Redis sequencing: nothing said in the rooms reaches this node now (the subscription is
+    /// gone), so no room's history may answer joins until it is synced again.
+    fn unfollow_all(&mut self) {
+        let Some(follows) = &mut self.follows else {
+            return;
+        };
+        for (room, _) in follows.at.drain() {
+            let home = room.home(self.workers);
+            self.mesh.send(home, ShardMsg::Unfollow { room });
+        }
+        self.flush_to_shards();
     }
 
     /// This node's heartbeat came back, `sent_micros` after the epoch: the link works.
@@ -284,6 +307,7 @@ impl Subscriber {
                 Ok(shares) => shares.into_iter().for_each(|s| self.apply_share(s)),
                 Err(Stopped) => return false,
             }
+            self.take_follow_requests();
             self.expire_nodes();
             self.flush_to_shards();
         }
@@ -295,9 +319,16 @@ impl Subscriber {
             Ok(conn) => conn,
             Err(e) => return Exit::Lost(e),
         };
+        if let Some(follows) = &mut self.follows
+            && let Err(e) = follows.connect(&self.client)
+        {
+            return Exit::Lost(e);
+        }
         let mut pubsub = conn.as_pubsub();
-        // Whatever was subscribed before is gone with the old connection.
+        // Whatever was subscribed before is gone with the old connection (and with it what
+        // followed rooms' histories knew is no longer current: those wanted are synced anew).
         self.subscribed.clear();
+        self.unfollow_all();
         if let Err(e) = pubsub.subscribe(PRESENCE_CHANNEL) {
             return Exit::Lost(e);
         }
@@ -315,7 +346,14 @@ impl Subscriber {
                 Ok(msg) => msg,
                 Err(e) => return Exit::Lost(e),
             };
-            self.handle(msg.get_channel_name(), msg.get_payload_bytes());
+            let payload = msg.get_payload_bytes();
+            if payload.starts_with(sequencer::SEQUENCED) {
+                if let Err(e) = self.on_sequenced(msg.get_channel_name(), payload) {
+                    return Exit::Lost(e);
+                }
+            } else if !payload.starts_with(sequencer::WAKE) {
+                self.handle(msg.get_channel_name(), payload);
+            }
             if self.stats.link.clash().is_some() {
                 return Exit::Clash;
             }
@@ -323,7 +361,13 @@ impl Subscriber {
                 Ok(shares) => shares.into_iter().for_each(|s| self.apply_share(s)),
                 Err(Stopped) => return Exit::Stopped,
             }
+            self.take_follow_requests();
             if let Err(e) = self.sync_subscriptions(&mut pubsub) {
+                return Exit::Lost(e);
+            }
+            if let Some(follows) = &mut self.follows
+                && let Err(e) = follows.refresh(Instant::now())
+            {
                 return Exit::Lost(e);
             }
             self.expire_nodes();
@@ -348,28 +392,145 @@ impl Subscriber {
             .delivery_dropped(std::mem::take(&mut self.mesh.notices_dropped));
     }
 
-    /// Subscribes to rooms that gained local members and leaves those that lost them all.
+    /// Subscribes to rooms that gained local members (or, Redis sequencing, that a loop
+    /// asked to follow) and leaves those that lost them all. With Redis sequencing, a room is
+    /// read right after its subscription is made, and its sequencer told when it is left.
     fn sync_subscriptions(&mut self, pubsub: &mut redis::PubSub) -> redis::RedisResult<()> {
+        if let Some(follows) = &mut self.follows {
+            follows.expire_requests(Instant::now());
+        }
+        let requested = self.follows.iter().flat_map(Follows::requested);
         let wanted: Vec<RoomId> = self
             .local
             .rooms()
+            .chain(requested)
             .filter(|room| !self.subscribed.contains(*room))
             .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
-        for room in wanted {
+        for room in &wanted {
             pubsub.subscribe(room_channel(room.as_str()))?;
-            self.subscribed.insert(room);
+            self.subscribed.insert(room.clone());
+            // Subscribed first, then read: nothing published in between is missed (what
+            // the read already has comes again live, and is skipped by its offset).
+            self.sync_room(room)?;
+        }
+        if let Some(follows) = &mut self.follows {
+            // Asked again while followed: its sequencer no longer trusts its history.
+            let fresh: Vec<RoomId> = follows.fresh.drain().collect();
+            for room in fresh {
+                if self.subscribed.contains(&room) && !wanted.contains(&room) {
+                    self.sync_room(&room)?;
+                }
+            }
         }
         let unwanted: Vec<RoomId> = self
             .subscribed
             .iter()
-            .filter(|room| !self.local.contains(room))
+            .filter(|room| {
+                !self.local.contains(room)
+                    && !self
+                        .follows
+                        .as_ref()
+                        .is_some_and(|f| f.requested().any(|r| r == *room))
+            })
             .cloned()
             .collect();
         for room in unwanted {
             pubsub.unsubscribe(room_channel(room.as_str()))?;
             self.subscribed.remove(&room);
+            if let Some(follows) = &mut self.follows {
+                follows.at.remove(&room);
+                let home = room.home(self.workers);
+                self.mesh.send(home, ShardMsg::Unfollow { room });
+            }
         }
+        Ok(())
+    }
+
+    /// Takes the rooms loops asked to follow (Redis sequencing).
+    fn take_follow_requests(&mut self) {
+        if let Some(follows) = &mut self.follows {
+            let now = Instant::now();
+            for room in self.share_rx.take_follows() {
+                follows.request(room, now);
+            }
+        }
+    }
+
+    /// Reads `room` from Redis and hands it to its sequencer (Redis sequencing; else
+    /// nothing to do).
+    fn sync_room(&mut self, room: &RoomId) -> redis::RedisResult<()> {
+        let Some(follows) = &mut self.follows else {
+            return Ok(());
+        };
+        let Some(batch) = follows.read(room)? else {
+            return Ok(());
+        };
+        follows.at.insert(room.clone(), (batch.epoch, batch.offset));
+        let home = room.home(self.workers);
+        self.mesh.send(
+            home,
+            ShardMsg::Sequenced {
+                room: room.clone(),
+                batch: Box::new(batch),
+            },
+        );
+        Ok(())
+    }
+
+    /// A message Redis numbered (its publish script) on `channel`: handed to the room's
+    /// sequencer if it is the next; skipped if it was handed over already (by a read);
+    /// after a gap or in another epoch, the room is read again instead.
+    fn on_sequenced(&mut self, channel: &str, payload: &[u8]) -> redis::RedisResult<()> {
+        let Some(room) = channel
+            .strip_prefix(ROOM_CHANNEL_PREFIX)
+            .and_then(RoomId::parse)
+        else {
+            return Ok(());
+        };
+        let (Some(follows), Some((epoch, offset, envelope))) =
+            (&mut self.follows, sequencer::sequenced(payload))
+        else {
+            tracing::debug!("redis: ignoring a malformed message on {channel}");
+            return Ok(());
+        };
+        let Some(&(at_epoch, at)) = follows.at.get(&room) else {
+            return Ok(()); // not followed (any more)
+        };
+        self.stats.received();
+        if epoch == at_epoch && offset <= at {
+            return Ok(()); // the read that synced the room had it
+        }
+        if epoch != at_epoch || offset != at + 1 {
+            tracing::debug!(
+                room = room.as_str(),
+                "redis: message {offset} after {at}: reading the room again"
+            );
+            return self.sync_room(&room);
+        }
+        let Some((node, post)) = sequencer::post(envelope) else {
+            // Unreadable: the room is read again, whose sequencer then knows what it misses.
+            return self.sync_room(&room);
+        };
+        if node != &*self.node {
+            self.heard_from(node);
+        }
+        follows_at(&mut self.follows, &room, (epoch, offset));
+        let home = room.home(self.workers);
+        let batch = crate::history::Batch {
+            epoch,
+            offset,
+            entries: vec![(offset, post)],
+        };
+        self.mesh.send(
+            home,
+            ShardMsg::Sequenced {
+                room,
+                batch: Box::new(batch),
+            },
+        );
         Ok(())
     }
 
@@ -500,10 +661,10 @@ impl Subscriber {
                     body,
                     ts,
                 };
-                if self.ordered {
-                    // The room's home numbers it among the room's other messages.
-                    let home = room.home(self.workers);
-                    self.mesh.send(home, ShardMsg::Publish { room, post });
+                if self.follows.is_some() {
+                    // History on: only what Redis numbered has a place in the room's order
+                    // (a node with history off sends these; all nodes must agree on it).
+                    tracing::debug!("redis: ignoring an unnumbered message in {room:?}");
                     return;
                 }
                 let share = self.local.total(&room);
@@ -703,6 +864,13 @@ impl Subscriber {
     }
 }
 
+/// Records where `room` stands (Redis sequencing).
+fn follows_at(follows: &mut Option<Follows>, room: &RoomId, at: (crate::history::Epoch, u64)) {
+    if let Some(follows) = follows {
+        follows.at.insert(room.clone(), at);
+    }
+}
+
 // HEARTBEAT is referenced in docs; keep the silence limit meaningfully above it.
 const _: () = assert!(SILENCE_LIMIT.as_secs() > 2 * HEARTBEAT.as_secs());
 
@@ -757,7 +925,7 @@ mod tests {
         let sub = Subscriber::new(
             redis::Client::open("redis://127.0.0.1:1/").unwrap(),
             (Arc::from("me"), ME),
-            (presence, false),
+            (presence, None),
             handles,
             share_rx,
             publisher,
@@ -1132,5 +1300,117 @@ mod tests {
         rig.sub.handle(PRESENCE_CHANNEL, &sent);
         let count = Some("count".to_owned());
         assert_eq!(cluster_msgs(rig.sent()), vec![(2, count); 2]);
+    }
+}
+
+#[cfg(test)]
+mod follow_tests {
+    use super::*;
+    use crate::history::Epoch;
+    use std::time::Duration;
+
+    /// A subscriber with Redis sequencing, following room `r` at (epoch 7, offset 3), whose
+    /// command connection is not there (a read fails).
+    fn following() -> (
+        Subscriber,
+        Vec<crossbeam_channel::Receiver<ShardMsg>>,
+        Vec<mio::Poll>,
+    ) {
+        let (mut handles, mut inboxes, mut polls) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let poll = mio::Poll::new().unwrap();
+            let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            let (tx, rx) = crossbeam_channel::bounded(64);
+            handles.push(PeerHandle { tx, waker });
+            inboxes.push(rx);
+            polls.push(poll);
+        }
+        let (_shares, share_rx) = crate::cluster::shares::handoff();
+        let (publisher, _) = crossbeam_channel::bounded(8);
+        let sequencing = Sequencing {
+            size: 100,
+            ttl: Duration::from_secs(300),
+        };
+        let mut sub = Subscriber::new(
+            redis::Client::open("redis://127.0.0.1:1/").unwrap(),
+            (Arc::from("me"), 7),
+            (true, Some(sequencing)),
+            handles,
+            share_rx,
+            publisher,
+            (Arc::new(ClusterStats::default()), Questions::default()),
+        );
+        let room = RoomId::parse("r").unwrap();
+        sub.subscribed.insert(room.clone());
+        if let Some(follows) = &mut sub.follows {
+            follows.at.insert(room, (Epoch(7), 3));
+        }
+        (sub, inboxes, polls)
+    }
+
+    fn sequenced(epoch: u64, offset: u64, text: &str) -> Vec<u8> {
+        let post = Post {
+            sender: Arc::from("other.0.1"),
+            nick: None,
+            user: None,
+            body: Body::Text(text.into()),
+            ts: 1,
+        };
+        let mut bytes = format!("S\x01{} {offset} ", Epoch(epoch)).into_bytes();
+        bytes.extend_from_slice(&wire::message("other", &post));
+        bytes
+    }
+
+    /// The offsets of the batches each shard was handed.
+    fn handed(
+        sub: &mut Subscriber,
+        inboxes: &[crossbeam_channel::Receiver<ShardMsg>],
+    ) -> Vec<Vec<u64>> {
+        sub.flush_to_shards();
+        inboxes
+            .iter()
+            .map(|rx| {
+                rx.try_iter()
+                    .map(|msg| match msg {
+                        ShardMsg::Sequenced { batch, .. } => batch.offset,
+                        other => panic!("expected a batch, got {other:?}"),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_next_message_goes_to_the_rooms_home_and_what_the_read_had_is_skipped() {
+        let (mut sub, inboxes, _polls) = following();
+        let channel = room_channel("r");
+        let home = RoomId::parse("r").unwrap().home(2).0;
+        sub.on_sequenced(&channel, &sequenced(7, 3, "had")).unwrap();
+        sub.on_sequenced(&channel, &sequenced(7, 4, "next"))
+            .unwrap();
+        sub.on_sequenced(&channel, &sequenced(7, 4, "again"))
+            .unwrap();
+        sub.on_sequenced(&channel, &sequenced(7, 5, "then"))
+            .unwrap();
+        let mut expected = vec![Vec::new(), Vec::new()];
+        expected[home] = vec![4, 5];
+        assert_eq!(handed(&mut sub, &inboxes), expected);
+        // Not followed: nothing.
+        sub.on_sequenced(&room_channel("elsewhere"), &sequenced(7, 1, "x"))
+            .unwrap();
+        assert_eq!(handed(&mut sub, &inboxes), vec![Vec::<u64>::new(); 2]);
+    }
+
+    #[test]
+    fn a_gap_or_another_epoch_reads_the_room_again_and_never_hands_it_over_as_is() {
+        for (epoch, offset) in [(7, 9), (8, 4)] {
+            let (mut sub, inboxes, _polls) = following();
+            let got = sub.on_sequenced(&room_channel("r"), &sequenced(epoch, offset, "x"));
+            assert!(
+                got.is_err(),
+                "no command connection: the read fails, the link is remade"
+            );
+            assert_eq!(handed(&mut sub, &inboxes), vec![Vec::<u64>::new(); 2]);
+        }
     }
 }

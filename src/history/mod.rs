@@ -22,6 +22,7 @@
 //! order also sets the log's expiry to `now + ttl`, so the LRU end is also the next to expire:
 //! [`History::sweep`] stops at the first log that has not.
 
+pub mod follow;
 pub mod resume;
 
 use std::collections::VecDeque;
@@ -33,6 +34,7 @@ use lru::LruCache;
 use crate::chat::post::Needs;
 use crate::chat::{Outgoing, Post};
 use crate::room::RoomId;
+pub use follow::{Batch, Followed, Waiter};
 pub use resume::{Ask, Epoch, Since, Start};
 
 /// Bytes a log costs besides its messages: the log, its name and its LRU entry (estimated).
@@ -80,6 +82,11 @@ struct Log {
     members: u32,
     /// When its messages expire (and, with no members, the log).
     expires: Instant,
+    /// A follower's log mirrors Redis's order now (always true for a log that numbers its
+    /// own messages): joins are answered from it only while it does ([`follow`]).
+    synced: bool,
+    /// Its epoch and offsets came from Redis (a follower's log that was synced once).
+    from_redis: bool,
 }
 
 impl Log {
@@ -117,6 +124,13 @@ pub struct History {
     /// The state of the epoch generator (seeded from the OS).
     seed: u64,
     tally: Tally,
+    /// Redis numbers the rooms' messages and this store follows (`--redis` with history):
+    /// see [`follow`].
+    follower: bool,
+    /// A follower's joins waiting for their room to be synced, by room.
+    waiting: std::collections::HashMap<RoomId, Vec<Waiter>>,
+    /// Rooms a follower needs (re)synced: taken by the loop, which asks the bridge.
+    to_sync: Vec<RoomId>,
 }
 
 impl History {
@@ -137,7 +151,23 @@ impl History {
             bytes: 0,
             seed: u64::from_le_bytes(seed),
             tally: Tally::default(),
+            follower: false,
+            waiting: std::collections::HashMap::new(),
+            to_sync: Vec::new(),
         }
+    }
+
+    /// A store that follows Redis's order instead of numbering messages itself ([`follow`]).
+    pub fn follower(limits: Limits) -> History {
+        History {
+            follower: true,
+            ..History::new(limits)
+        }
+    }
+
+    /// Whether this store follows Redis's order.
+    pub fn is_follower(&self) -> bool {
+        self.follower
     }
 
     /// What the store did so far.
@@ -191,6 +221,8 @@ impl History {
                         bytes: 0,
                         members: 0,
                         expires: now + self.limits.ttl,
+                        synced: !self.follower,
+                        from_redis: false,
                     },
                 );
             }
@@ -220,7 +252,7 @@ impl History {
     /// Where `room` stands now and what `ask` would replay, without joining it (the server
     /// API's history read, docs/api.md); `None` when the room has no live log.
     pub fn peek(&self, room: &RoomId, ask: &Ask, now: Instant) -> Option<Start> {
-        let log = self.logs.peek(room)?;
+        let log = self.logs.peek(room).filter(|log| log.synced)?;
         if log.expires > now {
             return Some(log.start(ask));
         }
@@ -285,6 +317,7 @@ impl History {
 
     /// Drops what has expired by `now`.
     pub fn sweep(&mut self, now: Instant) {
+        self.remind();
         // Each log is looked at once at most: one with members is kept and moved up.
         for _ in 0..self.logs.len() {
             match self.logs.peek_lru() {

@@ -266,3 +266,114 @@ fn a_peek_reads_the_log_without_joining_or_making_one() {
             .is_none()
     );
 }
+
+/// A batch of Redis's state: epoch `epoch`, messages `from..=to`.
+fn batch(epoch: u64, from: u64, to: u64) -> Batch {
+    Batch {
+        epoch: Epoch(epoch),
+        offset: to,
+        entries: (from..=to).map(|o| (o, post(&o.to_string()))).collect(),
+    }
+}
+
+fn waiter(key: usize, ask: Ask) -> Waiter {
+    Waiter {
+        owner: crate::ids::ShardId(0),
+        key: crate::ids::SessionKey(key),
+        generation: 1,
+        ask,
+    }
+}
+
+#[test]
+fn a_follower_answers_joins_only_once_synced_and_then_as_one_node_would() {
+    let (mut h, now, r) = (
+        History::follower(limits(100, 1 << 20)),
+        Instant::now(),
+        room("r"),
+    );
+    assert!(
+        !h.is_synced(&r),
+        "nothing is known of a room before Redis says"
+    );
+    h.wait(&r, waiter(1, since(Epoch(7), 3)));
+    h.wait(&r, waiter(2, Ask::default()));
+    assert_eq!(h.take_to_sync(), vec![r.clone()], "asked once");
+    assert!(h.take_to_sync().is_empty());
+    h.sweep(now);
+    assert_eq!(
+        h.take_to_sync(),
+        vec![r.clone()],
+        "asked again while joins wait"
+    );
+    let synced = h.follow(&r, batch(7, 1, 5), Needs::default(), now);
+    assert!(
+        synced.live.is_empty() && !synced.missed,
+        "a sync is history, not news"
+    );
+    assert_eq!(synced.ready.len(), 2);
+    assert!(h.is_synced(&r));
+    let start = h.join(&r, &synced.ready[0].ask, now);
+    assert_eq!(
+        (start.epoch, start.offset, start.recovered),
+        (Epoch(7), 5, Some(true))
+    );
+    assert_eq!(texts(&start), vec![4, 5]);
+    h.leave(&r, now);
+    // The bridge stopped following: joins wait for a new sync.
+    h.unfollow(&r);
+    assert!(!h.is_synced(&r));
+}
+
+#[test]
+fn a_follower_continues_fills_gaps_and_resets_loudly_on_a_new_epoch() {
+    let (mut h, now, r) = (
+        History::follower(limits(100, 1 << 20)),
+        Instant::now(),
+        room("r"),
+    );
+    h.follow(&r, batch(7, 1, 2), Needs::default(), now);
+    h.join(&r, &Ask::default(), now);
+    let live = h.follow(&r, batch(7, 3, 3), Needs::default(), now);
+    assert_eq!(
+        live.live.iter().map(|o| o.offset).collect::<Vec<_>>(),
+        vec![3]
+    );
+    // A read covering a gap (and what came already): only the new ones, in order.
+    let filled = h.follow(&r, batch(7, 1, 6), Needs::default(), now);
+    let offsets: Vec<u64> = filled.live.iter().map(|o| o.offset).collect();
+    assert_eq!((offsets, filled.missed), (vec![4, 5, 6], false));
+    // A stream that no longer reaches back: the members here missed messages.
+    let gap = h.follow(&r, batch(7, 9, 10), Needs::default(), now);
+    assert!(gap.live.is_empty() && gap.missed);
+    // Another epoch (Redis lost the room): missed too, and old positions are not recovered.
+    let reset = h.follow(&r, batch(9, 1, 1), Needs::default(), now);
+    assert!(reset.missed);
+    let old = h.join(&r, &since(Epoch(7), 10), now);
+    assert_eq!(
+        (old.epoch, old.offset, old.recovered),
+        (Epoch(9), 1, Some(false))
+    );
+    // A new epoch before anyone said anything: nothing was missed.
+    let (mut quiet, q) = (History::follower(limits(100, 1 << 20)), room("q"));
+    quiet.follow(&q, batch(1, 1, 0), Needs::default(), now);
+    quiet.join(&q, &Ask::default(), now);
+    assert!(
+        !quiet
+            .follow(&q, batch(2, 1, 0), Needs::default(), now)
+            .missed
+    );
+    assert!(
+        quiet
+            .follow(&q, batch(3, 1, 1), Needs::default(), now)
+            .missed
+    );
+    // Nobody here: a reset tells nobody.
+    let (mut empty, e) = (History::follower(limits(100, 1 << 20)), room("e"));
+    empty.follow(&e, batch(1, 1, 1), Needs::default(), now);
+    assert!(
+        !empty
+            .follow(&e, batch(2, 1, 1), Needs::default(), now)
+            .missed
+    );
+}

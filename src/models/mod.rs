@@ -26,7 +26,7 @@ use crate::chat::{Outgoing, Post};
 use crate::config::Config;
 use crate::control::Placed;
 use crate::frame::SharedFrame;
-use crate::history::{Ask, Epoch, History, Limits, Start};
+use crate::history::{Ask, Batch, Epoch, History, Limits, Start, Waiter};
 use crate::ids::{SessionKey, ShardId};
 use crate::metrics::{Counter, Counters};
 use crate::room::{Census, Room, RoomId, RoomTable, Share};
@@ -214,6 +214,38 @@ pub trait Reach {
         let _ = into;
     }
 
+    /// A cluster's follower history (`--redis` with history): this thread is `room`'s
+    /// sequencer and applies Redis's `batch` to it (`crate::history::follow`). Returns the
+    /// messages this thread's members get live now, in order, and whether they missed some
+    /// (they are then closed to resume). Joins that waited for the sync are handed out by
+    /// [`Reach::take_ready`] (other threads' through their inboxes or the registry).
+    fn follow(
+        &mut self,
+        room: &RoomId,
+        batch: Batch,
+        local: Option<&Room>,
+        cx: &mut Ctx,
+    ) -> (Vec<Arc<Outgoing>>, bool) {
+        let _ = (room, batch, local, cx);
+        (Vec::new(), false)
+    }
+
+    /// The bridge no longer follows `room`: its follower history must sync again.
+    fn unfollow(&mut self, room: &RoomId) {
+        let _ = room;
+    }
+
+    /// Joins of this thread whose room was synced since the last call: each is admitted now
+    /// and placed as it asks ([`Placing::Here`]), the room's history being current.
+    fn take_ready(&mut self, into: &mut Vec<(RoomId, Waiter)>) {
+        let _ = into;
+    }
+
+    /// Rooms whose joins wait for a sync: the loop asks the bridge to follow them.
+    fn take_to_sync(&mut self, into: &mut Vec<RoomId>) {
+        let _ = into;
+    }
+
     /// Lets histories this thread keeps drop what expired by `now`.
     fn sweep(&mut self, now: Instant) {
         let _ = now;
@@ -251,11 +283,16 @@ pub trait Reach {
 /// when history is off.
 pub fn history_for(config: &Config, sequencers: usize) -> Option<History> {
     config.history_on().then(|| {
-        History::new(Limits {
+        let limits = Limits {
             size: config.history_size,
             ttl: config.history_ttl,
             memory: config.history_memory / sequencers.max(1),
-        })
+        };
+        // In a cluster, Redis numbers the messages and the store follows it.
+        match config.redis {
+            Some(_) => History::follower(limits),
+            None => History::new(limits),
+        }
     })
 }
 

@@ -12,6 +12,10 @@
 //! travel in one FIFO channel, everything numbered after the place arrives after the answer,
 //! and nothing before it reaches the member. The home counts those members per shard, so it
 //! sends a room's messages exactly to the shards that must deliver them.
+//!
+//! In a cluster with history on, Redis numbers the messages: the home's history follows what
+//! the bridge hands it ([`ShardMsg::Sequenced`], `crate::history::follow`), and joins wait
+//! there, its own and other shards' alike, until the room is synced.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use std::time::Instant;
 
 use crate::chat::{Outgoing, Post};
 use crate::frame::SharedFrame;
-use crate::history::{Ask, Epoch, History, Start};
+use crate::history::{Ask, Batch, Epoch, History, Start, Waiter};
 use crate::ids::{SessionKey, ShardId};
 use crate::mesh::{MeshLinks, ShardMsg};
 use crate::metrics::{Counter, Counters};
@@ -37,6 +41,8 @@ pub struct Mesh {
     history: Option<History>,
     /// For each room whose home this is: the other shards with members there, and how many.
     subscribers: HashMap<RoomId, Vec<(ShardId, u32)>>,
+    /// This shard's joins placed by a sync of their room (a cluster's follower history).
+    ready: Vec<(RoomId, Waiter)>,
 }
 
 impl Mesh {
@@ -49,6 +55,23 @@ impl Mesh {
             links,
             history,
             subscribers: HashMap::new(),
+            ready: Vec::new(),
+        }
+    }
+
+    /// Shard `from` gets `room`'s messages from now on (one more of its members is there).
+    fn add_subscriber(&mut self, room: &RoomId, from: ShardId) {
+        let shards = self.subscribers.entry(room.clone()).or_default();
+        match shards.iter_mut().find(|(shard, _)| *shard == from) {
+            Some((_, members)) => *members += 1,
+            None => shards.push((from, 1)),
+        }
+    }
+
+    /// Sends `msg` (made once per shard) to every other shard with members in `room`.
+    fn send_to_subscribers(&mut self, room: &RoomId, msg: impl Fn() -> ShardMsg) {
+        for &(shard, _) in self.subscribers.get(room).map_or(&[][..], Vec::as_slice) {
+            self.links.send(shard, msg());
         }
     }
 
@@ -63,7 +86,24 @@ impl Reach for Mesh {
 
     fn defer_join(&mut self, room: &RoomId, key: SessionKey, generation: u64, ask: &Ask) -> bool {
         if !self.sequenced_elsewhere(room) {
-            return false;
+            // The home itself: a follower history not synced yet makes its own joins wait.
+            let me = self.me;
+            return match &mut self.history {
+                Some(history) if !history.is_synced(room) => {
+                    let ask = *ask;
+                    history.wait(
+                        room,
+                        Waiter {
+                            owner: me,
+                            key,
+                            generation,
+                            ask,
+                        },
+                    );
+                    true
+                }
+                _ => false,
+            };
         }
         self.links.send(
             room.home(self.shards),
@@ -168,12 +208,22 @@ impl Reach for Mesh {
             debug_assert!(false, "a subscribe with history off");
             return;
         };
-        let start = history.join(room, ask, now);
-        let shards = self.subscribers.entry(room.clone()).or_default();
-        match shards.iter_mut().find(|(shard, _)| *shard == from) {
-            Some((_, members)) => *members += 1,
-            None => shards.push((from, 1)),
+        if !history.is_synced(room) {
+            // A follower history answers once Redis's state of the room is here.
+            let ask = *ask;
+            history.wait(
+                room,
+                Waiter {
+                    owner: from,
+                    key,
+                    generation,
+                    ask,
+                },
+            );
+            return;
         }
+        let start = history.join(room, ask, now);
+        self.add_subscriber(room, from);
         self.links.send(
             from,
             ShardMsg::Joined {
@@ -200,6 +250,68 @@ impl Reach for Mesh {
         }
         if shards.is_empty() {
             self.subscribers.remove(room);
+        }
+    }
+
+    fn follow(
+        &mut self,
+        room: &RoomId,
+        batch: Batch,
+        local: Option<&Room>,
+        cx: &mut Ctx,
+    ) -> (Vec<Arc<Outgoing>>, bool) {
+        let Some(history) = &mut self.history else {
+            return (Vec::new(), false);
+        };
+        let needs = local.map(Room::needs).unwrap_or_default();
+        let followed = history.follow(room, batch, needs, cx.now);
+        // In this order on every shard's FIFO inbox: the live messages, the gap, then the
+        // places of the joins that waited (each after everything its place covers).
+        for out in &followed.live {
+            self.send_to_subscribers(room, || ShardMsg::Broadcast {
+                room: room.clone(),
+                post: out.clone(),
+            });
+        }
+        if followed.missed {
+            self.send_to_subscribers(room, || ShardMsg::Missed { room: room.clone() });
+        }
+        for waiter in followed.ready {
+            if waiter.owner == self.me {
+                self.ready.push((room.clone(), waiter));
+                continue;
+            }
+            let Some(history) = &mut self.history else {
+                break;
+            };
+            let start = history.join(room, &waiter.ask, cx.now);
+            self.add_subscriber(room, waiter.owner);
+            self.links.send(
+                waiter.owner,
+                ShardMsg::Joined {
+                    room: room.clone(),
+                    key: waiter.key,
+                    generation: waiter.generation,
+                    start: Box::new(start),
+                },
+            );
+        }
+        (followed.live, followed.missed)
+    }
+
+    fn unfollow(&mut self, room: &RoomId) {
+        if let Some(history) = &mut self.history {
+            history.unfollow(room);
+        }
+    }
+
+    fn take_ready(&mut self, into: &mut Vec<(RoomId, Waiter)>) {
+        into.append(&mut self.ready);
+    }
+
+    fn take_to_sync(&mut self, into: &mut Vec<RoomId>) {
+        if let Some(history) = &mut self.history {
+            into.extend(history.take_to_sync());
         }
     }
 

@@ -36,9 +36,10 @@ use mio::Waker;
 
 use crate::chat::post::Needs;
 use crate::chat::{Dialect, Outgoing, Post};
+use crate::close::CloseReason;
 use crate::control::Placed;
 use crate::frame::SharedFrame;
-use crate::history::{Ask, Epoch, History, Start};
+use crate::history::{Ask, Batch, Epoch, History, Start, Waiter};
 use crate::ids::{SessionKey, ShardId};
 use crate::metrics::Counters;
 use crate::models::{Joiner, Placing, Reach, count_history};
@@ -140,6 +141,8 @@ pub struct Registry {
     /// Per thread: its sessions another thread queued a room's message for (history on),
     /// for it to flush.
     queued: Vec<Mutex<Vec<SessionKey>>>,
+    /// Per thread: its joins whose room a sync made ready (a cluster's follower history).
+    ready: Vec<Mutex<Vec<(RoomId, Waiter)>>>,
 }
 
 impl Registry {
@@ -152,6 +155,7 @@ impl Registry {
                 history,
             }),
             queued: wakers.iter().map(|_| Mutex::new(Vec::new())).collect(),
+            ready: wakers.iter().map(|_| Mutex::new(Vec::new())).collect(),
             attention: wakers
                 .into_iter()
                 .map(|w| (Mutex::new(Vec::new()), w))
@@ -192,17 +196,27 @@ pub struct Shared {
     ordered: bool,
     /// This thread's members that an ordered fan-out queued a message for.
     queued_here: Vec<SessionKey>,
+    /// This thread's joins a sync it applied made ready.
+    ready_here: Vec<(RoomId, Waiter)>,
+    /// The registry's history follows Redis (a cluster with history on): joins may wait.
+    follower: bool,
 }
 
 impl Shared {
     /// Thread `me`'s reach.
     pub fn new(me: ShardId, registry: Arc<Registry>) -> Self {
-        let ordered = lock(&registry.state).history.is_some();
+        let (ordered, follower) = {
+            let state = lock(&registry.state);
+            let history = state.history.as_ref();
+            (history.is_some(), history.is_some_and(History::is_follower))
+        };
         Shared {
             me,
             registry,
             ordered,
             queued_here: Vec::new(),
+            ready_here: Vec::new(),
+            follower,
         }
     }
 
@@ -334,6 +348,128 @@ impl Reach for Shared {
     type Cell = Locked<Conn>;
 
     const THREAD: &'static str = "worker";
+
+    fn defer_join(&mut self, room: &RoomId, key: SessionKey, generation: u64, ask: &Ask) -> bool {
+        if !self.follower {
+            return false; // joins are placed under the registry lock, at once
+        }
+        let mut state = lock(&self.registry.state);
+        match &mut state.history {
+            // A follower history answers once Redis's state of the room is here.
+            Some(history) if !history.is_synced(room) => {
+                let (owner, ask) = (self.me, *ask);
+                history.wait(
+                    room,
+                    Waiter {
+                        owner,
+                        key,
+                        generation,
+                        ask,
+                    },
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Only the room's home thread applies its batches (the bridge sends them there), one
+    /// after the other: the room's order needs no turnstile here. Other threads' members
+    /// get the live messages queued under their locks (their owners flush them), and are
+    /// closed the same way when they missed messages, before anything later is queued.
+    fn follow(
+        &mut self,
+        room: &RoomId,
+        batch: Batch,
+        _: Option<&Room>,
+        cx: &mut Ctx,
+    ) -> (Vec<Arc<Outgoing>>, bool) {
+        let (followed, plain, v1) = {
+            let mut state = lock(&self.registry.state);
+            let State { rooms, history } = &mut *state;
+            let Some(history) = history.as_mut() else {
+                return (Vec::new(), false);
+            };
+            let entry = rooms.get(room);
+            let needs = entry.map_or_else(Needs::default, SharedRoom::needs);
+            let followed = history.follow(room, batch, needs, cx.now);
+            let (plain, v1) =
+                entry.map_or_else(Default::default, |e| (e.plain.clone(), e.v1.clone()));
+            (followed, plain, v1)
+        };
+        let theirs = |list: &[Member]| -> Vec<Member> {
+            list.iter()
+                .filter(|m| m.owner != self.me)
+                .cloned()
+                .collect()
+        };
+        let (their_plain, their_v1) = (theirs(&plain), theirs(&v1));
+        if followed.missed {
+            for member in their_plain.iter().chain(&their_v1) {
+                lock(&member.session).close_for(CloseReason::MissedMessages, cx);
+                self.registry.call_attention(member);
+            }
+        }
+        let mut handed: Vec<Vec<SessionKey>> = vec![Vec::new(); self.registry.queued.len()];
+        let mut delivered = 0;
+        for out in &followed.live {
+            for (members, dialect) in [(&their_plain, Dialect::Plain), (&their_v1, Dialect::V1)] {
+                if members.is_empty() {
+                    continue;
+                }
+                let frame = out.frame(dialect);
+                for member in members {
+                    if self.queue(member, &frame, cx) == Some(true) {
+                        delivered += 1;
+                        if let Some(keys) = handed.get_mut(member.owner.0) {
+                            keys.push(member.key);
+                        }
+                    }
+                }
+            }
+        }
+        for (owner, keys) in handed.iter_mut().enumerate() {
+            if !keys.is_empty() {
+                self.registry.hand_over(ShardId(owner), keys);
+            }
+        }
+        cx.counters
+            .add(crate::metrics::Counter::Deliveries, delivered);
+        for waiter in followed.ready {
+            if waiter.owner == self.me {
+                self.ready_here.push((room.clone(), waiter));
+            } else if let Some((list, waker)) = self
+                .registry
+                .ready
+                .get(waiter.owner.0)
+                .zip(self.registry.attention.get(waiter.owner.0))
+            {
+                lock(list).push((room.clone(), waiter));
+                let _ = waker.1.wake();
+            }
+        }
+        // This thread's own members: the loop delivers (and closes) them.
+        (followed.live, followed.missed)
+    }
+
+    fn unfollow(&mut self, room: &RoomId) {
+        if let Some(history) = &mut lock(&self.registry.state).history {
+            history.unfollow(room);
+        }
+    }
+
+    fn take_ready(&mut self, into: &mut Vec<(RoomId, Waiter)>) {
+        into.append(&mut self.ready_here);
+        if let Some(list) = self.registry.ready.get(self.me.0) {
+            into.append(&mut lock(list));
+        }
+    }
+
+    fn take_to_sync(&mut self, into: &mut Vec<RoomId>) {
+        if let Some(history) = &mut lock(&self.registry.state).history {
+            into.extend(history.take_to_sync());
+        }
+    }
 
     fn admit(
         &mut self,

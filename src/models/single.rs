@@ -12,8 +12,9 @@ use mio::{Interest, Registry, Token};
 use crate::acceptor::{Accepted, Handoff, RESOURCE_BACKOFF, accept_ready};
 use crate::chat::{Outgoing, Post};
 use crate::frame::SharedFrame;
-use crate::history::{Ask, Epoch, History, Start};
+use crate::history::{Ask, Batch, Epoch, History, Start, Waiter};
 use crate::ids::SessionKey;
+use crate::ids::ShardId;
 use crate::limits::{ConnectionRate, PerIpLimit};
 use crate::metrics::Counters;
 use crate::models::{Joiner, Placing, Reach, count_history};
@@ -86,17 +87,77 @@ impl Listener {
 /// sequencer and keeps every history (history on).
 pub struct Alone {
     history: Option<History>,
+    /// Joins placed by a sync of their room (a cluster's follower history).
+    ready: Vec<(RoomId, Waiter)>,
 }
 
 impl Alone {
     /// The reach, keeping `history` (`None`: history off).
     pub fn new(history: Option<History>) -> Self {
-        Alone { history }
+        Alone {
+            history,
+            ready: Vec::new(),
+        }
     }
 }
 
 impl Reach for Alone {
     type Cell = Session<Conn>;
+
+    fn defer_join(&mut self, room: &RoomId, key: SessionKey, generation: u64, ask: &Ask) -> bool {
+        match &mut self.history {
+            // A follower history answers once Redis's state of the room is here.
+            Some(history) if !history.is_synced(room) => {
+                let owner = ShardId(0);
+                let ask = *ask;
+                history.wait(
+                    room,
+                    Waiter {
+                        owner,
+                        key,
+                        generation,
+                        ask,
+                    },
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn follow(
+        &mut self,
+        room: &RoomId,
+        batch: Batch,
+        local: Option<&Room>,
+        cx: &mut Ctx,
+    ) -> (Vec<Arc<Outgoing>>, bool) {
+        let Some(history) = &mut self.history else {
+            return (Vec::new(), false);
+        };
+        let needs = local.map(Room::needs).unwrap_or_default();
+        let followed = history.follow(room, batch, needs, cx.now);
+        let ready = followed.ready.into_iter();
+        self.ready
+            .extend(ready.map(|waiter| (room.clone(), waiter)));
+        (followed.live, followed.missed)
+    }
+
+    fn unfollow(&mut self, room: &RoomId) {
+        if let Some(history) = &mut self.history {
+            history.unfollow(room);
+        }
+    }
+
+    fn take_ready(&mut self, into: &mut Vec<(RoomId, Waiter)>) {
+        into.append(&mut self.ready);
+    }
+
+    fn take_to_sync(&mut self, into: &mut Vec<RoomId>) {
+        if let Some(history) = &mut self.history {
+            into.extend(history.take_to_sync());
+        }
+    }
 
     fn admit(
         &mut self,

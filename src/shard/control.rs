@@ -54,6 +54,12 @@ impl<R: Reach> Shard<R> {
                 reply,
             } => {
                 if let Some(cluster) = &self.cluster {
+                    if self.common.config.history_on() {
+                        // Redis numbers it: the publisher answers with its place (docs/api.md).
+                        // One Redis could not take is not answered (the API says it timed out).
+                        cluster.sequence_for_api(&room, &post, index, reply);
+                        return;
+                    }
                     cluster.publish(&room, &post);
                 }
                 let placed = self.publish_placed(&room, post);

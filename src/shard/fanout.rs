@@ -292,9 +292,77 @@ impl<R: Reach> Shard<R> {
             return;
         };
         if let Some(cluster) = &self.cluster {
+            if self.common.config.history_on() {
+                // Redis numbers it (docs/cluster.md): every member, the sender included,
+                // gets it as it comes back from Redis, in the room's one order.
+                if !cluster.sequence(&room, &post) {
+                    self.unavailable(from);
+                }
+                return;
+            }
             cluster.publish(&room, &post);
         }
         self.publish(&room, post);
+    }
+
+    /// `from`'s message could not be handed to Redis (unreachable, or the bridge's queue
+    /// full): it was not sent. A v1 sender is told; a plain one cannot be (it was counted).
+    fn unavailable(&mut self, from: SessionKey) {
+        let told = self.table.with(from, |s| {
+            let v1 = s.dialect() == Dialect::V1;
+            if v1 {
+                s.push_own(envelope::error(ErrorCode::Unavailable));
+            }
+            v1
+        });
+        if told == Some(true) {
+            self.counters.bump(Counter::EnvelopeErrors);
+            self.table.list_for_flush(from);
+        }
+    }
+
+    /// Redis's state of `room` (a cluster's follower history, this thread its sequencer):
+    /// live messages reach this thread's members in order, members that missed some are
+    /// closed to resume, and joins that waited for the sync are admitted.
+    fn follow(&mut self, room: &RoomId, batch: crate::history::Batch) {
+        let mut cx = self.common.ctx(self.now, &mut self.counters);
+        let (live, missed) = self
+            .reach
+            .follow(room, batch, self.rooms.get(room), &mut cx);
+        if missed {
+            self.missed_messages(room, None);
+        }
+        for out in &live {
+            self.deliver_local(room, out);
+        }
+        self.list_queued();
+        self.admit_ready();
+    }
+
+    /// Admits this thread's joins whose room was synced (each still waiting), and asks the
+    /// bridge to sync the rooms joins wait for.
+    pub(super) fn admit_ready(&mut self) {
+        let mut ready = Vec::new();
+        self.reach.take_ready(&mut ready);
+        for (room, waiter) in ready {
+            let (key, generation) = (waiter.key, waiter.generation);
+            let waiting = self.table.is_current(key, generation)
+                && self.table.room_slot(key).is_none()
+                && self
+                    .table
+                    .with(key, |s| s.receives() && s.room() == Some(&room))
+                    == Some(true);
+            if waiting {
+                self.admit(key, room, Placing::Here(&waiter.ask));
+            }
+        }
+        let mut to_sync = Vec::new();
+        self.reach.take_to_sync(&mut to_sync);
+        if let Some(cluster) = &self.cluster {
+            for room in to_sync {
+                cluster.follow(&room);
+            }
+        }
     }
 
     /// Sends `post` to `room`'s members everywhere through the reach (which numbers it, or
@@ -434,6 +502,9 @@ impl<R: Reach> Shard<R> {
                     self.push_to_members(&room, Dialect::V1, &notice, None);
                 }
             }
+            ShardMsg::Sequenced { room, batch } => self.follow(&room, *batch),
+            ShardMsg::Unfollow { room } => self.reach.unfollow(&room),
+            ShardMsg::Missed { room } => self.missed_messages(&room, None),
             ShardMsg::Cluster { room, others, news } => {
                 self.rooms.set_others(&room, others);
                 if let Some(news) = news {

@@ -614,6 +614,10 @@ impl<R: Reach> Shard<R> {
 
     /// Phase 10: what the reach and the bridge hold goes out; the counters are published.
     fn end_turn(&mut self) {
+        // Only a cluster's follower histories make joins wait for a sync.
+        if self.cluster.is_some() && self.common.config.history_on() {
+            self.admit_ready();
+        }
         self.reach_backlog = self.reach.end_turn(&mut self.counters);
         if let Some(cluster) = &mut self.cluster {
             // Presence the bridge's queue had no room for: poll again soon, as for a backlog.

@@ -30,8 +30,8 @@ def test_publish_reaches_every_node_and_rooms_count_them(server, redis, tmp_path
 
     async def scenario():
         async with v1(n1.port, "all", "ann") as ann, v1(n2.port, "all", "bob") as bob:
-            await welcome_until_online(ann, 2, timeout=10)
-            await welcome_until_online(bob, 2, timeout=10)
+            wa = await welcome_until_online(ann, 2, timeout=10)
+            wb = await welcome_until_online(bob, 2, timeout=10)
             wait_subscribed(redis, "all", 2)
             answer = await call(api1, "POST", "/api/publish", {"room": "all", "data": "hello nodes"})
             assert answer["ok"] is True
@@ -41,8 +41,11 @@ def test_publish_reaches_every_node_and_rooms_count_them(server, redis, tmp_path
                     if env["type"] == "message":
                         break
                 assert (env["text"], env["from"], env["id"]) == ("hello nodes", "server", "server")
-            # Each node numbers the room's messages itself (offsets are per node for now).
+                assert env["offset"] == 1
+            # Redis numbers the room's messages: the answer is the message's place, one epoch
+            # on every node.
             assert answer["offset"] == 1
+            assert answer["epoch"] == wa["epoch"] == wb["epoch"]
             rooms = await call(api1, "GET", "/api/rooms")
             assert rooms == {"rooms": [{"room": "all", "online": 2}]}
 
