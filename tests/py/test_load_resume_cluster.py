@@ -74,7 +74,6 @@ def test_resume_across_nodes_lands_on_the_other_node_without_duplicates(server, 
     assert r["unparsable"] + r["messages_without_offset"] + r["welcomes_without_offset"] == 0, s
 
 
-@pytest.mark.skip(reason="needs the Redis sequencer (issue 14)")
 def test_resume_across_nodes_is_exact(server, redis):
     r = run_resume(server, redis)
     s = summary(r)
