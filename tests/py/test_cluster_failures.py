@@ -370,8 +370,8 @@ def redis_killed_mid_run(nodes, redis, *, durable: bool) -> None:
                 before = s.unavailable()
                 await s.send(f"{s.name}#down{n}")
                 down_keys.add(f"{s.name}#down{n}")
-                await until(lambda s=s, b=before: s.unavailable() > b, DELIVERY_BOUND,
-                            f"{s.name}: unavailable for a message sent while Redis is down")  # fmt: skip
+                what = f"{s.name}: unavailable for a message sent while Redis is down"
+                await until(lambda s=s, b=before: s.unavailable() > b, DELIVERY_BOUND, what)
         for n in range(3):
             await senders[2].send(f"p2#down{n}")
             down_keys.add(f"p2#down{n}")
@@ -390,7 +390,8 @@ def redis_killed_mid_run(nodes, redis, *, durable: bool) -> None:
             assert durable or w.closed, f"{w.name} was not told of the new epoch"
             if w.closed:
                 assert w.closed == MISSED, f"{w.name} closed with {w.closed}"
-                again = await room.join(nodes[(i + 1) % 3], f"{w.name}r", query=f"since={w.since()}")
+                elsewhere = nodes[(i + 1) % len(nodes)]
+                again = await room.join(elsewhere, f"{w.name}r", query=f"since={w.since()}")
                 resumed[w.name] = (w, again)
         back = await room.join(nodes[1], "leaver2", query=f"since={since}")
 
