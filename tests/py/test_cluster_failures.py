@@ -378,6 +378,9 @@ def redis_killed_mid_run(nodes, redis, *, durable: bool) -> None:
 
         redis.start()
         await until(lambda: cluster_up(nodes, 1), LINK_BOUND, "every node sees Redis back")
+        # A resume from before the kill at once, before anything else is published: without
+        # persistence the messages it missed are gone, so it cannot be recovered.
+        early = await room.join(nodes[2], "leaver1", query=f"since={since}")
         now = await settled_epoch(room, nodes, epoch, same=durable)
 
         # Each watcher was told it may have missed messages (closed), or is past the outage:
@@ -406,13 +409,14 @@ def redis_killed_mid_run(nodes, redis, *, durable: bool) -> None:
         await asyncio.gather(*sending)
         still_open = [m for m in room.members if m.closed is None and m not in talkers]
         await all_receive(talkers, still_open, "every open member: every message after recovery")
+        early_told = early.closed
         histories = [await room.history(node, f"h{i}") for i, node in enumerate(nodes)]
         await room.close_all()
-        return (epoch, now, since, watchers, senders, down_keys, resumed, back, late, late_plain,
-                talkers, histories)  # fmt: skip
+        return (epoch, now, since, watchers, senders, down_keys, resumed, early, early_told,
+                back, late, late_plain, talkers, histories)  # fmt: skip
 
-    (epoch, now, since, watchers, senders, down_keys, resumed, back, late, late_plain, talkers,
-     histories) = run(main())  # fmt: skip
+    (epoch, now, since, watchers, senders, down_keys, resumed, early, early_told, back, late,
+     late_plain, talkers, histories) = run(main())  # fmt: skip
 
     check_room(room)
     assert_never_delivered(room, down_keys)
@@ -432,6 +436,7 @@ def redis_killed_mid_run(nodes, redis, *, durable: bool) -> None:
 
     if not durable:
         assert now != epoch, "a Redis restart without persistence must start a new epoch"
+        assert early.welcome["recovered"] is False, f"resume since {since}: {early.welcome}"
         for w, again in [*resumed.values(), (None, back)]:
             where = f"resume since {since if w is None else w.since()}: {again.welcome}"
             assert again.welcome["recovered"] is False, where
@@ -449,6 +454,14 @@ def redis_killed_mid_run(nodes, redis, *, durable: bool) -> None:
     assert back.welcome["recovered"] is True, back.welcome
     after_since = texts_after(history, int(since.split(":")[1]))
     assert back.keys() == after_since, "the resume across the outage got another sequence"
+    # The same at once after the restart (then live messages; or told, if the node could not
+    # go on: a prefix of it).
+    assert early.welcome["recovered"] is True, early.welcome
+    got = early.keys()
+    if early_told is None:
+        assert got == after_since, "the resume at the restart got another sequence"
+    else:
+        assert early_told == MISSED and got == after_since[: len(got)], early_told
     # Every watcher (on through the outage, or told and resumed) got each message exactly once.
     for w in watchers:
         chain = [w]
