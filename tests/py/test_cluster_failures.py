@@ -591,3 +591,43 @@ def test_a_flushed_meta_key_starts_a_new_epoch(server, redis, wipe):
         assert h.welcome["epoch"] == now
         assert not before & set(h.keys()), f"{h.name}: the old epoch's messages in the new one"
         assert h.keys() and all(k.startswith("primer") for k in h.keys()), h.keys()
+
+
+# ---------------------------------------------------------------------------------------------
+# The room's keys outlive a quiet spell while members are in it, and expire once none is
+
+TTL = 2  # --history-ttl, seconds
+
+
+def test_a_quiet_room_with_members_keeps_its_epoch_past_the_ttl(server, redis):
+    """On one node a room's offsets never restart while it has members, however quiet it is
+    (docs/protocol.md, "History"); the keys in Redis must not expire under a followed room
+    either. Once nobody is in it, they do: a resume then finds a new epoch."""
+    nodes = start_nodes(server, redis, 2, "--history-ttl", str(TTL))
+    room = Room("quiet")
+    meta = f"shardcast:meta:{room.name}"
+
+    async def main():
+        a, b = await room.join(nodes[0], "a"), await room.join(nodes[1], "b")
+        plain = await room.join(nodes[1], name="pb")
+        await warm_up(room, a, [a, b, plain])
+        # Quiet for longer than the TTL (plus a renewal's slack), then one more message.
+        await asyncio.sleep(TTL * 2.5)
+        await b.send("b#0")
+        await until(lambda: all(m.closed or "b#0" in m.keys() for m in (a, b, plain)),
+                    DELIVERY_BOUND, "the message after the quiet spell, or a close")  # fmt: skip
+        told = [(m.name, m.closed) for m in (a, b, plain) if m.closed]
+        since = b.since()
+        await room.close_all()
+        # Nobody is in the room now: its keys expire within the TTL (bounded generously).
+        await until(lambda: redis.command("EXISTS", meta) == ["0"], LINK_BOUND, "meta expired")
+        again = await room.join(nodes[0], "a2", query=f"since={since}")
+        await again.close()
+        return a, b, told, again
+
+    a, b, told, again = run(main())
+    check_room(room)
+    assert not told, f"{told} were closed after a quiet spell: nothing was missed"
+    assert a.keys() == b.keys() == ["a#warm", "b#0"], (a.messages, b.messages)
+    assert (again.welcome["recovered"], again.welcome["epoch"] != a.welcome["epoch"]) == (
+        False, True), again.welcome  # fmt: skip
