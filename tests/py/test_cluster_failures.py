@@ -8,9 +8,11 @@ purpose, with real `redis-server` and shardcast processes started and stopped by
 * The same with AOF (`appendfsync always`): the epoch survives, and every member gets every
   message that reached Redis exactly once, live or by resuming.
 * A node SIGKILLed mid-run: every message that reached Redis is in the history and reached the
-  other nodes' members.
+  other nodes' members, and its member resumes on another node with every message once.
 * The room's meta key flushed (FLUSHALL, or DEL of the key alone): a new epoch, members told,
   a resume with the old epoch `recovered: false`.
+* A quiet room with members outlives `--history-ttl` (its keys are renewed while followed);
+  once nobody is in it they expire, and a resume finds a new epoch.
 
 What the tests hold the server to is the product's own promise (docs/protocol.md), checked on
 every connection: no message twice, offsets contiguous from the welcome on (never a silent
