@@ -56,7 +56,7 @@ done
 
 for model in "${models[@]}"; do
   step "python tests (websockets, websocat), $model model"
-  SHARDCAST_MODEL=$model WEBSOCAT=$websocat .venv/bin/python -m pytest tests/py -q
+  SHARDCAST_MODEL=$model WEBSOCAT=$websocat .venv/bin/python -m pytest tests/py -q --durations=12
 done
 
 for model in "${models[@]}"; do
