@@ -5,7 +5,7 @@ Starts redis-server and shardcast nodes on loopback, runs `shardcast-load fanout
 setups, interleaved `--runs` times so that machine noise hits all alike, and prints a
 Markdown table of medians:
 
-  single        one node, --workers 2: 1,000 subscribers, 4 publishers
+  single        one node, --workers 2: 1,000 subscribers (--subscribers), 4 publishers
   split, h0     two nodes, --workers 1 each, --history-size 0 (no cluster-wide order: each node
                 delivers at once), joined by their own Redis: subscribers and publishers spread
                 over both (half the deliveries cross nodes)
@@ -91,7 +91,7 @@ def start_node(procs: list[subprocess.Popen], *args: str) -> tuple[subprocess.Po
 
 
 def fanout(urls: list[str], publisher_url: str | None, args) -> dict:
-    cmd = [str(LOAD), "fanout", "--subscribers", "1000", "--publishers", "4",
+    cmd = [str(LOAD), "fanout", "--subscribers", str(args.subscribers), "--publishers", "4",
            "--rate", str(args.rate), "--size", "64", "--duration", str(args.duration),
            "--warmup", "1", "--threads", "1", "--json", "--quiet"]  # fmt: skip
     for url in urls:
@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=800, help="messages/s over all publishers")
     parser.add_argument("--duration", type=float, default=5, help="measured seconds per run")
     parser.add_argument("--runs", type=int, default=3, help="rounds of all setups (medians)")
+    parser.add_argument("--subscribers", type=int, default=1000,
+                        help="members of the room; a small room shows the Redis round trip, "
+                        "which writing to 1,000 sockets hides")  # fmt: skip
     args = parser.parse_args()
 
     procs: list[subprocess.Popen] = []
