@@ -141,8 +141,14 @@ fn unrecovered_resumes_explain_the_loss_and_replay_the_history_asked_for() {
     assert_eq!(r.duplicates, 0, "{s}");
     assert!(!r.contradiction(), "{s}");
     assert!(r.failed_checks().is_empty(), "{s}");
-    // Every unrecovered resume replayed the 3 latest messages it asked for.
-    assert!(r.replayed >= 3 * r.not_recovered, "{s}");
+    // Every unrecovered resume replayed the 3 latest messages it asked for, unless its next
+    // drop came first: a welcomed catch-up cut short replays fewer (~1 run in 7 has one).
+    let cut_short = r
+        .catch_ups_interrupted
+        .saturating_sub(r.reconnects_unwelcomed);
+    let completed = r.not_recovered.saturating_sub(cut_short);
+    assert!(completed > 0, "{s}");
+    assert!(r.replayed >= 3 * completed, "{s}");
     assert!(r.drained, "{s}");
 }
 
